@@ -1,0 +1,35 @@
+# Set-up and the two entry points a newcomer needs: `make demo` and `make test`.
+# Everything installs from this repo's own files into .venv; torch is pinned to the
+# CPU wheel (2.13.0) and installed first so that no other package pulls a CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+DEMO ?= runs/demo
+SHARED_DATA ?= $(abspath ../shared/datasets)
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $@
+
+# The main job on the embedded default (scikit-learn's digits): offline, about a minute on 2 cores.
+demo: install
+	rm -rf $(DEMO)
+	$(VENV)/bin/posthoc-vq train --preset digits --out $(DEMO)
+	$(VENV)/bin/posthoc-vq evaluate $(DEMO)
+
+test: install
+	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest
+
+bench: install
+	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache

@@ -1,0 +1,246 @@
+"""Typed run configuration: presets in YAML, dotted overrides, unknown keys are errors.
+
+A run is described by one :class:`RunConfig`. It is assembled from the preset
+files of a dataset (``configs/presets/<dataset>/vae.yaml`` and ``train.yaml``),
+then from ``--set key.sub=value`` overrides, and validated by pydantic. Any key
+that the schema does not know is an error naming the key and the file (or the
+override) it came from, with the closest valid key as a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from posthoc_vq.errors import ConfigError
+
+PRESET_FILES = ("vae.yaml", "train.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which dataset, where it lives, and how train/val are split."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    image_size: int | None = Field(None, ge=4, description="resize target (celeba, image-folder)")
+
+
+class VAEConfig(_Strict):
+    """Convolutional VAE architecture and loss.
+
+    ``image_size`` and ``in_channels`` come from the dataset when left empty.
+    """
+
+    family: Literal["conv", "tiny"] = "conv"
+    latent_dim: int = Field(128, ge=1)
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    kernel_size: int = Field(4, ge=2)
+    batch_norm: bool = True
+    recon_loss: Literal["mse", "bce"] = "mse"
+    beta: float = Field(1.0, ge=0.0)
+    image_size: int | None = Field(None, ge=2)
+    in_channels: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> "VAEConfig":
+        if self.image_size is not None:
+            factor = 2 ** len(self.channels)
+            if self.image_size % factor:
+                raise ValueError(
+                    f"image_size {self.image_size} is not divisible by 2**len(channels) = {factor}; "
+                    "use fewer channel stages or resize the data"
+                )
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule, stopping criterion and numerics."""
+
+    epochs: int = Field(30, ge=1, description="maximum epochs")
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    lr_step_size: int = Field(10, ge=1, description="epochs between decays (step schedule)")
+    lr_gamma: float = Field(0.5, gt=0.0, le=1.0, description="decay factor (step, plateau)")
+    early_stopping: bool = True
+    patience: int = Field(3, ge=1, description="epochs without val improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="improvement needed, in val-loss units")
+    grad_clip: float | None = Field(None, gt=0.0)
+    threads: int = Field(2, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_batch_size: int = Field(1000, ge=1)
+
+
+class RunConfig(_Strict):
+    """Everything that determines a training run."""
+
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: VAEConfig = Field(default_factory=VAEConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def configs_root() -> Path:
+    """Folder holding ``presets/`` and ``ablations/``: ``$POSTHOC_VQ_CONFIGS`` or the repo's ``configs/``."""
+    env = os.environ.get("POSTHOC_VQ_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+
+
+def preset_dir(preset: str | os.PathLike) -> Path:
+    """Resolve a preset name (``fashion-mnist``) or a folder path to its folder."""
+    path = Path(preset)
+    if path.is_dir():
+        return path
+    candidate = configs_root() / "presets" / str(preset)
+    if candidate.is_dir():
+        return candidate
+    known = sorted(p.name for p in (configs_root() / "presets").glob("*") if p.is_dir())
+    raise ConfigError(f"unknown preset '{preset}': no folder {candidate}. Known presets: {', '.join(known)}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping; a syntax error or a non-mapping names the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def check_keys(data: dict[str, Any], schema: type[BaseModel], source: str, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for the first key in ``data`` that ``schema`` does not define."""
+    fields = schema.model_fields
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            did = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{dotted}' in {source}{did}. Valid keys here: {valid}")
+        sub = _submodel(fields[key].annotation)
+        if sub is not None and isinstance(value, dict):
+            check_keys(value, sub, source, prefix=f"{dotted}.")
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``train.epochs=5`` into (['train', 'epochs'], 5); the value is read as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.sub=value (for example train.epochs=5)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], schema: type[BaseModel]) -> dict[str, Any]:
+    """Apply dotted overrides; each key is checked against ``schema`` before it is set."""
+    out = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        parts, value = parse_override(item)
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        check_keys(nested, schema, source=f"--set {item}")
+        out = deep_merge(out, nested)
+    return out
+
+
+def validate(data: dict[str, Any], schema: type[BaseModel], source: str) -> Any:
+    """Validate plain data against ``schema``; errors name the dotted key and ``source``."""
+    check_keys(data, schema, source)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(f"invalid config from {source}:\n" + "\n".join(lines)) from None
+
+
+def load_run_config(preset: str | os.PathLike = "digits", overrides: list[str] | tuple[str, ...] = (), seed: int | None = None) -> RunConfig:
+    """Build the :class:`RunConfig` of a preset plus overrides.
+
+    Parameters
+    ----------
+    preset : preset name under ``configs/presets`` or a folder holding ``vae.yaml``/``train.yaml``.
+    overrides : dotted ``key=value`` strings, applied after the preset files.
+    seed : if given, replaces ``seed``.
+    """
+    folder = preset_dir(preset)
+    merged: dict[str, Any] = {}
+    for name in PRESET_FILES:
+        path = folder / name
+        if path.exists():
+            data = read_yaml(path)
+            check_keys(data, RunConfig, source=str(path))
+            merged = deep_merge(merged, data)
+    merged = apply_overrides(merged, list(overrides), RunConfig)
+    if seed is not None:
+        merged["seed"] = seed
+    return validate(merged, RunConfig, source=f"preset {folder} with overrides {list(overrides)}")
+
+
+def load_config_file(path: str | os.PathLike, schema: type[BaseModel] = RunConfig) -> Any:
+    """Load a saved resolved config (JSON or YAML) and validate it."""
+    path = Path(path)
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err}); the file may be damaged") from None
+    else:
+        data = read_yaml(path)
+    return validate(data, schema, source=str(path))

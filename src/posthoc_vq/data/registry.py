@@ -1,0 +1,103 @@
+"""The dataset names and :func:`load_dataset`, which dispatches to the loaders."""
+
+from __future__ import annotations
+
+import os
+
+from posthoc_vq.data.celeba import load_celeba
+from posthoc_vq.data.cifar import CIFAR_CLASSES, CIFAR_SIDE, load_cifar10
+from posthoc_vq.data.digits import DIGITS_CLASSES, load_sklearn_digits
+from posthoc_vq.data.folder import load_image_folder
+from posthoc_vq.data.idx import MNIST_CLASSES, MNIST_SIDE, load_mnist_family
+from posthoc_vq.data.paths import resolve_data_dir
+from posthoc_vq.data.splits import DatasetSplits, split_official, split_unofficial
+from posthoc_vq.errors import DatasetError
+
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist",
+    "fashion-mnist",
+    "cifar-10",
+    "celeba",
+    "image-folder",
+)
+
+_NATIVE_SIZE = {
+    "digits": 8,
+    "mnist": MNIST_SIDE,
+    "fashion-mnist": MNIST_SIDE,
+    "cifar-10": CIFAR_SIDE,
+}
+
+
+def _check_native_size(name: str, image_size: int | None) -> None:
+    native = _NATIVE_SIZE[name]
+    if image_size is not None and image_size != native:
+        raise DatasetError(
+            f"dataset {name!r} has fixed {native}x{native} images but image_size={image_size} "
+            f"was requested; set image_size to {native} or leave it unset"
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    image_size: int | None = None,
+) -> DatasetSplits:
+    """Load a dataset split into train, val and test.
+
+    Parameters
+    ----------
+    name : str
+        One of ``DATASETS``.
+    data_dir : str or os.PathLike or None
+        Root data folder holding ``<name>/`` (resolved by
+        :func:`resolve_data_dir`); ignored by ``'digits'``. For
+        ``'image-folder'`` it is the image folder itself and is required.
+    val_fraction : float
+        Fraction of the (official or remaining) train images used for val, in
+        ``[0, 1)``; ignored by ``'celeba'``, which has an official val split.
+    split_seed : int
+        Seed of the val carve (the test carve of datasets without an official
+        test split uses ``split_seed + 1``).
+    image_size : int or None
+        Output side length for ``'celeba'`` and ``'image-folder'`` (default
+        64). The other datasets have a fixed size and accept only that size.
+
+    Returns
+    -------
+    DatasetSplits
+        Images ``(N, H, H, C)`` uint8 and labels ``(N,)`` int64 per split:
+        digits 8x8x1, mnist and fashion-mnist 28x28x1, cifar-10 32x32x3,
+        celeba and image-folder ``image_size`` x ``image_size`` x 3.
+
+    Raises
+    ------
+    DatasetError
+        For an unknown name, missing or corrupt files, or an invalid option.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if name == "image-folder":
+        if data_dir is None:
+            raise DatasetError(
+                "dataset 'image-folder' needs a folder: pass --data-dir (data_dir) pointing at a "
+                "folder with one sub-folder of images per class"
+            )
+        full, num_classes = load_image_folder(resolve_data_dir(data_dir), image_size)
+        return split_unofficial(name, full, num_classes, val_fraction, split_seed)
+    if name == "celeba":
+        return load_celeba(resolve_data_dir(data_dir), image_size)
+    _check_native_size(name, image_size)
+    if name == "digits":
+        return split_unofficial(
+            name, load_sklearn_digits(), DIGITS_CLASSES, val_fraction, split_seed
+        )
+    if name == "cifar-10":
+        train, test = load_cifar10(resolve_data_dir(data_dir))
+        return split_official(name, train, test, CIFAR_CLASSES, val_fraction, split_seed)
+    train, test = load_mnist_family(name, resolve_data_dir(data_dir))
+    return split_official(name, train, test, MNIST_CLASSES, val_fraction, split_seed)

@@ -1,0 +1,102 @@
+"""Atomic, pickle-free file I/O: JSON and safetensors written to a temp file, then renamed.
+
+A reader never sees a half-written file: every writer goes through
+:func:`atomic_write`, which writes ``<name>.tmp-<pid>`` in the same folder,
+fsyncs it and ``os.replace``-s it over the target. Loaders turn every way a file
+can be damaged into a :class:`CheckpointError` that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from posthoc_vq.errors import CheckpointError
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
+        return _json_safe(obj.item())
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (inf and NaN as Python's json writes them)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read JSON; a missing or damaged file is a CheckpointError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is damaged (not valid JSON: {err}); restore it or re-create the {what}") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Save tensors as safetensors atomically and return the file's sha256."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return sha256_file(path)
+
+
+def load_tensors(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; missing, truncated, corrupt or checksum-mismatched files raise CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"tensor file not found: {path}")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise CheckpointError(
+                f"{path} is corrupt or was modified: sha256 {actual[:12]}... does not match the recorded {sha256[:12]}...; "
+                "re-create it (for a training checkpoint, resume from an earlier one or retrain)"
+            )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is truncated or not a safetensors file ({err}); re-create it") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Quantizers (contents filled in elsewhere)."""

@@ -1,0 +1,233 @@
+"""VAE trainer: Adam, LR schedule, early stopping on validation loss, resumable checkpoints.
+
+The whole state needed to continue a run is saved at each epoch end (see
+``checkpoint.py``); random streams are reseeded per epoch (see ``seeding.py``),
+so ``fit(resume=True)`` after a kill gives the same weights as a run that was
+never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from posthoc_vq.config import RunConfig
+from posthoc_vq.data import DatasetSplits, load_dataset
+from posthoc_vq.errors import ConfigError, TrainingError
+from posthoc_vq.io import write_json
+from posthoc_vq.models import ConvVAE, build_vae
+from posthoc_vq.provenance import provenance
+from posthoc_vq.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from posthoc_vq.train.history import write_history
+from posthoc_vq.train.seeding import generator, seed_everything
+
+SUMMARY_FILE = "train_summary.json"
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    epochs: int  # epochs completed
+    best_epoch: int
+    best_val_loss: float
+    converged: bool  # stopped by the early-stopping criterion
+    stop_reason: str  # 'early_stopping' | 'max_epochs'
+    steps: int  # optimizer steps taken
+    seconds: float
+    images_per_second: float
+
+
+def images_tensor(splits: DatasetSplits, split: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) tensor of one split; batches are converted to float on the fly."""
+    return torch.from_numpy(splits.split(split).images).permute(0, 3, 1, 2).contiguous()
+
+
+def resolve_model_config(config: RunConfig, splits: DatasetSplits) -> RunConfig:
+    """Fill ``model.image_size``/``in_channels`` from the dataset; a conflicting value is a ConfigError."""
+    model = config.model
+    for key, actual in (("image_size", splits.image_size), ("in_channels", splits.channels)):
+        given = getattr(model, key)
+        if given is not None and given != actual:
+            raise ConfigError(f"model.{key}={given} does not match dataset '{splits.name}' ({actual}); remove the key or fix it")
+    try:
+        model = model.model_validate({**model.model_dump(), "image_size": splits.image_size, "in_channels": splits.channels})
+    except ValueError as err:
+        raise ConfigError(f"model config does not fit dataset '{splits.name}': {err}") from None
+    return config.model_copy(update={"model": model})
+
+
+def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
+    t = config.train
+    if t.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    if t.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step_size, gamma=t.lr_gamma)
+    if t.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=t.lr_gamma, patience=max(1, t.patience // 2))
+    return None
+
+
+class Trainer:
+    """Train one VAE run into ``run_dir``.
+
+    Parameters
+    ----------
+    config : the run's config; ``model.image_size``/``in_channels`` are resolved from the data.
+    run_dir : output folder (created).
+    splits : pre-loaded data (else loaded from ``config.data``).
+    progress : show a rich progress bar with ETA.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, splits: DatasetSplits | None = None, progress: bool = True, console: Console | None = None):
+        torch.set_num_threads(config.train.threads)
+        d = config.data
+        self.splits = splits or load_dataset(d.name, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed, image_size=d.image_size)
+        self.config = resolve_model_config(config, self.splits)
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        self.train_x = images_tensor(self.splits, "train")
+        self.val_x = images_tensor(self.splits, "val")
+        seed_everything(self.config.seed)
+        self.model: ConvVAE = build_vae(self.config.model)
+        t = self.config.train
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.scheduler = _scheduler(self.config, self.optimizer)
+        self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if t.precision == "bf16" else nullcontext
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self, epoch: int, on_batch=None) -> dict[str, float]:
+        """One pass over the shuffled train split; returns mean loss, recon and KL per image."""
+        t, seed = self.config.train, self.config.seed
+        self.model.train()
+        order = torch.randperm(len(self.train_x), generator=generator(seed, "shuffle", epoch))
+        noise = generator(seed, "noise", epoch)
+        sums = torch.zeros(3, dtype=torch.float64)
+        n_batches = math.ceil(len(order) / t.batch_size)
+        for i in range(n_batches):
+            idx = order[i * t.batch_size : (i + 1) * t.batch_size]
+            x = self.train_x[idx].float().div_(255.0)  # (B, C, H, W) in [0, 1]
+            with self.autocast():
+                out = self.model(x, generator=noise)
+            losses = self.model.loss(x, out)
+            loss_value = losses.loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingError(
+                    f"loss became {loss_value} at epoch {epoch}, step {i + 1} of {n_batches} (global step {self.step + 1}). "
+                    f"The last good checkpoint is kept in {self.run_dir / 'checkpoints'}; lower train.lr or set "
+                    "train.grad_clip, then continue with --resume"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.loss.backward()
+            if t.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            sums += torch.tensor([loss_value * len(idx), losses.recon.item() * len(idx), losses.kl.item() * len(idx)], dtype=torch.float64)
+            if on_batch is not None:
+                on_batch(loss_value)
+        loss, recon, kl = (sums / len(order)).tolist()
+        return {"train_loss": loss, "train_recon": recon, "train_kl": kl}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean negative ELBO on the val split, with a fixed noise stream so epochs are comparable."""
+        self.model.eval()
+        noise = generator(self.config.seed, "val")
+        sums = torch.zeros(3, dtype=torch.float64)
+        bs = self.config.train.eval_batch_size
+        for i in range(0, len(self.val_x), bs):
+            x = self.val_x[i : i + bs].float().div_(255.0)
+            with self.autocast():
+                out = self.model(x, generator=noise)
+            losses = self.model.loss(x, out)
+            sums += torch.tensor([losses.loss.item(), losses.recon.item(), losses.kl.item()], dtype=torch.float64) * len(x)
+        loss, recon, kl = (sums / len(self.val_x)).tolist()
+        if not math.isfinite(loss):
+            raise TrainingError(f"validation loss became {loss}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}")
+        return {"val_loss": loss, "val_recon": recon, "val_kl": kl}
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until early stopping or ``train.epochs``; resume from the newest checkpoint if asked."""
+        t = self.config.train
+        self.step, start_epoch, history = 0, 1, []
+        best_val, best_epoch, bad_epochs, seconds = math.inf, 0, 0, 0.0
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, self.model, self.optimizer)
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.step, history = state["step"], state["history"]
+            best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
+            start_epoch, seconds = state["epoch"] + 1, state["seconds"]
+            self.console.print(f"resuming {self.run_dir} after epoch {state['epoch']}")
+        self._write_run_files(resumed=ckpt is not None)
+
+        stop_reason = "max_epochs"
+        if bad_epochs >= t.patience and t.early_stopping:
+            stop_reason, start_epoch = "early_stopping", t.epochs + 1
+        n_batches = math.ceil(len(self.train_x) / t.batch_size)
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, disable=not self.progress,
+        )
+        with bar:
+            run_task = bar.add_task("epochs", total=t.epochs, completed=start_epoch - 1, loss=float("nan"))
+            for epoch in range(start_epoch, t.epochs + 1):
+                task = bar.add_task(f"epoch {epoch}", total=n_batches, loss=float("nan"))
+                tic = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+                row |= self.train_epoch(epoch, on_batch=lambda loss, task=task: bar.update(task, advance=1, loss=loss))
+                row |= self.validate()
+                row["seconds"] = time.perf_counter() - tic
+                seconds += row["seconds"]
+                improved = row["val_loss"] < best_val - t.min_delta
+                row["improved"] = improved
+                history.append(row)
+                if improved:
+                    best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
+                    save_model(self.run_dir, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step})
+                else:
+                    bad_epochs += 1
+                if self.scheduler is not None:
+                    self.scheduler.step(row["val_loss"]) if t.lr_schedule == "plateau" else self.scheduler.step()
+                write_history(self.run_dir, history)
+                save_checkpoint(self.run_dir, epoch, self.model, self.optimizer, {
+                    "step": self.step, "history": history, "best_val": best_val, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs, "seconds": seconds,
+                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                })
+                bar.remove_task(task)
+                bar.update(run_task, advance=1, loss=row["val_loss"])
+                self.console.print(
+                    f"epoch {epoch:3d}  train {row['train_loss']:.3f}  val {row['val_loss']:.3f} "
+                    f"(recon {row['val_recon']:.3f}, kl {row['val_kl']:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s",
+                    highlight=False,
+                )
+                if t.early_stopping and bad_epochs >= t.patience:
+                    stop_reason = "early_stopping"
+                    break
+
+        epochs_done = history[-1]["epoch"] if history else 0
+        result = TrainResult(
+            run_dir=str(self.run_dir), epochs=epochs_done, best_epoch=best_epoch, best_val_loss=best_val,
+            converged=stop_reason == "early_stopping", stop_reason=stop_reason, steps=self.step, seconds=seconds,
+            images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0,
+        )
+        write_json(self.run_dir / SUMMARY_FILE, asdict(result))
+        return result
+
+    def _write_run_files(self, resumed: bool) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / "config.json", self.config.to_dict())
+        info = provenance(seed=self.config.seed, resumed=resumed, dataset_sizes={s: len(self.splits.split(s)) for s in ("train", "val", "test")})
+        write_json(self.run_dir / ("provenance-resume.json" if resumed else "provenance.json"), info)
