@@ -19,11 +19,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) -e '.[test]'
 	touch $@
 
-# The main job on the embedded default (scikit-learn's digits): offline, about a minute on 2 cores.
+CLI := $(VENV)/bin/posthoc-vq
+
+# The main job on the embedded default (scikit-learn's digits), offline, a minute or two on 2 cores:
+# train a VAE, build Euclidean and geodesic codebooks post hoc, evaluate each, write the table and figure.
 demo: install
 	rm -rf $(DEMO)
-	$(VENV)/bin/posthoc-vq train --preset digits --out $(DEMO)
-	$(VENV)/bin/posthoc-vq evaluate $(DEMO)
+	$(CLI) train --preset digits --out $(DEMO)
+	$(CLI) quantize $(DEMO) --preset digits/quantize-euclidean
+	$(CLI) quantize $(DEMO) --preset digits/quantize-geodesic
+	$(CLI) evaluate $(DEMO)
+	$(CLI) evaluate $(DEMO) --codebook kmeans-K64-mu-train
+	$(CLI) evaluate $(DEMO) --codebook geodesic-K64-mu-train
+	$(CLI) table $(DEMO)
 
 test: install
 	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest

@@ -96,6 +96,35 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
 
+class QuantizeConfig(_Strict):
+    """A post-hoc latent codebook: method, size, which latents, which data it is fitted on."""
+
+    method: Literal["kmeans", "geodesic", "hybrid", "residual", "random-prior"] = "kmeans"
+    K: int = Field(1024, ge=2, description="codebook size (per stage for residual)")
+    latents: Literal["mu", "z"] = "mu"
+    latent_seed: int = Field(0, description="sampling seed when latents is z")
+    fit_on: Literal["train", "train+val", "train+test", "train+val+test"] = "train"
+    random_state: int = 0
+    max_iter: int | None = Field(None, ge=1, description="Lloyd / k-medoid iterations (method default if empty)")
+    n_neighbors: int = Field(50, ge=1, description="k of the kNN graph (geodesic, hybrid)")
+    symmetry: Literal["union", "mutual"] = "union"
+    graph: Literal["exact", "hnsw"] = "exact"
+    n_stages: int = Field(2, ge=1, description="residual stages M")
+    threads: int = Field(2, ge=1)
+    name: str | None = Field(None, description="codebook name in the run (default from method, K, latents, fit set)")
+
+    def default_name(self) -> str:
+        stages = f"-M{self.n_stages}" if self.method == "residual" else ""
+        seed = f"-seed{self.latent_seed}" if self.latents == "z" else ""
+        return self.name or f"{self.method}{stages}-K{self.K}-{self.latents}{seed}-{self.fit_on.replace('+', '_')}"
+
+
+class QuantizeFile(_Strict):
+    """Schema of a ``quantize-*.yaml`` preset file."""
+
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -229,6 +258,26 @@ def load_run_config(preset: str | os.PathLike = "digits", overrides: list[str] |
     if seed is not None:
         merged["seed"] = seed
     return validate(merged, RunConfig, source=f"preset {folder} with overrides {list(overrides)}")
+
+
+def load_quantize_config(preset: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> QuantizeConfig:
+    """Build a :class:`QuantizeConfig` from a ``quantize-*.yaml`` file (name or path) plus ``quantize.*`` overrides.
+
+    ``preset`` is a file path, or ``<dataset>/quantize-euclidean`` style name under ``configs/presets``.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if preset is not None:
+        path = Path(preset)
+        if not path.is_file():
+            path = configs_root() / "presets" / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"quantize preset not found: {preset} (looked for {path})")
+        data = read_yaml(path)
+        check_keys(data, QuantizeFile, source=str(path))
+        source = str(path)
+    data = apply_overrides(data, list(overrides), QuantizeFile)
+    return validate(data, QuantizeFile, source=f"{source} with overrides {list(overrides)}").quantize
 
 
 def load_config_file(path: str | os.PathLike, schema: type[BaseModel] = RunConfig) -> Any:

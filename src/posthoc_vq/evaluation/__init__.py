@@ -1,5 +1,7 @@
-"""Evaluation of trained runs (and, later, of their codebooks) on held-out data."""
+"""Evaluation of trained runs and their codebooks on held-out data, with a sanity audit."""
 
-from posthoc_vq.evaluation.reconstruction import decode, encode_mu, evaluate_continuous, image_quality
+from posthoc_vq.evaluation.audit import audit
+from posthoc_vq.evaluation.codebook import evaluate_codebook
+from posthoc_vq.evaluation.reconstruction import decode, evaluate_continuous, image_quality
 
-__all__ = ["decode", "encode_mu", "evaluate_continuous", "image_quality"]
+__all__ = ["audit", "decode", "evaluate_codebook", "evaluate_continuous", "image_quality"]

@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
-from posthoc_vq.data import DatasetSplits, load_dataset
-from posthoc_vq.errors import PosthocVQError
+from posthoc_vq.data import DatasetSplits
+from posthoc_vq.evaluation.audit import audit
 from posthoc_vq.io import read_json, write_json
+from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
-from posthoc_vq.models import OUTPUT_RANGE, ConvVAE
+from posthoc_vq.models import ConvVAE
 from posthoc_vq.provenance import provenance
 from posthoc_vq.train import SUMMARY_FILE, load_model, load_run_config
 
@@ -29,13 +30,6 @@ def split_images(splits: DatasetSplits, split: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_mu(model: ConvVAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means (N, D) of images (N, C, H, W)."""
-    model.eval()
-    return torch.cat([model.encode(x[i : i + batch_size]).mu for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
 def decode(model: ConvVAE, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Decoded images (N, C, H, W) in OUTPUT_RANGE from latents (N, D)."""
     model.eval()
@@ -43,10 +37,10 @@ def decode(model: ConvVAE, z: torch.Tensor, batch_size: int = 1000) -> torch.Ten
 
 
 def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, Any]:
-    """MSE, PSNR (dB) and SSIM per image against ``reference``, each as mean with a 95% CI over images."""
-    lo, hi = OUTPUT_RANGE
-    if output.min() < lo - 1e-6 or output.max() > hi + 1e-6:
-        raise PosthocVQError(f"decoded outputs lie in [{output.min():.3f}, {output.max():.3f}], outside {OUTPUT_RANGE}; metrics would be meaningless")
+    """MSE, PSNR (dB) and SSIM per image against ``reference``, each as mean with a 95% CI over images.
+
+    The range of ``output`` is recorded (``output_range``) for the audit; it is not clipped.
+    """
     win, sigma = ssim_window(reference.shape[-1])
     per_psnr = psnr(reference, output, data_range=DATA_RANGE).clamp(max=PSNR_CAP_DB)
     return {
@@ -56,32 +50,43 @@ def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, An
         "ssim": mean_ci(ssim(reference, output, data_range=DATA_RANGE).numpy()).to_dict(),
         "ssim_window": {"size": win, "sigma": sigma},
         "psnr_cap_db": PSNR_CAP_DB,
+        "output_range": [float(output.min()), float(output.max())],
+    }
+
+
+def run_header(run_dir: Path, config, meta: dict[str, Any], split: str) -> dict[str, Any]:
+    """Run, dataset, split, model size and training state: the first keys of every evaluation result."""
+    summary = read_json(run_dir / SUMMARY_FILE, what="training summary") if (run_dir / SUMMARY_FILE).exists() else None
+    return {
+        "run": str(run_dir),
+        "dataset": config.data.name,
+        "split": split,
+        "model": {
+            "family": config.model.family, "latent_dim": config.model.latent_dim, "num_parameters": meta["num_parameters"],
+            "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch"), "trained_steps": meta.get("trained_steps"),
+        },
+        "training": {k: summary[k] for k in ("converged", "stop_reason", "epochs", "best_epoch", "steps")} if summary else {"converged": None, "stop_reason": "unfinished"},
     }
 
 
 def evaluate_continuous(run_dir: str | Path, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None) -> dict[str, Any]:
     """Evaluate decode(mu) against ground truth on ``split``; writes ``eval/continuous-<split>.json``.
 
-    Returns the JSON-able result (metrics with CIs, model size, whether training converged).
+    Returns the JSON-able result (metrics with CIs, model size, training state, audit warnings).
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     model, meta = load_model(run_dir)
-    d = config.data
-    splits = splits or load_dataset(d.name, data_dir or d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed, image_size=d.image_size)
+    splits = splits or load_run_splits(run_dir, data_dir)
     torch.set_num_threads(config.train.threads)
     x = split_images(splits, split)
-    x_cont = decode(model, encode_mu(model, x, config.train.eval_batch_size), config.train.eval_batch_size)
-    summary = read_json(run_dir / SUMMARY_FILE, what="training summary") if (run_dir / SUMMARY_FILE).exists() else None
+    x_cont = decode(model, encode_split(model, x, "mu"))
     result = {
-        "run": str(run_dir),
-        "dataset": d.name,
-        "split": split,
+        **run_header(run_dir, config, meta, split),
         "latents": "mu",
-        "model": {"family": config.model.family, "latent_dim": config.model.latent_dim, "num_parameters": meta["num_parameters"], "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch")},
-        "training": {k: summary[k] for k in ("converged", "stop_reason", "epochs", "best_epoch", "steps")} if summary else {"converged": None, "stop_reason": "unfinished"},
         "continuous": image_quality(x, x_cont),
         "provenance": provenance(seed=config.seed),
     }
+    result["warnings"] = audit(result)
     write_json(run_dir / "eval" / f"continuous-{split}.json", result)
     return result

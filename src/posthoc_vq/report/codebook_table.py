@@ -1,0 +1,131 @@
+"""The study-style codebook table and the rate-distortion figure of one run.
+
+Reads the evaluation JSONs a run has (``eval/continuous-<split>.json`` and
+``eval/<codebook>-<split>.json``) and writes ``codebooks-<split>.md``/``.csv``
+and ``rate-distortion-<split>.png``: absolute PSNR/SSIM against ground truth,
+the quantization penalty, code usage, dead codes, entropy, bits per image and
+graph connectivity, one row per codebook, with the audit's warnings below.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from posthoc_vq.errors import PosthocVQError
+from posthoc_vq.io import atomic_write
+
+COLUMNS = (
+    "method", "codebook", "fit on", "bits/image", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
+    "code usage", "dead codes", "entropy (nats)", "entropy (bits)", "perplexity", "graph nodes", "graph edges", "components",
+)
+
+
+def load_results(run_dir: Path, split: str = "test") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(continuous result, codebook results sorted by method and bits) of a run's evaluations."""
+    folder = Path(run_dir) / "eval"
+    cont_path = folder / f"continuous-{split}.json"
+    if not cont_path.exists():
+        raise PosthocVQError(f"{cont_path} not found: run `posthoc-vq evaluate {run_dir}` first")
+    cont = json.loads(cont_path.read_text())
+    books = []
+    for path in sorted(folder.glob(f"*-{split}.json")):
+        if path != cont_path:
+            r = json.loads(path.read_text())
+            if "codebook" in r:
+                books.append(r)
+    books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
+    return cont, books
+
+
+def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    c = cont["continuous"]
+    rows = [{
+        "method": "continuous", "codebook": "-", "fit on": "-", "bits/image": f"{32 * cont['model']['latent_dim']} (fp32)",
+        "PSNR (dB)": f"{c['psnr_db']['mean']:.2f}", "PSNR 95% CI": f"[{c['psnr_db']['low']:.2f}, {c['psnr_db']['high']:.2f}]",
+        "SSIM": f"{c['ssim']['mean']:.4f}", "penalty PSNR (dB)": "-",
+    }]
+    for r in books:
+        q, u, g = r["quantized"], r["usage"][split], r.get("graph") or {}
+        rows.append({
+            "method": r["method"], "codebook": r["codebook"], "fit on": r["fit_on"], "bits/image": f"{r['bits_per_image']:.0f}",
+            "PSNR (dB)": f"{q['psnr_db']['mean']:.2f}", "PSNR 95% CI": f"[{q['psnr_db']['low']:.2f}, {q['psnr_db']['high']:.2f}]",
+            "SSIM": f"{q['ssim']['mean']:.4f}", "penalty PSNR (dB)": f"{r['penalty']['psnr_db']['mean']:.2f}",
+            "code usage": f"{u['used']}/{u['n_codes']}", "dead codes": str(u["dead"]),
+            "entropy (nats)": f"{u['entropy_nats']:.3f}", "entropy (bits)": f"{u['entropy_bits']:.3f}", "perplexity": f"{u['perplexity']:.1f}",
+            "graph nodes": str(g.get("nodes", "-")), "graph edges": str(g.get("edges", "-")), "components": str(g.get("components", "-")),
+        })
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], cont: dict[str, Any], books: list[dict[str, Any]], split: str) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    body = "".join("| " + " | ".join(str(r.get(c, "-")) for c in COLUMNS) + " |\n" for r in rows)
+    n = cont["continuous"]["n_images"]
+    notes = [
+        f"Run `{cont['run']}`, dataset {cont['dataset']}, {split} split ({n} images); latents: posterior means unless the codebook name says z.",
+        "PSNR/SSIM: decoded outputs in [0, 1] against ground truth (per-image mean, 95% CI over images). "
+        "Penalty: quantized output against the continuous output. Code usage, entropy and perplexity on the evaluated split.",
+        f"Training: {cont['training'].get('stop_reason')} after {cont['training'].get('epochs')} epochs (converged: {cont['training'].get('converged')}).",
+    ]
+    model_codes = {w["code"] for w in cont.get("warnings", [])}  # repeated in every codebook's result
+    warnings = [f"model: {w['message']}" for w in cont.get("warnings", [])]
+    warnings += [f"{r['codebook']}: {w['message']}" for r in books for w in r.get("warnings", []) if w["code"] not in model_codes]
+    text = head + body + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if warnings:
+        text += "\nAudit warnings:\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
+    return text
+
+
+def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], path: Path) -> None:
+    """PSNR against bits per image, with 95% CIs; the continuous model as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    c = cont["continuous"]["psnr_db"]
+    ax.axhline(c["mean"], color="black", lw=1.2, label=f"continuous (mu), {c['mean']:.2f} dB")
+    ax.axhspan(c["low"], c["high"], color="black", alpha=0.08)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in books:
+        groups.setdefault((r["method"], r["fit_on"]), []).append(r)
+    for (method, fit_on), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["bits_per_image"])
+        x = [r["bits_per_image"] for r in rs]
+        y = [r["quantized"]["psnr_db"]["mean"] for r in rs]
+        err = [[r["quantized"]["psnr_db"]["mean"] - r["quantized"]["psnr_db"]["low"] for r in rs], [r["quantized"]["psnr_db"]["high"] - r["quantized"]["psnr_db"]["mean"] for r in rs]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls="-" if len(rs) > 1 else "none", label=f"{method} (fit on {fit_on})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per image")
+    ax.set_ylabel("test PSNR vs ground truth (dB)")
+    ax.set_title(f"{cont['dataset']}: post-hoc codebooks, rate against distortion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_codebook_table(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test") -> dict[str, Path]:
+    """Write the table (Markdown, CSV) and the rate-distortion PNG; returns their paths."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    cont, books = load_results(run_dir, split)
+    rows = table_rows(cont, books, split)
+    paths = {"markdown": out / f"codebooks-{split}.md", "csv": out / f"codebooks-{split}.csv", "figure": out / f"rate-distortion-{split}.png"}
+    with atomic_write(paths["markdown"]) as tmp:
+        tmp.write_text(markdown(rows, cont, books, split))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, restval="-")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(paths["csv"]) as tmp:
+        tmp.write_text(buf.getvalue())
+    rate_distortion_figure(cont, books, paths["figure"])
+    return paths
