@@ -1,9 +1,10 @@
 """Re-run the Fashion-MNIST post-hoc VQ study with correct metrics.
 
-Trains (or reuses) the 128-D Fashion-MNIST run, fits every codebook method with the
-train split and with train+test (the study's transductive set, 70,000 nodes) as fit
-set, evaluates each on the test split and writes the study-style table and the
-rate-distortion figure into RUN/report.
+Trains (or reuses) the 128-D Fashion-MNIST run and fits every codebook method twice:
+on the train split (54,000 images; 6,000 are held out for validation), and on all
+70,000 images (train+val+test, the transductive set the study clustered). Evaluates
+each on the test split and writes the study-style table and the rate-distortion
+figure into RUN/report.
 
     python examples/fashion_mnist_study.py --run runs/fm-128 --data-dir ../shared/datasets
 """
@@ -44,7 +45,7 @@ def main() -> None:
     p.add_argument("--run", default="runs/fm-128")
     p.add_argument("--data-dir", default="../shared/datasets")
     p.add_argument("--K", type=int, default=1024)
-    p.add_argument("--fit-on", nargs="+", default=["train", "train+test"])
+    p.add_argument("--fit-on", nargs="+", default=["train", "train+val+test"], help="fit sets; train+val+test is the study's 70,000-image transductive set")
     args = p.parse_args()
     run = Path(args.run)
     if not (run / "train_summary.json").exists():

@@ -47,6 +47,8 @@ def _json_safe(obj: Any) -> Any:
         return str(obj)
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
         return _json_safe(obj.item())
+    if hasattr(obj, "tolist"):  # arrays, e.g. an explicit init passed as a hyperparameter
+        return obj.tolist()
     return obj
 
 

@@ -89,23 +89,34 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     c = cont["continuous"]["psnr_db"]
+    ax.set_xscale("log", base=2)
     ax.axhline(c["mean"], color="black", lw=1.2, label=f"continuous (mu), {c['mean']:.2f} dB")
     ax.axhspan(c["low"], c["high"], color="black", alpha=0.08)
+    # colour = method, filled marker = fitted on train only, open marker + dashed = fit set includes test
+    methods = sorted({r["method"] for r in books})
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in books:
         groups.setdefault((r["method"], r["fit_on"]), []).append(r)
+    offsets = {m: 1.0 + 0.012 * (i - len(methods) / 2) for i, m in enumerate(methods)}  # small x-dodge so equal rates stay visible
     for (method, fit_on), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["bits_per_image"])
-        x = [r["bits_per_image"] for r in rs]
+        transductive = any(r["fit_includes_test"] for r in rs)
+        x = [r["bits_per_image"] * offsets[method] for r in rs]
         y = [r["quantized"]["psnr_db"]["mean"] for r in rs]
         err = [[r["quantized"]["psnr_db"]["mean"] - r["quantized"]["psnr_db"]["low"] for r in rs], [r["quantized"]["psnr_db"]["high"] - r["quantized"]["psnr_db"]["mean"] for r in rs]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls="-" if len(rs) > 1 else "none", label=f"{method} (fit on {fit_on})")
-    ax.set_xscale("log", base=2)
+        ax.errorbar(
+            x, y, yerr=err, marker="o", capsize=3, color=colours[method], ls=("--" if transductive else "-") if len(rs) > 1 else "none",
+            mfc="white" if transductive else colours[method], label=f"{method} (fit on {fit_on})",
+        )
+    rates = sorted({r["bits_per_image"] for r in books})
+    ax.set_xticks(rates, [f"{b:g}" for b in rates])
+    ax.minorticks_off()
     ax.set_xlabel("bits per image")
     ax.set_ylabel("test PSNR vs ground truth (dB)")
     ax.set_title(f"{cont['dataset']}: post-hoc codebooks, rate against distortion")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png")
