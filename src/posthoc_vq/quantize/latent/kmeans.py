@@ -1,21 +1,18 @@
-"""Euclidean k-means codebooks: Lloyd iterations on tiled BLAS matmuls.
+"""Euclidean k-means codebooks: Lloyd iterations on tiled BLAS matmuls, with exact pruning.
 
 Engine: our own torch code, chosen by measurement (``bench/codebooks.py``; faiss and
 scikit-learn stay as references there and in the tests). Per Lloyd iteration:
 
-* assignment, tiled over N: one ``addmm`` gives the (chunk, K) block ||c||^2 - 2 z.c for a
-  chunk of points, small enough to stay in cache while it is reduced. Torch's
-  ``min(dim=1)`` with indices costs about half as much as the matmul (D is only 128), so the
-  row argmin is done in two cheap steps instead (:func:`_row_argmin`);
-* update: sums kept in float64 and updated only for points whose label changed (the full
-  ``index_add_`` over N costs ~7% of an iteration, the changes are a few percent of N late
-  in the run);
-* the data are centred first (as scikit-learn does) so that ||z||^2 - 2 z.c + ||c||^2 in
-  float32 loses little to cancellation.
+* assignment (:func:`assign`), tiled over N: one ``addmm`` per cache-sized (chunk, K) block
+  of ||c||^2 - 2 z.c, reduced by a two-step argmin (:func:`_row_best`, ~10% of the matmul
+  where torch's ``min(dim=1)`` costs ~60% at D = 128) that also yields per-group runner-ups;
+* pruning (:class:`_Lloyd`, Yinyang k-means): with centroids in spatial groups, runner-ups
+  are lower bounds that let a point skip the groups that cannot hold its nearest centroid;
+* update: cluster sums in float64, changed only by the points whose label changed; the
+  data are centred first (as scikit-learn does) to limit float32 cancellation.
 
-Seeding is k-means++ (D^2 sampling, one candidate per step) on a random subsample, drawn
-by rejection sampling from distances refreshed in batches (:func:`kmeans_plusplus`) so the
-refresh is a matmul rather than K matrix-vector products.
+Seeding is k-means++ (D^2 sampling, one candidate per step) on a random subsample
+(:func:`kmeans_plusplus`).
 """
 
 from __future__ import annotations
@@ -27,87 +24,107 @@ import torch
 
 from posthoc_vq.quantize.latent.base import CodebookEstimator, as_latents
 
-GROUP = 16  # columns per group in the two-step argmin; K is padded to a multiple of it
+GROUP_WIDTH = 64  # centroids per group: torch's amin is fast over >= 32 contiguous floats, slow over 16
 BLOCK_FLOATS = 1 << 21  # (chunk, K) distance block of 8 MiB: L3-resident, large enough for full-speed sgemm
+INF = float("inf")
 
 
-def _row_best(d: torch.Tensor, best: torch.Tensor, label: torch.Tensor, others: torch.Tensor) -> None:
-    """Row minimum of ``d`` (m, K) into ``best`` (m,), its column into ``label`` (m,), and the
-    minimum of each column group, excluding the winner, into ``others`` (m, W).
+def _row_best(d: torch.Tensor, G: int, best: torch.Tensor, col: torch.Tensor, others: torch.Tensor) -> None:
+    """Row minimum of ``d`` (m, G * S) into ``best`` (m,), its column into ``col`` (m,), and the
+    minimum of each group of S contiguous columns, excluding the winner, into ``others`` (m, G).
 
-    K is a multiple of GROUP; column j = t * W + w belongs to group w (W = K / GROUP). A
-    vectorised ``amin`` over t gives the group minima; the argmin over those and the winning
-    group's GROUP entries are 1/GROUP the size of ``d``, so this costs ~10% of the (m, K)
-    matmul where ``d.min(1)`` costs ~60%. The winning group's entry becomes its runner-up.
+    A vectorised ``amin`` gives group minima; only the argmin over those and over the winning
+    group's S entries run the slow (scalar) argmin code.
     """
-    m, K = d.shape
-    W = K // GROUP
-    d3 = d.view(m, GROUP, W)
-    torch.amin(d3, 1, out=others)
+    m = d.shape[0]
+    S = d.shape[1] // G
+    d3 = d.view(m, G, S)
+    torch.amin(d3, 2, out=others)
     w = others.argmin(1)
     rows = torch.arange(m)
-    cand = d3[rows, :, w]  # (m, GROUP): the winning group
+    cand = d3[rows, w]  # (m, S): the winning group
     t = cand.argmin(1)
     best.copy_(cand[rows, t])
-    torch.add(w, t, alpha=W, out=label)
-    cand[rows, t] = float("inf")
+    cand[rows, t] = INF
     others[rows, w] = cand.amin(1)
+    torch.add(t, w, alpha=S, out=col)
 
 
-def assign(X: torch.Tensor, C: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Nearest centroid of every row of ``X`` and the nearest other one per column group, tiled over rows.
+def contiguous_groups(K: int) -> torch.Tensor:
+    """(G, S) groups of consecutive centroids, S <= GROUP_WIDTH, -1 = padding."""
+    G = -(-K // GROUP_WIDTH)
+    g = torch.arange(G * -(-K // G)).view(G, -1)
+    return torch.where(g < K, g, -1)
 
-    Parameters
-    ----------
-    X : (N, D) float32 points.
-    C : (K, D) float32 centroids; padded to Kp = GROUP * W rows that never win.
-    chunk : rows per tile; default keeps the (chunk, Kp) block at about 8 MiB.
 
-    Returns
-    -------
-    labels : (N,) int64 nearest centroid.
-    best : (N,) float32, ||c||^2 - 2 x.c for the nearest c; add ||x||^2 for the squared distance.
-    others : (N, W) float32, the same for the nearest centroid other than ``labels`` among
-        centroids w, w + W, w + 2W, ... (+inf where there is none).
+def assign(X: torch.Tensor, C: torch.Tensor, chunk: int | None = None, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest centroid of each row of ``X`` (N, D) among ``C`` (K, D), and the nearest other
+    centroid of each group, tiled over rows (``chunk`` rows; default: an 8 MiB block).
+
+    ``groups`` (G, S) int64 lists each group's centroids, -1 = padding (default
+    :func:`contiguous_groups`). Returns labels (N,) int64; best (N,) float32, ||c||^2 - 2 x.c
+    of the nearest c (add ||x||^2 for the squared distance); others (N, G) float32, the same
+    for each group's nearest centroid other than the label (+inf if none).
     """
     N, D = X.shape
-    K = len(C)
-    Kp = -(-K // GROUP) * GROUP
-    # padding centroids score +inf (bias inf, weights 0) so they are never chosen
-    Cp = torch.zeros(Kp, D, dtype=torch.float32)
-    Cp[:K] = C
-    bias = torch.full((Kp,), float("inf"))
-    bias[:K] = (C * C).sum(1)
-    chunk = chunk or max(256, BLOCK_FLOATS // Kp)
-    labels = torch.empty(N, dtype=torch.int64)
-    best = torch.empty(N, dtype=torch.float32)
-    others = torch.empty(N, Kp // GROUP, dtype=torch.float32)
-    buf = torch.empty(min(chunk, N), Kp)
+    groups = contiguous_groups(len(C)) if groups is None else groups
+    G, S = groups.shape
+    Cp, bias = (t.flatten(0, 1) for t in _padded(C, groups))  # column w * S + t: centroid groups[w, t]
+    chunk = chunk or max(256, BLOCK_FLOATS // (G * S))
+    col, best, others = torch.empty(N, dtype=torch.int64), torch.empty(N), torch.empty(N, G)
+    buf = torch.empty(min(chunk, N), G * S)
     for s in range(0, N, chunk):
         x = X[s : s + chunk]
         d = torch.addmm(bias, x, Cp.T, alpha=-2.0, out=buf[: len(x)])
-        _row_best(d, best[s : s + chunk], labels[s : s + chunk], others[s : s + chunk])
-    return labels, best, others
+        _row_best(d, G, best[s : s + chunk], col[s : s + chunk], others[s : s + chunk])
+    return groups.reshape(-1)[col], best, others
+
+
+def _padded(C: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroids (G, S, D) and squared norms (G, S) laid out as ``groups``; padding has
+    weights 0 and norm +inf, so it scores +inf and never wins."""
+    real = groups >= 0
+    Cp = torch.zeros(*groups.shape, C.shape[1])
+    Cp[real] = C[groups[real]]
+    return Cp, torch.where(real, (Cp * Cp).sum(2), INF)
+
+
+def balanced_groups(C: torch.Tensor, G: int) -> torch.Tensor:
+    """(G, S) indices of G spatially coherent groups of (nearly) equal size, G a power of 2:
+    recursive halving at the median of each part's principal axis (a few power iterations
+    from a fixed start); -1 pads short groups."""
+    parts = [torch.arange(len(C))]
+    while len(parts) < G:
+        halves = []
+        for p in parts:
+            P = C[p].double() - C[p].double().mean(0)
+            axis = P.abs().sum(0)
+            for _ in range(8):
+                axis = P.T @ (P @ axis)
+                axis /= axis.norm().clamp(min=1e-300)
+            order = p[torch.argsort(P @ axis, stable=True)]
+            halves += [order[: len(p) // 2], order[len(p) // 2 :]]
+        parts = halves
+    out = torch.full((G, max(len(p) for p in parts)), -1, dtype=torch.int64)
+    for w, p in enumerate(parts):
+        out[w, : len(p)] = p
+    return out
 
 
 def kmeans_plusplus(S: torch.Tensor, K: int, rng: np.random.Generator) -> torch.Tensor:
-    """Indices (K,) int64 of k-means++ seeds among the rows of ``S`` (n, D) float32.
+    """Indices (K,) int64 of k-means++ seeds (D^2 sampling, one candidate per step) among the rows of ``S`` (n, D).
 
-    Each seed is drawn with probability proportional to its squared distance to the nearest
-    seed so far (D^2 sampling, one candidate per step). Instead of updating all n distances
-    after every seed (K matrix-vector products, memory-bound), the distances are refreshed in
-    batches by one matmul, and in between a draw from the stale distances (which can only
-    over-estimate) is accepted with probability true / stale, where the true value also
-    checks the seeds added since the refresh. Rejection sampling makes this exactly D^2
-    sampling; batches grow with the seed count (a quarter of it) because later seeds lower
-    the total less, so few draws are rejected.
+    Rather than K memory-bound matrix-vector updates, distances are refreshed by a matmul in
+    batches (a quarter of the seed count); in between, a draw from the stale distances (which
+    only over-estimate) is accepted with probability true / stale, the true value also checking
+    the seeds added since the refresh. This rejection sampling is exactly D^2 sampling.
     """
     n = len(S)
     S_np = S.numpy()
     s_sq = (S * S).sum(1)
     seeds = [int(rng.integers(n))]
     pending = list(seeds)  # seeds not yet folded into `closest`
-    closest = torch.full((n,), float("inf"))
+    closest = torch.full((n,), INF)
     rejected = 0
     while len(seeds) < K:
         if len(pending) >= max(1, len(seeds) // 4) or rejected >= 8:
@@ -138,66 +155,124 @@ def kmeans_plusplus(S: torch.Tensor, K: int, rng: np.random.Generator) -> torch.
 
 
 class _Lloyd:
-    """Assignment state of Lloyd iterations with group lower bounds (exact pruning, "Yinyang"
-    style with the column groups of :func:`assign`).
+    """Assignment state of Lloyd iterations with Yinyang-style pruning (exact).
 
-    Per point: ``labels``, an upper bound ``upper`` on its distance to its centroid, and for
-    each centroid group a lower bound ``lower`` (N, W) on its distance to that group's other
-    centroids. When centroid j moves by ``shift[j]``, ``upper += shift[label]`` and each
-    group's bound drops by the group's largest shift. A point whose upper bound stays below
-    all its group bounds keeps its label without a distance computation; the others are
-    gathered and go through :func:`assign`, which resets their bounds. With one global
-    bound (Hamerly) a single far-moving centroid forces nearly every point through; per
-    group, on the stand-in benchmark data ~30% of the distance work is skipped over 20
-    iterations (most of it late, and in the final assignment). Memory: N * K / 16 floats.
-    Cluster sums are float64 and change only by the points whose label changed.
+    The centroids are split once into G spatially coherent groups (:func:`balanced_groups`).
+    Per point: ``labels``, an upper bound ``upper`` on its distance to its centroid, and per
+    group a lower bound ``lower`` (N, G) on its distance to the group's other centroids.
+    When centroid j moves by ``shift[j]``, ``upper += shift[label]`` and each group's bound
+    drops by the group's largest shift. Then:
+
+    * a point with upper <= min(lower) keeps its label without any distance computation;
+    * otherwise only its own group and groups with bound below its upper bound can hold its
+      nearest centroid: a few near groups, as groups are spatial (over 20 iterations on the
+      stand-in benchmark data, ~20% of dense Lloyd's distance work). Those (point, group)
+      pairs are gathered into one matmul per group; when they are most of the work (the
+      first pass), one dense pass (:func:`assign`) is cheaper and sets every bound.
     """
 
-    def __init__(self, X: torch.Tensor, K: int, chunk: int | None):
+    def __init__(self, X: torch.Tensor, C: torch.Tensor, chunk: int | None):
         N, D = X.shape
+        K = len(C)
         self.X, self.chunk = X, chunk
         self.x_sq = (X * X).sum(1)
-        self.x_total = float((X.double() ** 2).sum())
-        self.labels = torch.full((N,), -1, dtype=torch.int64)
-        self.upper = torch.full((N,), float("inf"))
-        self.lower = torch.zeros(N, -(-K // GROUP))
+        # exact float64 total: inertia comes from x_total - 2 sum c.S + sum n |c|^2, which cancels
+        self.x_total = sum(float((X[s : s + 65536].double() ** 2).sum()) for s in range(0, N, 65536))
+        G = 1 << max(0, min(4, (K // GROUP_WIDTH).bit_length() - 1))  # 16 groups of 64 at K = 1024
+        self.groups = balanced_groups(C, G)
+        real = self.groups >= 0
+        self.group_of = torch.empty(K, dtype=torch.int64)
+        self.group_of[self.groups[real]] = torch.arange(G).unsqueeze(1).expand_as(self.groups)[real]
+        self.labels, self.upper, self.lower = torch.full((N,), -1), torch.full((N,), INF), torch.zeros(N, G)
         self.sums = torch.zeros(K, D, dtype=torch.float64)
 
     def reassign(self, C: torch.Tensor) -> int:
         """Re-label every point whose bounds allow a closer centroid; returns how many changed."""
-        N = len(self.X)
         idx = (self.upper > self.lower.amin(1)).nonzero().squeeze(1)
-        if len(idx) > 0.9 * N:  # a gather would cost more than the few skipped rows save
-            idx = torch.arange(N)
         if len(idx) == 0:
             return 0
-        full = len(idx) == N
-        X = self.X if full else self.X[idx]
-        lab, best, others = assign(X, C, self.chunk)
-        x_sq = self.x_sq if full else self.x_sq[idx]
+        if self.labels[0] < 0:  # first pass
+            return self._dense(C, None)
+        # groups whose bound is below the upper bound may hold a closer centroid; the own
+        # group is always searched, which also gives the exact distance to the own centroid
+        need = self.lower[idx] < self.upper[idx].unsqueeze(1)
+        need[torch.arange(len(idx)), self.group_of[self.labels[idx]]] = True
+        sizes = (self.groups >= 0).sum(1).float()
+        if float((need.float() @ sizes).sum()) > 0.4 * len(idx) * len(C):  # mostly needed: one dense pass
+            return self._dense(C, idx)
+        return self._grouped(C, idx, need)
+
+    @staticmethod
+    def _slack(x_sq: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         # float32 rounding of ||x||^2 - 2 x.c + ||c||^2 is ~1e-7 of these terms: widen the bounds
         # by far more, so pruning never decides differently from a full pass beyond rounding
-        slack = 1e-5 * (x_sq + float((C * C).sum(1).max()))
+        return 1e-5 * (x_sq + float((C * C).sum(1).max()))
+
+    def _dense(self, C: torch.Tensor, idx: torch.Tensor | None) -> int:
+        """Nearest centroid and every group bound for points ``idx`` (None: all)."""
+        X = self.X if idx is None else self.X.index_select(0, idx)
+        x_sq = self.x_sq if idx is None else self.x_sq[idx]
+        lab, best, others = assign(X, C, self.chunk, self.groups)
+        slack = self._slack(x_sq, C)
+        upper = (best + x_sq + slack).clamp_(min=0).sqrt_()
+        lower = others.add_((x_sq - slack).unsqueeze(1)).clamp_(min=0).sqrt_()
+        if idx is None:
+            self.upper, self.lower = upper, lower
+        else:
+            self.upper[idx], self.lower[idx] = upper, lower
+        return self._relabel(idx, lab)
+
+    def _grouped(self, C: torch.Tensor, idx: torch.Tensor, need: torch.Tensor) -> int:
+        """Search only the groups ``need`` (n, G) of points ``idx``, each group in one matmul.
+
+        Group minima (fast ``amin``) decide each point's winning group; the slow argmin and
+        runner-up run only on that group's row of each point.
+        """
+        Cg, bias = _padded(C, self.groups)
+        best = torch.full((len(idx),), INF)  # in the matmul's units ||c||^2 - 2 x.c
+        best_group = torch.zeros(len(idx), dtype=torch.int64)
+        blocks = []
+        for w in range(len(Cg)):
+            P = need[:, w].nonzero().squeeze(1)
+            if len(P) == 0:
+                continue
+            d = torch.addmm(bias[w], self.X.index_select(0, idx[P]), Cg[w].T, alpha=-2.0)  # (|P|, S)
+            v = d.amin(1)
+            better = v < best[P]
+            best[P] = torch.where(better, v, best[P])
+            best_group[P] = torch.where(better, w, best_group[P])
+            blocks.append((w, P, d, v))
+        x_sq = self.x_sq[idx]
+        slack = self._slack(x_sq, C)
+        lab = torch.empty(len(idx), dtype=torch.int64)
+        for w, P, d, v in blocks:  # a group's bound excludes the point's final centroid
+            win = (best_group[P] == w).nonzero().squeeze(1)
+            dw = d[win]
+            t = dw.argmin(1)
+            lab[P[win]] = self.groups[w][t]
+            dw[torch.arange(len(win)), t] = INF
+            v[win] = dw.amin(1)
+            self.lower[idx[P], w] = (v + x_sq[P] - slack[P]).clamp_(min=0).sqrt_()
         self.upper[idx] = (best + x_sq + slack).clamp_(min=0).sqrt_()
-        self.lower[idx] = others.add_((x_sq - slack).unsqueeze(1)).clamp_(min=0).sqrt_()
-        old = self.labels[idx]
+        return self._relabel(idx, lab)
+
+    def _relabel(self, idx: torch.Tensor | None, lab: torch.Tensor) -> int:
+        """Set labels of points ``idx`` (None: all) to ``lab``, moving changed points between cluster sums."""
+        old = self.labels if idx is None else self.labels[idx]
         moved = (lab != old).nonzero().squeeze(1)
         for s in range(0, len(moved), 1 << 16):  # bounded float64 temporaries
             m = moved[s : s + (1 << 16)]
-            x = X[m].double()
+            x = self.X.index_select(0, m if idx is None else idx[m]).double()
             self.sums.index_add_(0, lab[m], x)
             if old[m[0]] >= 0:  # all -1 on the first pass, all valid after it
                 self.sums.index_add_(0, old[m], x, alpha=-1.0)
-        self.labels[idx] = lab
+        self.labels = lab if idx is None else self.labels.index_put_((idx,), lab)
         return len(moved)
 
     def widen(self, shift: torch.Tensor) -> None:
         """Loosen the bounds after centroid ``j`` moved by ``shift[j]`` (Euclidean)."""
-        W = self.lower.shape[1]
         self.upper += shift[self.labels]
-        group_shift = torch.zeros(GROUP * W)
-        group_shift[: len(shift)] = shift
-        self.lower -= group_shift.view(GROUP, W).amax(0)
+        self.lower -= torch.cat([shift, shift.new_zeros(1)])[self.groups].amax(1)  # padding (-1) reads 0
 
     def inertia(self, C: torch.Tensor, counts: torch.Tensor) -> float:
         """Sum of squared distances to the assigned centroids, from the cluster sums:
@@ -208,22 +283,17 @@ class _Lloyd:
     def reseed(self, C: torch.Tensor, counts: torch.Tensor) -> int:
         """Give every empty cluster the point farthest from its centroid (distinct points, never
         emptying their old cluster); updates sums, counts and labels; returns the number of empties."""
-        dist = ((self.X - C[self.labels]) ** 2).sum(1)
-        order = torch.argsort(dist, descending=True, stable=True).tolist()
+        order = iter(torch.argsort(((self.X - C[self.labels]) ** 2).sum(1), descending=True, stable=True).tolist())
         empty = (counts == 0).nonzero().squeeze(1).tolist()
-        pos = 0
         for e in empty:
-            while counts[self.labels[order[pos]]] <= 1:
-                pos += 1
-            p = order[pos]
+            p = next(q for q in order if counts[self.labels[q]] > 1)
             x, old = self.X[p].double(), int(self.labels[p])
             self.sums[old] -= x
             self.sums[e] = x
             counts[old] -= 1
             counts[e] = 1
             self.labels[p] = e
-            self.upper[p] = float("inf")  # bounds refer to the old centroid: recompute
-            pos += 1
+            self.upper[p], self.lower[p] = INF, 0.0  # bounds refer to the old centroid: recompute
         return len(empty)
 
 
@@ -236,8 +306,8 @@ class KMeans(CodebookEstimator):
     init : "k-means++", "random" (K distinct points) or an explicit (K, D) array.
     init_sample_size : points k-means++ runs on, drawn at random without replacement. Default
         min(N, max(20 K, 10_000)): 20 points per seed are enough for D^2 sampling to place
-        seeds where the data are, and seeding then costs about a third of one Lloyd
-        iteration at N = 70,000, K = 1024.
+        seeds where the data are, and seeding then costs about one dense Lloyd iteration
+        (~0.1 s at N = 70,000, K = 1024, D = 128 on 2 cores).
     max_iter : Lloyd iterations at most.
     tol : stop once the summed squared centroid shift is <= tol * (mean per-feature variance
         of Z), scikit-learn's criterion; also stops when no label changes.
@@ -257,25 +327,17 @@ class KMeans(CodebookEstimator):
     method = "kmeans"
 
     def __init__(self, n_clusters: int = 1024, *, init: Any = "k-means++", init_sample_size: int | None = None, max_iter: int = 100, tol: float = 1e-4, random_state: int = 0, chunk_size: int | None = None):
-        self.n_clusters = n_clusters
-        self.init = init
-        self.init_sample_size = init_sample_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
-        self.chunk_size = chunk_size
+        self.n_clusters, self.init, self.init_sample_size = n_clusters, init, init_sample_size
+        self.max_iter, self.tol, self.random_state, self.chunk_size = max_iter, tol, random_state, chunk_size
 
-    # ------------------------------------------------------------------ fitting
     def _initial_centroids(self, X: torch.Tensor, mean: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         N, D = X.shape
         K = int(self.n_clusters)
         if isinstance(self.init, str) and self.init == "random":
             return X[torch.from_numpy(rng.choice(N, K, replace=False))].clone()
         if isinstance(self.init, str) and self.init == "k-means++":
-            n = self.init_sample_size or max(20 * K, 10_000)
-            n = min(N, max(int(n), K))
-            sub = torch.from_numpy(np.sort(rng.choice(N, n, replace=False))) if n < N else torch.arange(N)
-            S = X[sub]
+            n = min(N, max(int(self.init_sample_size or max(20 * K, 10_000)), K))
+            S = X[torch.from_numpy(np.sort(rng.choice(N, n, replace=False)))] if n < N else X
             return S[kmeans_plusplus(S, K, rng)].clone()
         if isinstance(self.init, str):
             raise ValueError(f"init must be 'k-means++', 'random' or a (K, D) array, got '{self.init}'")
@@ -295,11 +357,10 @@ class KMeans(CodebookEstimator):
             raise ValueError(f"need max_iter >= 1 and tol >= 0, got max_iter={self.max_iter}, tol={self.tol}")
         rng = np.random.default_rng(self.random_state)
         mean = Z.mean(0, dtype=np.float64)
-        X = torch.from_numpy((Z - mean).astype(np.float32))
-        tol = float(self.tol) * float(Z.var(0, dtype=np.float64).mean())
+        X = torch.from_numpy(Z - mean.astype(np.float32))
         C = self._initial_centroids(X, mean, rng)
-        state = _Lloyd(X, K, self.chunk_size)
-
+        state = _Lloyd(X, C, self.chunk_size)
+        tol = float(self.tol) * state.x_total / Z.size  # X is centred: mean per-feature variance
         self.inertia_history_, self.n_reseeded_ = [], 0
         converged = False
         for it in range(int(self.max_iter)):
@@ -334,6 +395,4 @@ class KMeans(CodebookEstimator):
 
     def load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         super().load_state(tensors, info)
-        for key in ("n_iter", "n_reseeded", "inertia"):
-            if info.get(key) is not None:
-                setattr(self, key + "_", info[key])
+        vars(self).update({key + "_": value for key, value in info.items() if value is not None and key in ("n_iter", "n_reseeded", "inertia")})

@@ -33,6 +33,7 @@ from posthoc_vq.quantize.latent.base import as_latents
 GROUP = 16
 BLOCK = 2048  # points per block: a 16 MiB float32 block stays in L3 while it is scanned
 INF = float("inf")
+_NONE = (torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64), torch.empty(0))
 
 
 class _RunningTopK:
@@ -48,11 +49,9 @@ class _RunningTopK:
         self.fill = torch.zeros(n, dtype=torch.int64)
 
     def push(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
-        """Add candidates (value ``vals`` of neighbour ``cols`` for row ``rows``)."""
+        """Add candidates (value ``vals`` of neighbour ``cols`` for row ``rows``, sorted ascending)."""
         if len(rows) == 0:
             return
-        rows, order = torch.sort(rows, stable=True)
-        cols, vals = cols[order], vals[order]
         uniq, counts = torch.unique_consecutive(rows, return_counts=True)
         seg = torch.repeat_interleave(torch.arange(len(uniq)), counts)
         pos = torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[seg]  # rank within its row
@@ -94,20 +93,25 @@ def _row_candidates(B: torch.Tensor, tau: torch.Tensor, row0: int, col0: int) ->
     column groups {w, w + W, ...}: (row0 + i, col0 + j, value)."""
     W = B.shape[1] // GROUP
     B3 = B.view(B.shape[0], GROUP, W)
-    r, w = (B3.amin(1) < tau.unsqueeze(1)).nonzero(as_tuple=True)
+    hit = B3.amin(1) < tau.unsqueeze(1)
+    if not hit.any():  # far blocks: skip the nonzero and gathers
+        return _NONE
+    r, w = hit.nonzero(as_tuple=True)
     v = B3[r, :, w]  # (hits, GROUP)
     e, t = (v < tau[r].unsqueeze(1)).nonzero(as_tuple=True)
     return row0 + r[e], col0 + t * W + w[e], v[e, t]
 
 
-def _col_candidates(B: torch.Tensor, tau: torch.Tensor, row0: int, col0: int) -> tuple[torch.Tensor, ...]:
+def _col_candidates(B: torch.Tensor, gmin: torch.Tensor, tau: torch.Tensor, row0: int, col0: int) -> tuple[torch.Tensor, ...]:
     """The transposed side of :func:`_row_candidates`: entries B[i, j] < tau[j] of block ``B``
-    (m, n), m a multiple of GROUP, via the minima of row groups {w, w + W, ...} (a vertical,
-    vectorised reduction): (col0 + j, row0 + i, value)."""
-    W = B.shape[0] // GROUP
-    B3 = B.view(GROUP, W, B.shape[1])
-    c, w = (B3.amin(0) < tau.unsqueeze(0)).T.nonzero(as_tuple=True)
-    v = B3[:, w, c].T  # (hits, GROUP)
+    (m, n), found through ``gmin`` (m / GROUP, n), the minima of row groups {w, w + W, ...}:
+    (col0 + j, row0 + i, value)."""
+    W = gmin.shape[0]
+    hit = gmin < tau.unsqueeze(0)
+    if not hit.any():
+        return _NONE
+    c, w = hit.T.nonzero(as_tuple=True)
+    v = B.view(GROUP, W, B.shape[1])[:, w, c].T  # (hits, GROUP)
     e, t = (v < tau[c].unsqueeze(1)).nonzero(as_tuple=True)
     return col0 + c[e], row0 + t * W + w[e], v[e, t]
 
@@ -137,14 +141,14 @@ def _augment(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _spatial_order(X: torch.Tensor, n_groups: int, Q: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Orders grouping nearby points: ``X`` (and ``Q``) sorted by their nearest of
-    ``n_groups`` coarse k-means centroids fitted on ``X``."""
+    ``n_groups`` coarse k-means centroids, fitted on up to 256 points per centroid of ``X``."""
     from posthoc_vq.quantize.latent.kmeans import KMeans, assign  # kmeans does not import knn
 
     n_groups = max(1, min(n_groups, len(X)))
-    km = KMeans(n_groups, max_iter=8, tol=1e-3, init_sample_size=min(len(X), 64 * n_groups), random_state=0)
-    C = torch.from_numpy(km.fit(X.numpy()).codebook_)
-    orders = [torch.sort(assign(P, C)[0], stable=True)[1] for P in ([X] if Q is None else [X, Q])]
-    return tuple(orders)
+    sample = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))[: 256 * n_groups]
+    km = KMeans(n_groups, max_iter=8, tol=1e-3, random_state=0).fit(X[sample].numpy())
+    C = torch.from_numpy(km.codebook_)
+    return tuple(torch.sort(assign(P, C)[0], stable=True)[1] for P in ([X] if Q is None else [X, Q]))
 
 
 def _block_order(row_means: torch.Tensor, col_means: torch.Tensor | None = None) -> list[tuple[int, int]]:
@@ -212,8 +216,12 @@ def knn_exact(Z, k: int, *, exclude_self: bool = True, chunk_size: int | None = 
     for I, J in _block_order(means):  # block (I, J) serves rows I and, transposed, rows J
         i, j = I * b, J * b
         B = L[i : i + b] @ R[j : j + b].T
-        top.push(*_row_candidates(B, top.tau[i : i + b], i, j))
-        top.push(*_col_candidates(B, top.tau[j : j + b], i, j))
+        tau_r = top.tau[i : i + b]
+        gmin = B.view(GROUP, len(B) // GROUP, B.shape[1]).amin(0)  # vertical, vectorised
+        top.push(*_col_candidates(B, gmin, top.tau[j : j + b], i, j))
+        # the row side needs its own pass over B, unless no row group can hold a candidate
+        if (gmin.amin(1) < tau_r.view(GROUP, -1).amax(0)).any():
+            top.push(*_row_candidates(B, tau_r, i, j))
     vals, idx = top.result()
     dist, idx = _finish(X, X, vals[:N], idx[:N])
     out_d, out_i = np.empty_like(dist), np.empty_like(idx)
@@ -241,6 +249,8 @@ def knn_query(Z_fit, Q, k: int, *, chunk_size: int | None = None) -> tuple[np.nd
     N = len(Z_fit)
     if not 1 <= k <= N:
         raise ValueError(f"k must lie in [1, {N}] for N={N} fitted points, got {k}")
+    if len(Q) == 0:
+        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
     b, nb = _blocks(N, chunk_size)
     mean = Z_fit.mean(0, dtype=np.float64).astype(np.float32)
     X, Xq = torch.from_numpy(Z_fit - mean), torch.from_numpy(Q - mean)

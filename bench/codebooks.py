@@ -1,0 +1,251 @@
+"""Codebook kernels against faiss, scikit-learn and the compute bound: k-means and the exact kNN graph.
+
+Measured in one run, on the same data and thread count:
+
+* sgemm rate: best of several 2048 x 2048 float32 matmuls (torch), read at the start,
+  between the stages and at the end; the highest reading is the rate (lower ones mean
+  other users of the shared CPU were busy);
+* k-means, K codes, ``--iters`` Lloyd iterations: ours (``KMeans``, k-means++ seeding
+  included, tol=0 so every iteration runs; seeding also timed alone) vs ``faiss.Kmeans``
+  (its default max_points_per_centroid=256 subsamples only above 256 K points: not binding
+  at 70,000 x 1024) vs scikit-learn (init='random', Lloyd). Final inertia of each codebook is
+  recomputed on the full data by one float64 function;
+* exact kNN graph, k neighbours of every point: ``knn_exact`` vs ``faiss.IndexFlatL2``
+  search with k + 1 (self included); optionally HNSW (``--hnsw``) with its recall;
+* optionally (``--geodesic``) a whole ``GeodesicKMedoids`` fit, if that module exists.
+
+Methods run interleaved, once per round for ``--repeats`` rounds; each reports its best
+round. Per stage: FLOPs, seconds, bound seconds = FLOPs / sgemm rate, ratio to bound. The
+bound counts dense work (k-means: iters x 2 N K D; kNN: 2 N^2 D); ours does less where it
+can prove it unnecessary (pruned Lloyd, symmetric kNN blocks), and one more (pruned)
+assignment than ``iters`` so that its labels and inertia refer to the final centroids.
+
+    python bench/codebooks.py                       # stand-in data
+    python bench/codebooks.py --latents z.npy       # (N, 128) float32 latents
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import faiss
+import numpy as np
+import torch
+from sklearn.cluster import KMeans as SkKMeans
+from threadpoolctl import threadpool_limits
+
+from posthoc_vq.io import write_json
+from posthoc_vq.provenance import provenance
+from posthoc_vq.quantize.latent.kmeans import KMeans
+from posthoc_vq.quantize.latent.knn import knn_exact, knn_hnsw, knn_recall
+
+
+def stand_in(n: int = 70_000, d: int = 128, components: int = 10, seed: int = 0) -> np.ndarray:
+    """(n, d) float32 from a seeded Gaussian mixture of anisotropic components: random means
+    (scale 2), random rotations, per-axis scales log-uniform in [e^-2.5, e^0.5], Dirichlet weights."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice(components, n, p=rng.dirichlet(np.full(components, 2.0)))
+    X = np.empty((n, d), np.float32)
+    for c in range(components):
+        m = label == c
+        rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        scales = np.exp(rng.uniform(-2.5, 0.5, d))
+        X[m] = (rng.standard_normal((m.sum(), d)) * scales) @ rotation.T + 2.0 * rng.standard_normal(d)
+    return X
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best of ``repeats`` n x n float32 matmuls, GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return 2 * n**3 / min(timed(lambda: a @ b)[1] for _ in range(repeats)) / 1e9
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    tic = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - tic
+
+
+def interleaved(methods: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Run every method once per round, ``repeats`` rounds, so that load from other users of
+    the shared CPU hits all of them alike; returns the last results and all wall times."""
+    results, times = {}, {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            results[name], t = timed(fn)
+            times[name].append(t)
+    return results, times
+
+
+def inertia(X: np.ndarray, C: np.ndarray, chunk: int = 8192) -> float:
+    """Sum of squared distances to the nearest codebook row, float64 (one function for every codebook)."""
+    Xt, Ct = torch.from_numpy(X).double(), torch.from_numpy(np.asarray(C)).double()
+    c_sq = (Ct * Ct).sum(1)
+    total = 0.0
+    for s in range(0, len(Xt), chunk):
+        x = Xt[s : s + chunk]
+        total += float((torch.addmm(c_sq, x, Ct.T, alpha=-2.0).amin(1) + (x * x).sum(1)).clamp(min=0).sum())
+    return total
+
+
+def stage(flops: float, times: list[float], gflops: float, **extra: Any) -> dict[str, Any]:
+    bound = flops / (gflops * 1e9)
+    return {"flops": flops, "seconds": min(times), "all_seconds": times, "bound_seconds": bound, "ratio_to_bound": min(times) / bound, **extra}
+
+
+def run_kmeans(X: np.ndarray, K: int, iters: int, seed: int, repeats: int, threads: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    D = X.shape[1]
+    Xc = torch.from_numpy(X - X.mean(0, dtype=np.float64).astype(np.float32))
+
+    def faiss_fit():
+        km = faiss.Kmeans(D, K, niter=iters, seed=seed, verbose=False, spherical=False)
+        km.train(X)
+        return km.centroids
+
+    def sklearn_fit():
+        with threadpool_limits(threads):
+            return SkKMeans(K, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd", random_state=seed).fit(X)
+
+    return interleaved(
+        {
+            "seeding": lambda: KMeans(K, random_state=seed)._initial_centroids(Xc, np.zeros(D), np.random.default_rng(seed)),
+            "ours": lambda: KMeans(K, max_iter=iters, tol=0.0, random_state=seed).fit(X),
+            "faiss": faiss_fit,
+            "sklearn_random_init": sklearn_fit,
+        },
+        repeats,
+    )
+
+
+def report_kmeans(X: np.ndarray, K: int, iters: int, res: dict[str, Any], times: dict[str, list[float]], gflops: float) -> dict[str, Any]:
+    N, D = X.shape
+    flops = iters * 2.0 * N * K * D
+    ours, sk = res["ours"], res["sklearn_random_init"]
+    inert = {"ours": inertia(X, ours.codebook_), "faiss": inertia(X, res["faiss"]), "sklearn": inertia(X, sk.cluster_centers_)}
+    out = {
+        "ours": stage(flops, times["ours"], gflops, seeding_seconds=min(times["seeding"]), n_iter=ours.n_iter_, n_reseeded=ours.n_reseeded_, reported_inertia=ours.inertia_),
+        "faiss": stage(flops, times["faiss"], gflops),
+        "sklearn_random_init": stage(flops, times["sklearn_random_init"], gflops, n_iter=int(sk.n_iter_)),
+        "inertia": inert,
+        "inertia_ours_vs_faiss": inert["ours"] / inert["faiss"] - 1.0,
+        "inertia_ours_vs_sklearn": inert["ours"] / inert["sklearn"] - 1.0,
+    }
+    out["time_ours_over_faiss"] = out["ours"]["seconds"] / out["faiss"]["seconds"]
+    out["time_ours_over_sklearn"] = out["ours"]["seconds"] / out["sklearn_random_init"]["seconds"]
+    return out
+
+
+def run_knn(X: np.ndarray, k: int, repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    def faiss_search():
+        index = faiss.IndexFlatL2(X.shape[1])
+        index.add(X)
+        return index.search(X, k + 1)
+
+    return interleaved({"ours": lambda: knn_exact(X, k), "faiss_flat": faiss_search}, repeats)
+
+
+def report_knn(X: np.ndarray, k: int, res: dict[str, Any], times: dict[str, list[float]], gflops: float) -> dict[str, Any]:
+    N, D = X.shape
+    flops = 2.0 * N * N * D
+    (ours_d, ours_i), (f_sq, f_i) = res["ours"], res["faiss_flat"]
+    f_i = np.array([row[row != i][:k] for i, row in enumerate(f_i)])  # drop self (first, barring duplicates)
+    out = {
+        "k": k,
+        "ours": stage(flops, times["ours"], gflops),
+        "faiss_flat": stage(flops, times["faiss_flat"], gflops),
+        "agreement_with_faiss": knn_recall(ours_i, f_i),
+        "max_kth_distance_difference": float(np.abs(ours_d[:, -1] - np.sqrt(np.maximum(np.sort(f_sq, 1)[:, k], 0))).max()),
+    }
+    out["time_ours_over_faiss"] = out["ours"]["seconds"] / out["faiss_flat"]["seconds"]
+    return out
+
+
+def bench_hnsw(X: np.ndarray, k: int, exact_idx: np.ndarray, seed: int) -> dict[str, Any]:
+    (_, idx), t = timed(lambda: knn_hnsw(X, k, random_state=seed))
+    return {"seconds": t, "recall_vs_exact": knn_recall(idx, exact_idx), "M": 32, "ef_construction": 200, "ef_search": 128}
+
+
+def bench_geodesic(X: np.ndarray, K: int, k: int, seed: int) -> dict[str, Any] | None:
+    if importlib.util.find_spec("posthoc_vq.quantize.latent.geodesic") is None:
+        print("geodesic: posthoc_vq.quantize.latent.geodesic is absent, skipped")
+        return None
+    from posthoc_vq.quantize.latent.geodesic import GeodesicKMedoids
+
+    est, t = timed(lambda: GeodesicKMedoids(K, n_neighbors=k, random_state=seed).fit(X))
+    return {"seconds": t, "n_iter": est.n_iter_, "objective": est.objective_, "graph": est.graph_stats_}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--latents", help="(N, D) float32 .npy; default: the Gaussian-mixture stand-in")
+    p.add_argument("--clusters", type=int, default=1024)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--neighbors", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (every method once per round); the best is reported")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hnsw", action="store_true", help="also time faiss HNSW and its recall")
+    p.add_argument("--geodesic", action="store_true", help="also time GeodesicKMedoids (if present)")
+    p.add_argument("--out", default="bench/results/codebooks.json")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    if args.latents:
+        X, data = np.ascontiguousarray(np.load(args.latents), dtype=np.float32), f"latents {args.latents}"
+    else:
+        X = stand_in(seed=args.seed)
+        data = "stand-in: 70,000 x 128 float32 from a seeded (seed 0) Gaussian mixture of 10 anisotropic components"
+    N, D = X.shape
+
+    rates = [sgemm_gflops()]
+    km_res, km_times = run_kmeans(X, args.clusters, args.iters, args.seed, args.repeats, args.threads)
+    rates.append(sgemm_gflops())
+    knn_res, knn_times = run_knn(X, args.neighbors, args.repeats)
+    rates.append(sgemm_gflops())
+    gflops = max(rates)  # the machine's rate; lower readings mean others were using the CPU
+    km = report_kmeans(X, args.clusters, args.iters, km_res, km_times, gflops)
+    knn = report_knn(X, args.neighbors, knn_res, knn_times, gflops)
+    if args.hnsw:
+        knn["hnsw"] = bench_hnsw(X, args.neighbors, knn_res["ours"][1], args.seed)
+    report = {
+        "data": data,
+        "shape": [N, D],
+        "clusters": args.clusters,
+        "iterations": args.iters,
+        "threads": args.threads,
+        "machine": {"processor": platform.processor(), "torch_threads": torch.get_num_threads()},
+        "sgemm_gflops_2048": gflops,
+        "sgemm_gflops_readings": rates,
+        "kmeans": km,
+        "knn_graph": knn,
+    }
+    if args.geodesic:
+        report["geodesic"] = bench_geodesic(X, args.clusters, args.neighbors, args.seed)
+    report["provenance"] = provenance(seed=args.seed)
+    write_json(args.out, report)
+
+    print(f"data: {data}; sgemm {gflops:.0f} GFLOP/s (readings {', '.join(f'{r:.0f}' for r in rates)}); {args.threads} threads; best of {args.repeats}")
+    print(f"{'stage':28s} {'GFLOP':>8s} {'best s':>8s} {'bound s':>8s} {'x bound':>8s}")
+    rows = [("k-means ours (seed+iters)", km["ours"]), ("k-means faiss", km["faiss"]), ("k-means sklearn (random)", km["sklearn_random_init"]), ("kNN ours (knn_exact)", knn["ours"]), ("kNN faiss IndexFlatL2", knn["faiss_flat"])]
+    for name, s in rows:
+        print(f"{name:28s} {s['flops'] / 1e9:8.1f} {s['seconds']:8.2f} {s['bound_seconds']:8.2f} {s['ratio_to_bound']:8.2f}")
+    print(f"k-means: seeding {km['ours']['seeding_seconds']:.2f} s; ours/faiss {km['time_ours_over_faiss']:.2f}, ours/sklearn {km['time_ours_over_sklearn']:.2f}; inertia ours vs faiss {100 * km['inertia_ours_vs_faiss']:+.2f}%, vs sklearn {100 * km['inertia_ours_vs_sklearn']:+.2f}%")
+    print(f"kNN k={args.neighbors}: ours/faiss {knn['time_ours_over_faiss']:.2f}; neighbour agreement with faiss {knn['agreement_with_faiss']:.4f}")
+    if "hnsw" in knn:
+        print(f"HNSW: {knn['hnsw']['seconds']:.2f} s, recall vs exact {knn['hnsw']['recall_vs_exact']:.4f}")
+    if report.get("geodesic"):
+        g = report["geodesic"]
+        print(f"geodesic k-medoids: {g['seconds']:.2f} s, {g['n_iter']} rounds, graph {g['graph']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
