@@ -17,7 +17,7 @@ from scipy import ndimage, stats
 from posthoc_vq.metrics.intervals import MeanCI, mean_ci
 from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
 
-skm = pytest.importorskip("skimage.metrics")
+import skimage.metrics as skm  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
 
@@ -217,7 +217,8 @@ def test_ssim_against_torchmetrics_ssim_map():
     windows reach into numpy-style reflect padding. So its default per-image SSIM
     differs from skimage's (by ~1e-2 on 28x28); cropped to the valid region, its map
     agrees with ours."""
-    tm = pytest.importorskip("torchmetrics.functional.image")
+    import torchmetrics.functional.image as tm
+
     for shape in [(5, 1, 28, 28), (5, 3, 32, 32), (5, 1, 8, 8)]:
         x, y = (torch.from_numpy(a) for a in _pairs("smooth+noise", shape, seed=8))
         win, sigma = ssim_window(min(shape[2:]))
