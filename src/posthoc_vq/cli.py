@@ -83,7 +83,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         _print_graph(result.get("graph"))
     console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. JSON: {Path(args.run) / 'eval' / json_name}")
     for w in result["warnings"]:
-        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False)
+        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PosthocVQError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
 
 

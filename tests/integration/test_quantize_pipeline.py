@@ -75,12 +75,33 @@ def test_z_latents_are_recorded_and_seeded(run):
     assert (run / "latents" / "z-train-seed4.safetensors").read_bytes() == t1
 
 
-def test_table_and_figure(run):
+@pytest.fixture(scope="module")
+def evaluated(run):
+    """The run with its continuous model and a k-means codebook evaluated (what `table` reads)."""
+    if not (run / "codebooks" / "kmeans-K32-mu-train.json").exists():
+        assert cli("quantize", run, "--method", "kmeans", "--K", 32) == 0
+    assert cli("evaluate", run) == 0
+    assert cli("evaluate", run, "--codebook", "kmeans-K32-mu-train") == 0
+    return run
+
+
+def test_table_and_figure(evaluated):
+    run = evaluated
     assert cli("table", run) == 0
     md = (run / "report" / "codebooks-test.md").read_text()
     assert "| continuous |" in md and "kmeans-K32-mu-train" in md
     png = (run / "report" / "rate-distortion-test.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_damaged_evaluation_json_is_a_clear_error(evaluated, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(evaluated, copy)
+    (copy / "eval" / "continuous-test.json").write_text("{")
+    assert cli("table", copy) == 2
+    assert "continuous-test.json is damaged" in capsys.readouterr().err
 
 
 def test_clear_errors_for_missing_and_mismatched_codebooks(run, tmp_path, capsys):

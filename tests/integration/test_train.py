@@ -170,11 +170,18 @@ def test_existing_run_is_not_overwritten_and_resume_config_is_checked(tmp_path):
 
 def test_bf16_precision_trains_and_differs_from_fp32(tmp_path):
     a = train(config("train.epochs=2", "train.early_stopping=false", "train.precision=bf16"), tmp_path / "bf16", progress=False)
-    train(config("train.epochs=2", "train.early_stopping=false"), tmp_path / "fp32", progress=False)
-    assert a.best_val_loss < 1e6
+    b = train(config("train.epochs=2", "train.early_stopping=false"), tmp_path / "fp32", progress=False)
+    assert abs(a.best_val_loss - b.best_val_loss) < 0.05 * b.best_val_loss  # bf16 autocast learns as well as fp32
     assert not torch.equal(weights(tmp_path / "bf16")["fc_mu.weight"], weights(tmp_path / "fp32")["fc_mu.weight"])
 
 
 def test_threads_setting_is_honoured(tmp_path):
-    Trainer(config("train.threads=1"), tmp_path / "r", progress=False)
-    assert torch.get_num_threads() == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Trainer(config("train.threads=1"), tmp_path / "a", progress=False)
+        assert torch.get_num_threads() == 1
+        Trainer(config("train.threads=2"), tmp_path / "b", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from posthoc_vq.errors import PosthocVQError
-from posthoc_vq.io import atomic_write
+from posthoc_vq.io import atomic_write, read_json
 
 COLUMNS = (
     "method", "codebook", "fit on", "bits/image", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
@@ -30,11 +29,11 @@ def load_results(run_dir: Path, split: str = "test") -> tuple[dict[str, Any], li
     cont_path = folder / f"continuous-{split}.json"
     if not cont_path.exists():
         raise PosthocVQError(f"{cont_path} not found: run `posthoc-vq evaluate {run_dir}` first")
-    cont = json.loads(cont_path.read_text())
+    cont = read_json(cont_path, what="evaluation result")
     books = []
     for path in sorted(folder.glob(f"*-{split}.json")):
         if path != cont_path:
-            r = json.loads(path.read_text())
+            r = read_json(path, what="evaluation result")
             if "codebook" in r:
                 books.append(r)
     books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
