@@ -38,6 +38,7 @@ test: install
 
 bench: install
 	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) bench/train_throughput.py
+	$(PY) bench/export_latency.py --data-dir $(SHARED_DATA)
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache

@@ -39,6 +39,7 @@ import torch
 from sklearn.cluster import KMeans as SkKMeans
 from threadpoolctl import threadpool_limits
 
+from common import interleaved, sgemm_gflops, timed  # bench/ is on sys.path
 from posthoc_vq.io import write_json
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.kmeans import KMeans
@@ -57,30 +58,6 @@ def stand_in(n: int = 70_000, d: int = 128, components: int = 10, seed: int = 0)
         scales = np.exp(rng.uniform(-2.5, 0.5, d))
         X[m] = (rng.standard_normal((m.sum(), d)) * scales) @ rotation.T + 2.0 * rng.standard_normal(d)
     return X
-
-
-def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best of ``repeats`` n x n float32 matmuls, GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    return 2 * n**3 / min(timed(lambda: a @ b)[1] for _ in range(repeats)) / 1e9
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    tic = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - tic
-
-
-def interleaved(methods: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Run every method once per round, ``repeats`` rounds, so that load from other users of
-    the shared CPU hits all of them alike; returns the last results and all wall times."""
-    results, times = {}, {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            results[name], t = timed(fn)
-            times[name].append(t)
-    return results, times
 
 
 def inertia(X: np.ndarray, C: np.ndarray, chunk: int = 8192) -> float:

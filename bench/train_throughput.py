@@ -31,6 +31,7 @@ import torch
 
 from posthoc_vq.config import load_run_config
 from posthoc_vq.data import DatasetSplits, ImageSet, load_dataset
+from common import sgemm_gflops
 from posthoc_vq.io import write_json
 from posthoc_vq.provenance import provenance
 
@@ -38,18 +39,6 @@ from posthoc_vq.provenance import provenance
 def subset(splits: DatasetSplits, n: int) -> DatasetSplits:
     t = splits.train
     return DatasetSplits(splits.name, ImageSet(t.images[:n], t.labels[:n]), splits.val, splits.test, splits.num_classes)
-
-
-def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - tic)
-    return 2 * n**3 / best / 1e9
 
 
 def train_flops_per_image(config, splits) -> float:
@@ -146,7 +135,7 @@ def main(argv=None) -> int:
     splits = subset(load_dataset(config.data.name, args.data_dir), args.images)
     bf16 = config.model_copy(update={"train": config.train.model_copy(update={"precision": "bf16"})})
 
-    gflops_start = sgemm_gflops(threads)
+    gflops_start = sgemm_gflops(threads=threads)
     flops = train_flops_per_image(config, splits)
     res = {
         "plain_loop": in_process(_time_plain_loop, config, splits, args.repeats),
@@ -155,7 +144,7 @@ def main(argv=None) -> int:
     }
     ips = {k: args.images / min(v["seconds"]) for k, v in res.items()}
     # the machine's rate is the better of two measurements: a load spike during one would understate the bound
-    gflops = max(gflops_start, sgemm_gflops(threads))
+    gflops = max(gflops_start, sgemm_gflops(threads=threads))
     bound_ips = gflops * 1e9 / flops
     report = {
         "preset": args.preset,

@@ -117,6 +117,58 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress_weights(args: argparse.Namespace) -> int:
+    from posthoc_vq.config import WeightsConfig, validate
+    from posthoc_vq.evaluation.weights import evaluate_weights
+    from posthoc_vq.quantize.compressed import compress_run
+
+    fields = {"bits": args.bits, "symmetric": not args.asymmetric, "granularity": args.granularity, "group_size": args.group_size,
+              "fold_bn": args.fold_bn, "skip": args.skip, "float_dtype": args.float_dtype, "name": args.name}
+    config = validate({k: v for k, v in fields.items() if v is not None}, WeightsConfig, source="compress-weights options")
+    name, record = compress_run(args.run, config)
+    console.print(
+        f"{name}: {record['quantized_parameters']:,} of {record['num_parameters']:,} parameters quantized; packed file "
+        f"{record['packed_file_bytes']:,} bytes vs fp32 file {record['fp32_file_bytes']:,} bytes = {100 * record['size_ratio']:.1f}% "
+        f"({record['compression_factor']:.2f}x smaller); worst weight error {max(e['max_error_over_scale'] for e in record['layers'].values()):.3f} x scale"
+    )
+    if args.no_eval:
+        return 0
+    result = evaluate_weights(args.run, name, split=args.split, data_dir=args.data_dir, codebook=args.codebook)
+    table = Table(title=f"{args.run} — {name}, {result['dataset']} {args.split} split, {result['quantized']['n_images']} images")
+    for col in ("model", "vs", "PSNR (dB)", "SSIM", "PSNR change vs fp32 (dB)"):
+        table.add_column(col)
+    blocks = [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else [])
+    for label, r in blocks:
+        table.add_row(f"fp32{label}", "ground truth", _ci(r["continuous"]["psnr_db"], 2), _ci(r["continuous"]["ssim"], 4), "-")
+        table.add_row(f"{name}{label}", "ground truth", _ci(r["quantized"]["psnr_db"], 2), _ci(r["quantized"]["ssim"], 4), _ci(r["psnr_change_db"], 3))
+        table.add_row(f"{name}{label}", "fp32 output", _ci(r["penalty"]["psnr_db"], 2), _ci(r["penalty"]["ssim"], 4), "-")
+    console.print(table)
+    suffix = f"-{args.codebook}" if args.codebook else ""
+    console.print(f"95% CIs over images. JSON: {Path(args.run) / 'eval' / f'weights-{name}{suffix}-{args.split}.json'}")
+    for w in result["warnings"]:
+        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _cmd_compress_table(args: argparse.Namespace) -> int:
+    from posthoc_vq.report.compression_table import write_compression_table
+
+    bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    paths = write_compression_table(args.runs, args.out, bits, split=args.split, data_dir=args.data_dir)
+    console.print(paths["markdown"].read_text(), markup=False, highlight=False)
+    console.print(f"wrote {paths['markdown']}, {paths['csv']}, {paths['json']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from posthoc_vq.export.onnx import export_run
+
+    record = export_run(args.run, args.out, int8=args.int8, calibration_size=args.calibration_size, seed=args.seed, data_dir=args.data_dir)
+    for key, f in record["files"].items():
+        console.print(f"{key}: {f['path']} ({f['bytes']:,} bytes), max |onnxruntime - torch| = {f['max_abs_diff_vs_torch']:.2e} on {f['check_batch']} test images")
+    return 0
+
+
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from posthoc_vq.data import download, resolve_data_dir
 
@@ -166,6 +218,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
     p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("compress-weights", help="INT8/INT4 post-training weight quantization, packed into a file, and its measured quality")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--bits", type=int, default=8, choices=(8, 4))
+    p.add_argument("--asymmetric", action="store_true", help="asymmetric codes with zero points (default symmetric)")
+    p.add_argument("--granularity", default=None, choices=("tensor", "channel", "group"), help="default: channel for 8 bits, group for 4")
+    p.add_argument("--group-size", type=int, default=None, help="weights per group along the input dimension (default 32)")
+    p.add_argument("--fold-bn", action="store_true", default=None, help="fold BatchNorm into the preceding layer first")
+    p.add_argument("--skip", action="append", default=None, metavar="LAYER", help="keep this layer in float ('first', 'last' or a module name); repeatable")
+    p.add_argument("--float-dtype", default=None, choices=("fp32", "fp16"), help="storage of biases, norms and skipped layers")
+    p.add_argument("--name", default=None, help="artifact name (default from the settings, e.g. int4-g32-sym)")
+    p.add_argument("--codebook", default=None, help="also evaluate the quantized decoder fed this latent codebook's vectors")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--no-eval", action="store_true", help="only write the packed file")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=_cmd_compress_weights)
+
+    p = sub.add_parser("compress-table", help="compound compression: latent size (runs) x weight bits, with sizes and measured quality")
+    p.add_argument("runs", nargs="+", help="trained run directories (e.g. one per latent size)")
+    p.add_argument("--bits", default="32,8,4", help="comma list among 32, 8, 4")
+    p.add_argument("--out", required=True, help="output folder for compression-<split>.md/.csv/.json")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=_cmd_compress_table)
+
+    p = sub.add_parser("export", help="export a run's encoder and decoder for deployment")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", default="onnx", choices=("onnx",))
+    p.add_argument("--int8", action="store_true", help="also write static QDQ INT8 models calibrated on the train split")
+    p.add_argument("--calibration-size", type=int, default=512, help="train images for INT8 calibration")
+    p.add_argument("--seed", type=int, default=0, help="which train images calibrate")
+    p.add_argument("--out", default=None, help="output folder (default RUN/export)")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True)

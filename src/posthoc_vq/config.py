@@ -125,6 +125,43 @@ class QuantizeFile(_Strict):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
 
+class WeightsConfig(_Strict):
+    """Post-training weight quantization of a run's networks (``bits`` 32 means: keep fp32).
+
+    ``granularity``: one scale per ``tensor``, per output ``channel``, or per ``group`` of
+    ``group_size`` consecutive weights along the input dimension (a layer whose fan-in is
+    at most ``group_size`` falls back to per-channel). ``skip``: module names kept in
+    float, with ``first`` / ``last`` meaning the first / last quantizable layer.
+    """
+
+    bits: Literal[32, 8, 4] = 8
+    symmetric: bool = True
+    granularity: Literal["tensor", "channel", "group"] | None = Field(None, description="default: channel for 8 bits, group for 4")
+    group_size: int = Field(32, ge=2)
+    fold_bn: bool = False
+    skip: list[str] = Field(default_factory=list)
+    float_dtype: Literal["fp32", "fp16"] = Field("fp32", description="storage of biases, norms and skipped layers")
+    name: str | None = None
+
+    def resolved_granularity(self) -> str:
+        return self.granularity or ("channel" if self.bits == 8 else "group")
+
+    def default_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.bits == 32:
+            return "fp32"
+        g = self.resolved_granularity()
+        parts = [f"int{self.bits}", f"g{self.group_size}" if g == "group" else g, "sym" if self.symmetric else "asym"]
+        if self.fold_bn:
+            parts.append("bnfold")
+        if self.skip:
+            parts.append("skip-" + "_".join(self.skip))
+        if self.float_dtype == "fp16":
+            parts.append("fp16")
+        return "-".join(parts)
+
+
 # ----------------------------------------------------------------------------- loading
 
 

@@ -15,11 +15,8 @@ from posthoc_vq.train import load_model, train
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "digits"
-    config = load_run_config("digits", ["model.latent_dim=8", "model.channels=[16,32]", "train.epochs=8", "train.early_stopping=false"])
-    train(config, run_dir, progress=False)
-    return run_dir
+def run(make_digits_run):
+    return make_digits_run(epochs=8)
 
 
 def cli(*args):

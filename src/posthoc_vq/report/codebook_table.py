@@ -9,13 +9,12 @@ graph connectivity, one row per codebook, with the audit's warnings below.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
 from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.io import atomic_write, read_json
+from posthoc_vq.report.tables import markdown_table, write_csv
 
 COLUMNS = (
     "method", "codebook", "fit on", "bits/image", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
@@ -34,7 +33,7 @@ def load_results(run_dir: Path, split: str = "test") -> tuple[dict[str, Any], li
     for path in sorted(folder.glob(f"*-{split}.json")):
         if path != cont_path:
             r = read_json(path, what="evaluation result")
-            if "codebook" in r:
+            if "codebook" in r and "weights" not in r:
                 books.append(r)
     books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
     return cont, books
@@ -61,8 +60,6 @@ def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "
 
 
 def markdown(rows: list[dict[str, Any]], cont: dict[str, Any], books: list[dict[str, Any]], split: str) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(str(r.get(c, "-")) for c in COLUMNS) + " |\n" for r in rows)
     n = cont["continuous"]["n_images"]
     notes = [
         f"Run `{cont['run']}`, dataset {cont['dataset']}, {split} split ({n} images); latents: posterior means unless the codebook name says z.",
@@ -73,7 +70,7 @@ def markdown(rows: list[dict[str, Any]], cont: dict[str, Any], books: list[dict[
     model_codes = {w["code"] for w in cont.get("warnings", [])}  # repeated in every codebook's result
     warnings = [f"model: {w['message']}" for w in cont.get("warnings", [])]
     warnings += [f"{r['codebook']}: {w['message']}" for r in books for w in r.get("warnings", []) if w["code"] not in model_codes]
-    text = head + body + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    text = markdown_table(COLUMNS, rows) + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     if warnings:
         text += "\nAudit warnings:\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
     return text
@@ -131,11 +128,6 @@ def write_codebook_table(run_dir: str | Path, out_dir: str | Path | None = None,
     paths = {"markdown": out / f"codebooks-{split}.md", "csv": out / f"codebooks-{split}.csv", "figure": out / f"rate-distortion-{split}.png"}
     with atomic_write(paths["markdown"]) as tmp:
         tmp.write_text(markdown(rows, cont, books, split))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, restval="-")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_write(paths["csv"]) as tmp:
-        tmp.write_text(buf.getvalue())
+    write_csv(paths["csv"], COLUMNS, rows)
     rate_distortion_figure(cont, books, paths["figure"])
     return paths

@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmarks: the sgemm compute bound and interleaved timing.
+
+Benchmarks run as scripts (``python bench/<name>.py``), so this folder is on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    tic = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - tic
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
+    """Best of ``repeats`` n x n float32 matmuls, GFLOP/s (with ``threads`` torch threads when given)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return 2 * n**3 / min(timed(lambda: a @ b)[1] for _ in range(repeats)) / 1e9
+
+
+def interleaved(methods: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Run every method once per round, ``repeats`` rounds, so that load from other users of
+    the shared CPU hits all of them alike; returns the last results and all wall times."""
+    results, times = {}, {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            results[name], t = timed(fn)
+            times[name].append(t)
+    return results, times

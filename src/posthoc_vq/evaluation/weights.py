@@ -1,0 +1,94 @@
+"""Evaluation of a weight-quantized model against its fp32 model and against ground truth.
+
+The quantized model runs the whole pipeline with its own weights:
+``x_q = decode_q(encode_q(x).mu)``; the fp32 model gives ``x_fp = decode(encode(x).mu)``.
+Reported, on a held-out split: the absolute quality of both against ground truth,
+the quality of ``x_q`` against ``x_fp`` (how far quantization moves the output), and
+the per-image PSNR change ``PSNR(x, x_q) - PSNR(x, x_fp)`` with its 95% CI (the quality
+loss). With a latent codebook, the same for the quantized encoder/decoder around the
+codebook: codes assigned to the quantized encoder's mu, codebook vectors decoded by the
+quantized decoder, against the fp32 codebook model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from posthoc_vq.errors import ConfigError
+from posthoc_vq.evaluation.audit import audit
+from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, decode, image_quality, run_header, split_images
+from posthoc_vq.io import write_json
+from posthoc_vq.latents import encode_split, load_run_splits
+from posthoc_vq.metrics.intervals import mean_ci
+from posthoc_vq.metrics.reconstruction import psnr
+from posthoc_vq.provenance import provenance
+from posthoc_vq.quantize.codebooks import open_codebook
+from posthoc_vq.quantize.compressed import open_compressed, require_trained
+from posthoc_vq.train import load_model, load_run_config
+
+
+def quality_change(x: torch.Tensor, reference_out: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
+    """Per-image PSNR change (dB) of ``out`` relative to ``reference_out``, both against ``x``, as mean with 95% CI."""
+    change = psnr(x, out).clamp(max=PSNR_CAP_DB) - psnr(x, reference_out).clamp(max=PSNR_CAP_DB)
+    return mean_ci(change.numpy()).to_dict()
+
+
+def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> dict[str, Any]:
+    """``continuous``: fp32 vs ground truth; ``quantized``: quantized vs ground truth; ``penalty``: quantized vs fp32."""
+    return {
+        "continuous": image_quality(x, x_fp),
+        "quantized": image_quality(x, x_q),
+        "penalty": image_quality(x_fp, x_q),
+        "psnr_change_db": quality_change(x, x_fp, x_q),
+    }
+
+
+def evaluate_weights(
+    run_dir: str | Path, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None
+) -> dict[str, Any]:
+    """Evaluate packed weights ``name`` of a run on ``split``; writes ``eval/weights-<name>[-<codebook>]-<split>.json``.
+
+    Returns the JSON-able result: file sizes and ratio, per-layer weight errors, quality
+    against ground truth and against the fp32 model with CIs, and audit warnings.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    model, meta = load_model(run_dir)
+    require_trained(run_dir, meta)
+    qmodel, record = open_compressed(run_dir, name)
+    torch.set_num_threads(config.train.threads)
+    splits = load_run_splits(run_dir, data_dir)
+    x = split_images(splits, split)
+    mu, mu_q = encode_split(model, x, "mu"), encode_split(qmodel, x, "mu")
+    result: dict[str, Any] = {
+        **run_header(run_dir, config, meta, split),
+        "weights": name,
+        "bits": record["weights"]["bits"],
+        "size": {k: record[k] for k in ("num_parameters", "quantized_parameters", "fp32_bytes", "fp32_file_bytes", "packed_file_bytes", "size_ratio", "compression_factor")},
+        "layers": record["layers"],
+        "latents": "mu",
+        "latent_mse": float(torch.mean((mu - mu_q) ** 2)),
+        **compare_outputs(x, decode(model, mu), decode(qmodel, mu_q)),
+    }
+    if codebook is not None:
+        estimator, cb_meta = open_codebook(run_dir, codebook)
+        if cb_meta["latents"] != "mu":
+            raise ConfigError(f"codebook '{codebook}' was fitted on {cb_meta['latents']} latents; weight evaluation with a codebook needs one fitted on mu")
+        z_cb = torch.from_numpy(estimator.inverse_transform(estimator.predict(mu.numpy().astype(np.float32))))
+        zq_cb = torch.from_numpy(estimator.inverse_transform(estimator.predict(mu_q.numpy().astype(np.float32))))
+        result["with_codebook"] = {
+            "name": codebook, "method": cb_meta["method"], "K": cb_meta["n_codes"], "bits_per_image": estimator.bits_per_vector,
+            "fit_on": cb_meta["fit_on"], "fit_includes_test": cb_meta["fit_includes_test"],
+            "code_agreement": float(np.mean(estimator.predict(mu.numpy()) == estimator.predict(mu_q.numpy()))),
+            **compare_outputs(x, decode(model, z_cb), decode(qmodel, zq_cb)),
+        }
+        result["with_codebook"]["warnings"] = audit(result["with_codebook"])
+    result["provenance"] = provenance(seed=config.seed)
+    result["warnings"] = audit(result)
+    suffix = f"-{codebook}" if codebook else ""
+    write_json(run_dir / "eval" / f"weights-{name}{suffix}-{split}.json", result)
+    return result

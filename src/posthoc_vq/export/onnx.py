@@ -1,0 +1,170 @@
+"""ONNX export of a run's encoder and decoder: fp32 graphs, and static QDQ INT8 graphs.
+
+* fp32: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, with
+  onnxscript), batch dimension dynamic. Encoder: ``x (B, C, H, W) -> mu, logvar (B, D)``;
+  decoder: ``z (B, D) -> x (B, C, H, W)`` in [0, 1].
+* INT8: onnxruntime's ``quantize_static`` in QDQ format, per-channel int8 weights and int8
+  activations, calibrated on images (encoder) and their posterior means (decoder) drawn
+  from the run's *train* split with a fixed seed; never the test split.
+
+Every file is written to a temp name and renamed. ``export.json`` records sizes, the
+calibration set, and the largest difference between onnxruntime and PyTorch outputs on a
+check batch of test images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from posthoc_vq.io import atomic_write, write_json
+from posthoc_vq.latents import encode_split, load_run_splits
+from posthoc_vq.provenance import provenance
+from posthoc_vq.quantize.compressed import require_trained
+from posthoc_vq.train import load_model, load_run_config
+
+EXPORT_DIR = "export"
+OPSET = 18
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # BatchNormalization stays float between QDQ pairs
+
+
+class EncoderGraph(nn.Module):
+    """``x -> (mu, logvar)`` of a VAE, as one traceable module."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        post = self.vae.encode(x)
+        return post.mu, post.logvar
+
+
+class DecoderGraph(nn.Module):
+    """``z -> x`` in the VAE's output range, as one traceable module."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z)
+
+
+def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> Path:
+    """Export ``module`` (eval mode) to ONNX at ``path`` with a dynamic batch dimension."""
+    module = module.eval()
+    quiet = logging.getLogger("torch.onnx")
+    level, quiet.level = quiet.level, logging.ERROR  # no 'torchvision is not installed' chatter
+    with atomic_write(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, opset_version=OPSET, verbose=False, input_names=[input_name],
+            output_names=output_names, dynamic_shapes={"x" if input_name == "x" else "z": {0: torch.export.Dim("batch")}},
+        )
+        program.save(str(tmp))
+    quiet.setLevel(level)
+    return path
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over an array, in batches."""
+
+    def __init__(self, name: str, values: np.ndarray, batch_size: int = 64):
+        self._batches = iter([{name: values[i : i + batch_size]} for i in range(0, len(values), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # part of the reader protocol; each reader is used once
+        pass
+
+
+def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray) -> Path:
+    """Static QDQ INT8 quantization of an ONNX model (per-channel weights), calibrated on ``calibration``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(input_name, calibration)
+    pre = dst.with_name(dst.name + ".pre.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(pre))
+            with atomic_write(dst) as tmp:
+                quantize_static(
+                    str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS,
+                )
+    finally:
+        pre.unlink(missing_ok=True)
+    return dst
+
+
+def onnx_session(path: str | Path, threads: int = 2):
+    """An onnxruntime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path | None = None, *, int8: bool = False, calibration_size: int = 512,
+    seed: int = 0, data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Export a run's encoder and decoder to ONNX (and INT8 QDQ with ``int8``); writes ``export.json``.
+
+    Parameters
+    ----------
+    out_dir : output folder, default ``<run>/export``.
+    calibration_size : train images (and their mu) used to calibrate the INT8 activation ranges.
+    seed : which train images are drawn for calibration.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
+    model, meta = load_model(run_dir)
+    require_trained(run_dir, meta)
+    config = load_run_config(run_dir)
+    torch.set_num_threads(config.train.threads)
+    splits = load_run_splits(run_dir, data_dir)
+    x_check = splits.split("test").to_tensor()[:64]
+    z_check = encode_split(model, x_check, "mu")
+    files = {
+        "encoder": export_module(EncoderGraph(model), x_check[:2], out / "encoder.onnx", "x", ["mu", "logvar"]),
+        "decoder": export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"]),
+    }
+    record: dict[str, Any] = {"run": str(run_dir), "opset": OPSET, "source_model_sha256": meta["sha256"]}
+    if int8:
+        train = splits.split("train").to_tensor()
+        pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
+        x_cal = train[np.sort(pick)]
+        z_cal = encode_split(model, x_cal, "mu")
+        files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
+        files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy())
+        record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
+    with torch.no_grad():
+        ref = {"encoder": model.encode(x_check).mu.numpy(), "decoder": model.decode(z_check).numpy()}
+    record["files"] = {}
+    for key, path in files.items():
+        part = key.split("_")[0]
+        feed = {"x": x_check.numpy()} if part == "encoder" else {"z": z_check.numpy()}
+        got = onnx_session(path).run(None, feed)[0]
+        record["files"][key] = {
+            "path": str(path), "bytes": os.path.getsize(path),
+            "max_abs_diff_vs_torch": float(np.abs(got - ref[part]).max()), "check_batch": len(x_check),
+        }
+    record["provenance"] = provenance(seed=config.seed)
+    write_json(out / "export.json", record)
+    return record
