@@ -100,7 +100,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir)
     u = meta["fit_usage"]
     console.print(
-        f"{name}: K={estimator.n_codes}, D={estimator.dim}, {estimator.bits_per_vector:.1f} bits/image, fitted on {meta['fit_on']} "
+        f"{name}: K={estimator.n_codes}, D={estimator.dim}, {meta['bits_per_image']:.1f} bits/image, fitted on {meta['fit_on']} "
         f"({meta['n_fit']} {meta['latents']} vectors) in {meta['fit_seconds']:.1f}s; usage {u['used']}/{u['n_codes']}, entropy {u['entropy_bits']:.2f} bits"
     )
     _print_graph(meta.get("graph"))

@@ -41,10 +41,13 @@ class VAEConfig(_Strict):
     """Convolutional VAE architecture and loss.
 
     ``image_size`` and ``in_channels`` come from the dataset when left empty.
+    Families: ``conv`` and ``tiny`` (narrow channels) encode an image into one
+    ``latent_dim`` vector; ``spatial`` into a (latent_dim, h, w) grid with
+    h = w = image_size / 2**len(channels), one latent_dim-vector (token) per position.
     """
 
-    family: Literal["conv", "tiny"] = "conv"
-    latent_dim: int = Field(128, ge=1)
+    family: Literal["conv", "tiny", "spatial"] = "conv"
+    latent_dim: int = Field(128, ge=1, description="size of a latent vector: the whole latent, or one grid position's channels (spatial)")
     channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
     kernel_size: int = Field(4, ge=2)
     batch_norm: bool = True
@@ -111,12 +114,16 @@ class QuantizeConfig(_Strict):
     graph: Literal["exact", "hnsw"] = "exact"
     n_stages: int = Field(2, ge=1, description="residual stages M")
     threads: int = Field(2, ge=1)
+    max_fit_vectors: int | None = Field(
+        None, ge=1, description="fit on a seeded random sample of at most this many latent vectors (tokens); all are still assigned"
+    )
     name: str | None = Field(None, description="codebook name in the run (default from method, K, latents, fit set)")
 
     def default_name(self) -> str:
         stages = f"-M{self.n_stages}" if self.method == "residual" else ""
         seed = f"-seed{self.latent_seed}" if self.latents == "z" else ""
-        return self.name or f"{self.method}{stages}-K{self.K}-{self.latents}{seed}-{self.fit_on.replace('+', '_')}"
+        sample = f"-n{self.max_fit_vectors}" if self.max_fit_vectors is not None else ""
+        return self.name or f"{self.method}{stages}-K{self.K}-{self.latents}{seed}-{self.fit_on.replace('+', '_')}{sample}"
 
 
 class QuantizeFile(_Strict):

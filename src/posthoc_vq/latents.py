@@ -1,55 +1,91 @@
-"""Latent vectors of a trained run, per split: posterior means ``mu`` or samples ``z``.
+"""Latents of a model, per split: posterior means ``mu`` or samples ``z``; vectors or token grids.
 
 ``z = mu + sigma * eps`` draws ``eps`` from a generator seeded by ``seed``, recorded
-with the latents. Latents are cached in ``<run>/latents/`` as safetensors with the
+with the latents. A run's latents are cached in ``<run>/latents/`` as safetensors with the
 model's checksum, so a retrained model never reuses stale latents.
+
+A latent is one vector per image, (N, D), or a grid, (N, C, h, w). Codebooks work on
+*tokens*: the C-vector at each grid position, ``LatentSet.tokens()`` (N * h * w, C) in
+image-major order (image n's tokens are rows n*h*w ... (n+1)*h*w - 1, row-major over the
+grid). For (N, D) latents the tokens are the latents themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from posthoc_vq.autoencoders import as_autoencoder, encode_images
 from posthoc_vq.data import DatasetSplits, load_dataset
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
-from posthoc_vq.models import ConvVAE
 from posthoc_vq.train import load_model, load_run_config
 
 LatentKind = Literal["mu", "z"]
 SPLITS = ("train", "val", "test")
 
 
+def to_tokens(values: np.ndarray) -> np.ndarray:
+    """(N * T, C) token vectors of latents (N, C, *grid), T = prod(grid); (N, D) is returned as is."""
+    if values.ndim == 2:
+        return values
+    return np.ascontiguousarray(np.moveaxis(values, 1, -1).reshape(-1, values.shape[1]))
+
+
+def from_tokens(tokens: np.ndarray, latent_shape: tuple[int, ...]) -> np.ndarray:
+    """Latents (N, *latent_shape) from their tokens (N * T, C); the inverse of :func:`to_tokens`."""
+    if len(latent_shape) == 1:
+        return tokens
+    C, grid = latent_shape[0], tuple(latent_shape[1:])
+    return np.ascontiguousarray(np.moveaxis(tokens.reshape(-1, *grid, C), -1, 1))
+
+
 @dataclass(frozen=True)
 class LatentSet:
-    values: np.ndarray  # (N, D) float32
+    values: np.ndarray  # (N, D) or (N, C, h, w) float32
     labels: np.ndarray  # (N,) int64 class labels of the images
-    split: str  # 'train', 'val', 'test' or a '+'-joined union such as 'train+test'
+    split: str  # 'train', 'val', 'test', a '+'-joined union such as 'train+test', or a caller's name
     kind: str  # 'mu' or 'z'
     seed: int | None  # sampling seed for 'z'
 
     def __len__(self) -> int:
         return len(self.values)
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one image's latent: (D,) or (C, h, w)."""
+        return tuple(self.values.shape[1:])
 
-@torch.no_grad()
-def encode_split(model: ConvVAE, images: torch.Tensor, kind: LatentKind, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
-    """(N, D) latents of images (N, C, H, W) in [0, 1]."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(images), batch_size):
-        post = model.encode(images[i : i + batch_size])
-        if kind == "z":
-            eps = torch.randn(post.mu.shape, generator=gen)
-            out.append(post.mu + eps * torch.exp(0.5 * post.logvar))
-        else:
-            out.append(post.mu)
-    return torch.cat(out)
+    @property
+    def tokens_per_image(self) -> int:
+        """Latent vectors per image: 1, or h * w for a grid."""
+        return int(np.prod(self.values.shape[2:], dtype=np.int64))
+
+    def tokens(self) -> np.ndarray:
+        """(N * tokens_per_image, C) float32 token vectors (see the module docstring for the order)."""
+        return to_tokens(self.values)
+
+    def token_labels(self) -> np.ndarray:
+        """(N * tokens_per_image,) int64 label of each token's image."""
+        return np.repeat(self.labels, self.tokens_per_image)
+
+
+def encode_split(model: Any, images: torch.Tensor, kind: LatentKind, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """(N, *L) latents of images (N, C, H, W) in [0, 1]; ``model`` is any autoencoder (see :mod:`posthoc_vq.autoencoders`)."""
+    return encode_images(as_autoencoder(model), images, kind, seed, batch_size)
+
+
+def model_latents(model: Any, images: torch.Tensor, labels: np.ndarray | None = None, *, kind: LatentKind = "mu", seed: int = 0, split: str = "data", batch_size: int = 1000) -> LatentSet:
+    """:class:`LatentSet` of images (N, C, H, W) in [0, 1] under any autoencoder; labels default to 0."""
+    if kind not in ("mu", "z"):
+        raise ConfigError(f"latents must be 'mu' or 'z', got '{kind}'")
+    values = encode_split(model, images, kind, seed, batch_size).numpy()
+    labels = np.zeros(len(values), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    return LatentSet(values, labels, split, kind, seed if kind == "z" else None)
 
 
 def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> DatasetSplits:
@@ -60,7 +96,7 @@ def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> Dataset
 
 def run_latents(
     run_dir: str | Path, split: str = "train", kind: LatentKind = "mu", *, seed: int = 0,
-    splits: DatasetSplits | None = None, data_dir: str | None = None, model: ConvVAE | None = None,
+    splits: DatasetSplits | None = None, data_dir: str | None = None, model: Any | None = None,
 ) -> LatentSet:
     """Latents of one split (or a '+'-joined union like 'train+test'), cached in the run directory."""
     if kind not in ("mu", "z"):
@@ -88,8 +124,11 @@ def _one_split(run_dir: Path, split: str, kind: str, seed: int, splits, data_dir
         model, _ = load_model(run_dir)
     splits = splits or load_run_splits(run_dir, data_dir)
     images = splits.split(split)
-    values = encode_split(model, images.to_tensor(), kind, seed)  # (N, D)
+    values = encode_split(model, images.to_tensor(), kind, seed)  # (N, *L)
     labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
-    sha = save_tensors(stem.with_suffix(".safetensors"), {"latents": values, "labels": labels})
-    write_json(meta_path, {"split": split, "kind": kind, "seed": seed if kind == "z" else None, "n": len(values), "dim": values.shape[1], "model_sha256": model_sha, "sha256": sha})
+    sha = save_tensors(stem.with_suffix(".safetensors"), {"latents": values.contiguous(), "labels": labels})
+    write_json(meta_path, {
+        "split": split, "kind": kind, "seed": seed if kind == "z" else None, "n": len(values), "dim": values.shape[1],
+        "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha,
+    })
     return LatentSet(values.numpy(), labels.numpy(), split, kind, seed if kind == "z" else None)

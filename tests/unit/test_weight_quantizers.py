@@ -148,3 +148,26 @@ def test_convvae_folding_includes_the_decoder_input_batchnorm():
     with torch.no_grad():
         torch.testing.assert_close(folded.encode(x).mu, vae.encode(x).mu, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(folded.decode(z), vae.decode(z), atol=1e-5, rtol=1e-5)
+
+
+def test_spatial_vae_folding_and_packed_round_trip(tmp_path):
+    from posthoc_vq.config import VAEConfig, WeightsConfig
+    from posthoc_vq.models import build_vae
+    from posthoc_vq.quantize.weights import load_packed, quantize_network, save_packed
+
+    torch.manual_seed(2)
+    vae = build_vae(VAEConfig(family="spatial", latent_dim=4, channels=[4, 8], image_size=8, in_channels=1)).eval()
+    for m in vae.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    folded, names = fold_batchnorm(vae)
+    assert "decoder.0" in names and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    z = torch.randn(2, *vae.latent_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.decode(z), vae.decode(z), atol=1e-5, rtol=1e-5)
+    qn = quantize_network(vae, WeightsConfig(bits=4, fold_bn=True))
+    save_packed(tmp_path / "w.safetensors", qn, vae.config.model_dump(mode="json"))
+    loaded, _ = load_packed(tmp_path / "w.safetensors")
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, qn.state_dict()[key])

@@ -1,11 +1,15 @@
-"""Evaluation of a (run, codebook) pair on a held-out split.
+"""Evaluation of a codebook on a model and held-out images.
 
 x_cont = decode(latents), x_quant = decode(codebook[assignment]), for the same
-latents the codebook was built on (``mu``, or ``z`` with the recorded seed).
+latents the codebook was built on (``mu``, or ``z`` with the recorded seed). Latent
+grids (N, C, h, w) are quantized per position: each C-vector token gets its own code.
 Reported: absolute PSNR/SSIM of both against ground truth, the quantization
 penalty (x_quant against x_cont), the per-image PSNR change with its CI, code
-usage on the fit set and on this split, bits per image, graph statistics, and
-the audit's warnings.
+usage (counted over tokens) on the fit set and on these images, bits per image
+(tokens per image x bits per token), graph statistics, and the audit's warnings.
+
+:func:`codebook_result` is the core, for any autoencoder and any images;
+:func:`evaluate_codebook` is the run-directory layer over it (``posthoc-vq evaluate --codebook``).
 """
 
 from __future__ import annotations
@@ -16,16 +20,70 @@ from typing import Any
 import numpy as np
 import torch
 
-from posthoc_vq.evaluation.audit import audit
-from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, decode, image_quality, run_header, split_images
-from posthoc_vq.io import write_json
-from posthoc_vq.latents import load_run_splits, run_latents
+from posthoc_vq.autoencoders import LatentShapeError
+from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, decode, finish, image_quality, run_header, split_images
+from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import psnr
-from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
+from posthoc_vq.quantize.latent.base import CodebookEstimator
 from posthoc_vq.train import load_model, load_run_config
+
+
+def check_codebook_fits(codebook: CodebookEstimator, latent_shape: tuple[int, ...], name: str) -> None:
+    """Raise :class:`LatentShapeError` when the codebook's vectors are not the size of the model's tokens."""
+    if codebook.dim != latent_shape[0]:
+        what = f"(C, h, w) = {tuple(latent_shape)}, i.e. tokens of C={latent_shape[0]}" if len(latent_shape) > 1 else f"vectors of D={latent_shape[0]}"
+        raise LatentShapeError(
+            f"codebook '{name}' holds vectors of D={codebook.dim}, but the model's latents are {what}; "
+            "this codebook was fitted on another model's latents: fit one on this model "
+            "(posthoc_vq.fit_codebook(model, data, ...) or `posthoc-vq quantize RUN`)"
+        )
+
+
+def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, Any], x: torch.Tensor, latents: LatentSet, split: str) -> dict[str, Any]:
+    """The metric part of a codebook evaluation.
+
+    Parameters
+    ----------
+    model : any autoencoder (see :mod:`posthoc_vq.autoencoders`).
+    codebook : fitted estimator over token vectors of the model's latent size.
+    cb_meta : its record (method, latents, fit set, fit usage...); missing keys become None.
+    x : (N, C, H, W) images in [0, 1], the ground truth.
+    latents : their latents (N, *L), of the kind the codebook was fitted on.
+    split : name of these images in the result (``usage[split]``).
+    """
+    name = cb_meta.get("name") or codebook.method
+    check_codebook_fits(codebook, latents.latent_shape, name)
+    tokens = latents.tokens()  # (N * T, C)
+    codes = codebook.predict(tokens)  # (N * T,) or (N * T, M) for residual
+    z = torch.from_numpy(latents.values)
+    z_quant = torch.from_numpy(from_tokens(codebook.inverse_transform(codes), latents.latent_shape))
+    x_cont, x_quant = decode(model, z), decode(model, z_quant)
+    psnr_change = psnr(x, x_quant).clamp(max=PSNR_CAP_DB) - psnr(x, x_cont).clamp(max=PSNR_CAP_DB)
+    fit_on = cb_meta.get("fit_on")
+    return {
+        "codebook": name,
+        "method": cb_meta.get("method", codebook.method),
+        "K": cb_meta.get("n_codes", codebook.n_codes),
+        "bits_per_image": latents.tokens_per_image * codebook.bits_per_vector,
+        "bits_per_token": codebook.bits_per_vector,
+        "tokens_per_image": latents.tokens_per_image,
+        "latent_shape": list(latents.latent_shape),
+        "latents": latents.kind,
+        "latent_seed": cb_meta.get("latent_seed"),
+        "fit_on": fit_on,
+        "fit_includes_test": cb_meta.get("fit_includes_test", None if fit_on is None else "test" in str(fit_on).split("+")),
+        "n_fit": cb_meta.get("n_fit"),
+        "continuous": image_quality(x, x_cont),
+        "quantized": image_quality(x, x_quant),
+        "penalty": image_quality(x_cont, x_quant),
+        "psnr_change_db": mean_ci(psnr_change.numpy()).to_dict(),
+        "latent_mse": float(np.mean(np.square(latents.values - z_quant.numpy()))),
+        "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, latents.token_labels())},
+        "graph": cb_meta.get("graph"),
+    }
 
 
 def evaluate_codebook(run_dir: str | Path, name: str, *, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
@@ -37,32 +95,6 @@ def evaluate_codebook(run_dir: str | Path, name: str, *, split: str = "test", da
     torch.set_num_threads(config.train.threads)
     splits = load_run_splits(run_dir, data_dir)
     latents = run_latents(run_dir, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model)
-    codes = codebook.predict(latents.values)
-    z = torch.from_numpy(latents.values)
-    z_quant = torch.from_numpy(codebook.inverse_transform(codes))
     x = split_images(splits, split)
-    x_cont, x_quant = decode(model, z), decode(model, z_quant)
-    psnr_change = psnr(x, x_quant).clamp(max=PSNR_CAP_DB) - psnr(x, x_cont).clamp(max=PSNR_CAP_DB)
-    result = {
-        **run_header(run_dir, config, meta, split),
-        "codebook": name,
-        "method": cb_meta["method"],
-        "K": cb_meta["n_codes"],
-        "bits_per_image": codebook.bits_per_vector,
-        "latents": cb_meta["latents"],
-        "latent_seed": cb_meta.get("latent_seed"),
-        "fit_on": cb_meta["fit_on"],
-        "fit_includes_test": cb_meta["fit_includes_test"],
-        "n_fit": cb_meta["n_fit"],
-        "continuous": image_quality(x, x_cont),
-        "quantized": image_quality(x, x_quant),
-        "penalty": image_quality(x_cont, x_quant),
-        "psnr_change_db": mean_ci(psnr_change.numpy()).to_dict(),
-        "latent_mse": float(np.mean(np.square(latents.values - z_quant.numpy()))),
-        "usage": {"fit": cb_meta["fit_usage"], split: codebook_usage(codes, codebook.n_codes, latents.labels)},
-        "graph": cb_meta.get("graph"),
-        "provenance": provenance(seed=config.seed),
-    }
-    result["warnings"] = audit(result)
-    write_json(run_dir / "eval" / f"{name}-{split}.json", result)
-    return result
+    result = {**run_header(run_dir, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split)}
+    return finish(result, config.seed, run_dir / "eval" / f"{name}-{split}.json")

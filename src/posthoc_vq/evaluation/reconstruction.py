@@ -1,7 +1,11 @@
-"""Absolute reconstruction quality of a trained run on a held-out split.
+"""Absolute reconstruction quality of a model on held-out images.
 
-Decoded outputs and ground truth are both images in [0, 1] (the model's
-``OUTPUT_RANGE``); PSNR uses data range 1 and is averaged per image.
+Decoded outputs and ground truth are both images in [0, 1] (a model's outputs are mapped
+from its declared ``output_range``, see :mod:`posthoc_vq.autoencoders`); PSNR uses data
+range 1 and is averaged per image.
+
+The core works on any autoencoder and a tensor of images (:func:`continuous_result`,
+:func:`model_header`); :func:`evaluate_continuous` is the run-directory layer over it.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from typing import Any
 
 import torch
 
+from posthoc_vq.autoencoders import as_autoencoder, decode_latents
 from posthoc_vq.data import DatasetSplits
 from posthoc_vq.evaluation.audit import audit
 from posthoc_vq.io import read_json, write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
-from posthoc_vq.models import ConvVAE
+from posthoc_vq.models import latent_shape_of
 from posthoc_vq.provenance import provenance
 from posthoc_vq.train import SUMMARY_FILE, load_model, load_run_config
 
@@ -29,11 +34,13 @@ def split_images(splits: DatasetSplits, split: str) -> torch.Tensor:
     return splits.split(split).to_tensor()
 
 
-@torch.no_grad()
-def decode(model: ConvVAE, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Decoded images (N, C, H, W) in OUTPUT_RANGE from latents (N, D)."""
-    model.eval()
-    return torch.cat([model.decode(z[i : i + batch_size]) for i in range(0, len(z), batch_size)])
+def decode(model: Any, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Decoded images (N, C, H, W) in [0, 1] from latents (N, *L).
+
+    ``model`` is any autoencoder (this package's VAEs, an adapter, ...); a decoder whose output
+    leaves its declared range raises :class:`~posthoc_vq.autoencoders.OutputRangeError`.
+    """
+    return decode_latents(as_autoencoder(model), z, batch_size)
 
 
 def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, Any]:
@@ -62,11 +69,47 @@ def run_header(run_dir: Path, config, meta: dict[str, Any], split: str) -> dict[
         "dataset": config.data.name,
         "split": split,
         "model": {
-            "family": config.model.family, "latent_dim": config.model.latent_dim, "num_parameters": meta["num_parameters"],
-            "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch"), "trained_steps": meta.get("trained_steps"),
+            "family": config.model.family, "latent_dim": config.model.latent_dim, "latent_shape": list(latent_shape_of(config.model)),
+            "num_parameters": meta["num_parameters"], "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch"), "trained_steps": meta.get("trained_steps"),
         },
         "training": {k: summary[k] for k in ("converged", "stop_reason", "epochs", "best_epoch", "steps")} if summary else {"converged": None, "stop_reason": "unfinished"},
     }
+
+
+def model_header(model: Any, split: str, latent_shape: tuple[int, ...], dataset: str | None = None) -> dict[str, Any]:
+    """The header of a result for a model given as an object (no run directory): its name,
+    latent shape and, where it can be counted, parameter count; training state unknown."""
+    ae = as_autoencoder(model)
+    count = getattr(ae, "num_parameters", None)
+    return {
+        "run": None,
+        "dataset": dataset,
+        "split": split,
+        "model": {
+            "family": getattr(ae, "name", type(ae).__name__), "latent_dim": int(latent_shape[0]), "latent_shape": list(latent_shape),
+            "num_parameters": count() if callable(count) else None, "output_range": list(ae.output_range),
+        },
+        "training": {"converged": None, "stop_reason": "unknown"},
+    }
+
+
+def continuous_result(model: Any, x: torch.Tensor, batch_size: int = 1000, z: torch.Tensor | None = None) -> dict[str, Any]:
+    """Quality of decode(mu) against images ``x`` (N, C, H, W) in [0, 1]: the metric part of a result.
+
+    ``z`` (N, *L): the images' posterior means, if already encoded.
+    """
+    z = encode_split(model, x, "mu", batch_size=batch_size) if z is None else z
+    x_cont = decode(model, z, batch_size)
+    return {"latents": "mu", "continuous": image_quality(x, x_cont)}
+
+
+def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[str, Any]:
+    """Add provenance and the audit's warnings to a result, and write it to ``path`` if given."""
+    result["provenance"] = provenance(seed=seed)
+    result["warnings"] = audit(result)
+    if path is not None:
+        write_json(path, result)
+    return result
 
 
 def evaluate_continuous(run_dir: str | Path, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None) -> dict[str, Any]:
@@ -80,13 +123,5 @@ def evaluate_continuous(run_dir: str | Path, *, split: str = "test", data_dir: s
     splits = splits or load_run_splits(run_dir, data_dir)
     torch.set_num_threads(config.train.threads)
     x = split_images(splits, split)
-    x_cont = decode(model, encode_split(model, x, "mu"))
-    result = {
-        **run_header(run_dir, config, meta, split),
-        "latents": "mu",
-        "continuous": image_quality(x, x_cont),
-        "provenance": provenance(seed=config.seed),
-    }
-    result["warnings"] = audit(result)
-    write_json(run_dir / "eval" / f"continuous-{split}.json", result)
-    return result
+    result = {**run_header(run_dir, config, meta, split), **continuous_result(model, x)}
+    return finish(result, config.seed, run_dir / "eval" / f"continuous-{split}.json")

@@ -10,6 +10,8 @@ graph connectivity, one row per codebook, with the audit's warnings below.
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 from typing import Any
 
 from posthoc_vq.errors import PosthocVQError
@@ -33,16 +35,22 @@ def load_results(run_dir: Path, split: str = "test") -> tuple[dict[str, Any], li
     for path in sorted(folder.glob(f"*-{split}.json")):
         if path != cont_path:
             r = read_json(path, what="evaluation result")
-            if "codebook" in r and "weights" not in r:
+            if "codebook" in r and "quantized" in r and "weights" not in r:  # not weight or perceptual evaluations
                 books.append(r)
     books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
     return cont, books
 
 
+def latent_size(result: dict[str, Any]) -> int:
+    """Numbers per image in the latent: D, or D * h * w for a latent grid."""
+    shape = result["model"].get("latent_shape") or [result["model"]["latent_dim"]]
+    return int(np.prod(shape))
+
+
 def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
     c = cont["continuous"]
     rows = [{
-        "method": "continuous", "codebook": "-", "fit on": "-", "bits/image": f"{32 * cont['model']['latent_dim']} (fp32)",
+        "method": "continuous", "codebook": "-", "fit on": "-", "bits/image": f"{32 * latent_size(cont)} (fp32)",
         "PSNR (dB)": f"{c['psnr_db']['mean']:.2f}", "PSNR 95% CI": f"[{c['psnr_db']['low']:.2f}, {c['psnr_db']['high']:.2f}]",
         "SSIM": f"{c['ssim']['mean']:.4f}", "penalty PSNR (dB)": "-",
     }]

@@ -8,8 +8,9 @@ before quantization, so the quantizer sees the weights that actually run.
 Patterns folded:
 
 * ``Conv2d`` / ``ConvTranspose2d`` immediately followed by ``BatchNorm2d`` in an ``nn.Sequential``;
-* the ConvVAE decoder's ``fc_dec -> view(C, h, w) -> BatchNorm2d`` (each channel owns
-  ``h * w`` consecutive rows of ``fc_dec``).
+* a VAE decoder's input layer followed by ``decoder[0]``, a BatchNorm2d: ConvVAE's
+  ``fc_dec -> view(C, h, w) -> BatchNorm2d`` (each channel owns ``h * w`` consecutive rows
+  of ``fc_dec``) and SpatialVAE's ``conv_dec -> BatchNorm2d``.
 
 The folded BatchNorm modules are replaced by ``nn.Identity``; their names are returned
 so a loader can rebuild the same architecture.
@@ -22,7 +23,6 @@ import copy
 import torch
 import torch.nn as nn
 
-from posthoc_vq.models import ConvVAE
 
 
 def _affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,9 +62,11 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and layer.groups == 1 and isinstance(bn, nn.BatchNorm2d):
                 _fold_into(layer, *_affine(bn))
                 folded.append(f"{seq_name}.{bn_name}" if seq_name else bn_name)
-    if isinstance(model, ConvVAE) and isinstance(model.decoder[0], nn.BatchNorm2d):
-        c, h, w = model.feature_shape
-        _fold_into(model.fc_dec, *_affine(model.decoder[0]), repeat=h * w)
+    decoder = getattr(model, "decoder", None)
+    producer = getattr(model, "fc_dec", None) or getattr(model, "conv_dec", None)
+    if isinstance(decoder, nn.Sequential) and isinstance(decoder[0], nn.BatchNorm2d) and isinstance(producer, (nn.Linear, nn.Conv2d)):
+        bn = decoder[0]
+        _fold_into(producer, *_affine(bn), repeat=producer.weight.shape[0] // bn.num_features)
         folded.append("decoder.0")
     for name in folded:
         set_module(model, name, nn.Identity())
