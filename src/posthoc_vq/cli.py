@@ -51,6 +51,65 @@ def _print_graph(g: dict | None) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from posthoc_vq.evaluation.perceptual import PERCEPTUAL_METRICS, PIXEL_METRICS, parse_metrics
+
+    metrics = parse_metrics(args.metrics)
+    results = {}
+    if any(m in PIXEL_METRICS for m in metrics):
+        results["pixel"] = _evaluate_pixels(args)
+    if any(m in PERCEPTUAL_METRICS for m in metrics):
+        results["perceptual"] = _evaluate_perceptual(args, metrics)
+    if args.json:
+        import json
+
+        console.print_json(json.dumps(results if len(results) > 1 else next(iter(results.values())), default=str))
+    return 0
+
+
+def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
+    from posthoc_vq.evaluation.perceptual import perceptual_metrics
+
+    r = perceptual_metrics(
+        args.run, codebook=args.codebook, split=args.split, metrics=metrics, features=args.features, data_dir=args.data_dir,
+        n_samples=args.samples, n_pairs=args.pairs, seed=args.seed, lpips_weights=args.lpips_weights, progress=not args.json,
+    )
+    if args.json:
+        return r
+    fd_name, kid_name = r["metric_names"]["fd"], r["metric_names"]["kid"]
+    table = Table(title=f"{args.run} {args.codebook or 'continuous'} vs {r['dataset']} {args.split} images: {fd_name}, {kid_name} x1e3 (± std over subsets), "
+                        f"k-NN precision/recall, feature spread, distinct samples and classes; features {r['feature_net']['path']} (test accuracy {r['feature_net']['test_accuracy']:.2%})")
+    for col in ("set", "n", "FD", "KID", "prec.", "recall", "spread", "distinct", "classes"):
+        table.add_column(col, overflow="fold")
+    rows = list(r["sets"].items()) + ([(args.split, {"n": r["reference"]["diversity"]["n"], "diversity": r["reference"]["diversity"]})] if "reference" in r else [])
+    for name, s in rows:
+        kid, pr, div = s.get("kid"), s.get("precision_recall"), s.get("diversity")
+        table.add_row(
+            name, str(s["n"]), f"{s['fd']:.3f}" if "fd" in s else "", f"{1e3 * kid['mean']:.1f} ± {1e3 * kid['std']:.1f}" if kid else "",
+            f"{pr['precision']:.3f}" if pr else "", f"{pr['recall']:.3f}" if pr else "", f"{div['mean_pairwise_feature_distance']:.2f}" if div else "",
+            str(div["distinct_samples"]) if div else "", f"{div['distinct_classes']}/{div['n_classes']}" if div else "",
+        )
+    console.print(table)
+    for name, s in r["sets"].items():
+        if "lpips" in s:
+            console.print(f"LPIPS ({name}): {_ci(s['lpips'], 4)}")
+    if "interpolation" in r:
+        table = Table(title=f"interpolation: {r['settings']['n_pairs']} test pairs, {r['settings']['steps']} points per path; mean/max step-to-step pixel change "
+                            "(images in [0, 1]) and the fraction of intermediate images classified as an endpoint's class, ± 95% CI")
+        for col in ("path", "mean step", "max step", "max/mean", "endpoint class"):
+            table.add_column(col, overflow="fold")
+        pm = lambda m, d: f"{m['mean']:.{d}f}±{m['high'] - m['mean']:.{d}f}"  # noqa: E731 - mean ± 95% CI half-width
+        for name, p in r["interpolation"].items():
+            ratio = f"{p['max_over_mean']:.2f}" if p["max_over_mean"] is not None else "-"
+            table.add_row(name, pm(p["step_change_mean"], 4), pm(p["step_change_max"], 4), ratio, pm(p["endpoint_class_fraction"], 3))
+        console.print(table)
+    console.print(f"{fd_name} is a Fréchet distance in a {r['dataset']} classifier's feature space, not comparable with Inception FID. "
+                  f"JSON: {Path(args.run) / 'eval' / ('perceptual-' + (args.codebook or 'continuous') + '-' + args.split + '.json')}")
+    for w in r["warnings"]:
+        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+    return r
+
+
+def _evaluate_pixels(args: argparse.Namespace) -> dict:
     from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
 
     if args.codebook:
@@ -60,10 +119,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir)
         json_name = f"continuous-{args.split}.json"
     if args.json:
-        import json
-
-        console.print_json(json.dumps(result, default=str))
-        return 0
+        return result
     q = result["continuous"]
     table = Table(title=f"{args.run} — {result['dataset']} {args.split} split, {q['n_images']} images, latents {result['latents']}")
     for col in ("decoder input", "vs", "MSE", "PSNR (dB)", "SSIM"):
@@ -84,6 +140,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. JSON: {Path(args.run) / 'eval' / json_name}")
     for w in result["warnings"]:
         err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+    return result
+
+
+def _cmd_features_train(args: argparse.Namespace) -> int:
+    from posthoc_vq.metrics.features import train_feature_net
+
+    f = train_feature_net(args.dataset, args.out, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, console=err_console)
+    m = f.meta
+    console.print(f"{args.dataset} feature net: test accuracy {m['test_accuracy']:.2%} (train {m['train_accuracy']:.2%}), {m['steps']} steps in {m['seconds']:.1f}s; saved {f.path}")
     return 0
 
 
@@ -197,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--codebook", default=None, help="evaluate this codebook of the run (name under RUN/codebooks)")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
+    p.add_argument("--metrics", default="psnr,ssim", help="comma list of mse,psnr,ssim (pixel) and fd,kid,pr,diversity,interp,lpips (offline, in a domain classifier's feature space)")
+    p.add_argument("--features", default=None, help="feature-network folder for fd/kid/pr/diversity/interp (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
+    p.add_argument("--samples", type=int, default=None, help="generated images per sample set (default: as many as the split)")
+    p.add_argument("--pairs", type=int, default=100, help="test pairs for interp")
+    p.add_argument("--seed", type=int, default=0, help="seed of samples, pairs and KID subsets")
+    p.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for lpips (never downloaded)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("quantize", help="fit a post-hoc latent codebook on a trained run")
@@ -260,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default=None)
     d.add_argument("--base-url", default=None, help="mirror to fetch the same file names from")
     d.set_defaults(func=_cmd_data_download)
+
+    p = sub.add_parser("features", help="domain feature networks for the offline FD/KID metrics")
+    feat_sub = p.add_subparsers(dest="features_command", required=True)
+    f = feat_sub.add_parser("train", help="train a dataset's small classifier (its penultimate layer is the FD feature space)")
+    f.add_argument("--dataset", required=True)
+    f.add_argument("--out", default=None, help="folder (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
+    f.add_argument("--data-dir", default=None)
+    f.add_argument("--epochs", type=int, default=None, help="default per dataset (mnist 4, fashion-mnist 5)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=_cmd_features_train)
     return parser
 
 
