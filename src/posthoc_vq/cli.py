@@ -234,6 +234,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from posthoc_vq.experiments import load_sweep_spec, run_sweep
+
+    out = args.out or str(Path("runs") / "sweeps" / load_sweep_spec(args.spec).name)
+    claims = run_sweep(args.spec, out, executor=args.executor, workers=args.workers, address=args.address, data_dir=args.data_dir,
+                       progress=not args.no_progress, console=err_console)
+    console.print(f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed)")
+    console.print("verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
+    console.print(f"wrote {Path(out) / 'claims.md'} and claims.json; query with `posthoc-vq results {out}`")
+    return 1 if claims["n_failed"] else 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import json
+
+    from posthoc_vq.experiments import results_table
+
+    rows = results_table(args.sweep, args.where)
+    if args.format == "json":
+        console.print_json(json.dumps(rows, default=str))
+    elif args.format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["status"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        console.print(buf.getvalue(), markup=False, highlight=False, end="")
+    else:
+        table = Table(title=f"{args.sweep}: {len(rows)} cells")
+        cols = [k for k in (rows[0] if rows else {}) if k not in ("cell_id", "error")]
+        for col in cols:
+            table.add_column(col)
+        for r in rows:
+            table.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+        console.print(table)
+    return 0
+
+
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from posthoc_vq.data import download, resolve_data_dir
 
@@ -323,6 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default RUN/export)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("ablate", help="run (or resume) a sweep: train every arm over seeds, quantize, evaluate, judge the claims")
+    p.add_argument("spec", help="sweep YAML, or a name under configs/ablations (e.g. smoke, latent-dim)")
+    p.add_argument("--out", default=None, help="sweep directory (default runs/sweeps/<name>)")
+    p.add_argument("--executor", default="local", choices=("local", "process", "ray"))
+    p.add_argument("--workers", type=int, default=2, help="processes (process) or CPUs of a local Ray cluster / threads per job (ray)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser("results", help="query a sweep's results database")
+    p.add_argument("sweep", help="sweep directory")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.latent_dim=16, status=failed; repeatable")
+    p.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -35,6 +35,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     split_seed: int = 0
     image_size: int | None = Field(None, ge=4, description="resize target (celeba, image-folder)")
+    max_train_images: int | None = Field(None, ge=1, description="train on a seeded subset (split_seed) of this many train images; val and test are unchanged")
 
 
 class VAEConfig(_Strict):

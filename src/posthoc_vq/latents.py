@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from posthoc_vq.autoencoders import as_autoencoder, encode_images
-from posthoc_vq.data import DatasetSplits, load_dataset
+from posthoc_vq.data import DatasetSplits, load_config_dataset
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
 from posthoc_vq.train import load_model, load_run_config
@@ -90,8 +90,7 @@ def model_latents(model: Any, images: torch.Tensor, labels: np.ndarray | None = 
 
 def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> DatasetSplits:
     """The dataset splits a run was trained on (same split seed and fractions)."""
-    d = load_run_config(run_dir).data
-    return load_dataset(d.name, data_dir or d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed, image_size=d.image_size)
+    return load_config_dataset(load_run_config(run_dir).data, data_dir)
 
 
 def run_latents(

@@ -217,3 +217,18 @@ def test_resolve_data_dir_precedence(monkeypatch, tmp_path):
     assert resolve_data_dir() == tmp_path / "env"
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert resolve_data_dir("~/x") == tmp_path / "home" / "x"
+
+
+def test_max_train_images_keeps_a_seeded_subset_and_leaves_val_and_test():
+    from posthoc_vq.config import DataConfig
+    from posthoc_vq.data import load_config_dataset
+
+    full = load_config_dataset(DataConfig(name="digits"))
+    sub = load_config_dataset(DataConfig(name="digits", max_train_images=300))
+    again = load_config_dataset(DataConfig(name="digits", max_train_images=300))
+    other = load_config_dataset(DataConfig(name="digits", max_train_images=300, split_seed=1))
+    assert len(sub.train) == 300 and np.array_equal(sub.train.images, again.train.images)
+    assert not np.array_equal(sub.train.labels, other.train.labels) or not np.array_equal(sub.train.images, other.train.images)
+    assert np.array_equal(sub.test.images, full.test.images) and np.array_equal(sub.val.images, full.val.images)
+    rows = {r.tobytes() for r in full.train.images}
+    assert all(r.tobytes() in rows for r in sub.train.images)  # a subset of the train split, never val or test

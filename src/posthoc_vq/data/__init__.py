@@ -12,7 +12,7 @@ Other datasets live under a data folder (``data_dir`` argument, else
 
 from posthoc_vq.data.download import OFFICIAL_URLS, download
 from posthoc_vq.data.paths import resolve_data_dir
-from posthoc_vq.data.registry import DATASETS, load_dataset
+from posthoc_vq.data.registry import DATASETS, load_config_dataset, load_dataset
 from posthoc_vq.data.splits import DatasetSplits, ImageSet
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "DatasetSplits",
     "ImageSet",
     "download",
+    "load_config_dataset",
     "load_dataset",
     "resolve_data_dir",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from posthoc_vq.data.celeba import load_celeba
 from posthoc_vq.data.cifar import CIFAR_CLASSES, CIFAR_SIDE, load_cifar10
@@ -10,8 +13,11 @@ from posthoc_vq.data.digits import DIGITS_CLASSES, load_sklearn_digits
 from posthoc_vq.data.folder import load_image_folder
 from posthoc_vq.data.idx import MNIST_CLASSES, MNIST_SIDE, load_mnist_family
 from posthoc_vq.data.paths import resolve_data_dir
-from posthoc_vq.data.splits import DatasetSplits, split_official, split_unofficial
+from posthoc_vq.data.splits import DatasetSplits, ImageSet, split_official, split_unofficial
 from posthoc_vq.errors import DatasetError
+
+if TYPE_CHECKING:
+    from posthoc_vq.config import DataConfig
 
 DATASETS: tuple[str, ...] = (
     "digits",
@@ -101,3 +107,18 @@ def load_dataset(
         return split_official(name, train, test, CIFAR_CLASSES, val_fraction, split_seed)
     train, test = load_mnist_family(name, resolve_data_dir(data_dir))
     return split_official(name, train, test, MNIST_CLASSES, val_fraction, split_seed)
+
+
+def load_config_dataset(data: "DataConfig", data_dir: str | os.PathLike | None = None) -> DatasetSplits:
+    """The splits a :class:`~posthoc_vq.config.DataConfig` describes (``data_dir`` overrides its folder).
+
+    ``max_train_images`` keeps a seeded (``split_seed``) subset of the train split, in its
+    original order; val and test are never subsampled.
+    """
+    splits = load_dataset(data.name, data_dir or data.data_dir, val_fraction=data.val_fraction, split_seed=data.split_seed, image_size=data.image_size)
+    n = data.max_train_images
+    if n is None or n >= len(splits.train):
+        return splits
+    keep = np.sort(np.random.default_rng(data.split_seed).choice(len(splits.train), n, replace=False))
+    train = ImageSet(splits.train.images[keep], splits.train.labels[keep])
+    return DatasetSplits(splits.name, train, splits.val, splits.test, splits.num_classes)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from posthoc_vq.config import RunConfig
-from posthoc_vq.data import DatasetSplits, load_dataset
+from posthoc_vq.data import DatasetSplits, load_config_dataset
 from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.models import ConvVAE, build_vae
@@ -89,7 +89,7 @@ class Trainer:
     def __init__(self, config: RunConfig, run_dir: str | Path, *, splits: DatasetSplits | None = None, progress: bool = True, console: Console | None = None):
         torch.set_num_threads(config.train.threads)
         d = config.data
-        self.splits = splits or load_dataset(d.name, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed, image_size=d.image_size)
+        self.splits = splits or load_config_dataset(d)
         self.config = resolve_model_config(config, self.splits)
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)

@@ -1,0 +1,148 @@
+"""One sweep job: train a model once, then evaluate every cell that shares it.
+
+A job is all the cells with the same training config (one ``train_key``): it trains into
+``<sweep>/runs/<train_key>`` (or reuses a finished model there, or resumes an interrupted
+one), evaluates the continuous model, then for each cell fits its latent codebook (reused
+when it exists), packs its weights, and evaluates the combination on the sweep's split.
+Jobs are plain functions of plain data, so any executor (in-process, a process pool, Ray)
+can run them; they return results and write nothing but artifacts into the run directory.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from posthoc_vq.config import QuantizeConfig, RunConfig, WeightsConfig
+from posthoc_vq.experiments.spec import config_hash
+
+RUNS_DIR = "runs"
+
+
+def protocol_key(run: RunConfig) -> str:
+    """Hash of how a model was trained (optimiser, schedule, stopping, data split), seed and threads aside."""
+    train = run.train.model_dump(mode="json")
+    train.pop("threads", None)
+    data = run.data.model_dump(mode="json")
+    data.pop("data_dir", None)
+    return config_hash({"train": train, "data": data})
+
+
+def _quality(block: dict[str, Any]) -> dict[str, float]:
+    return {"psnr_db": block["psnr_db"]["mean"], "ssim": block["ssim"]["mean"], "mse": block["mse"]["mean"]}
+
+
+def _ensure_trained(run: RunConfig, run_dir: Path) -> None:
+    from rich.console import Console
+
+    from posthoc_vq.train import SUMMARY_FILE, train
+
+    if (run_dir / SUMMARY_FILE).exists():
+        return
+    train(run, run_dir, resume=(run_dir / "config.json").exists(), progress=False, console=Console(quiet=True))
+
+
+def _reuse(path: Path) -> dict[str, Any] | None:
+    """An evaluation a killed job already finished: a sweep run's model never changes once trained,
+    and every result file was written atomically, so an existing one is complete and current."""
+    from posthoc_vq.io import read_json
+
+    return read_json(path, what="evaluation result") if path.exists() else None
+
+
+def evaluate_cell(
+    run_dir: Path, cell: dict[str, Any], cont: dict[str, Any], split: str, data_dir: str | None,
+    perceptual: list[str] | None = None, features: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of one cell (codebook x weight bits) of a trained run; returns metrics and artifact paths."""
+    from posthoc_vq.evaluation import evaluate_codebook
+    from posthoc_vq.evaluation.weights import evaluate_weights
+    from posthoc_vq.quantize.codebooks import fit_codebook_for_run, list_codebooks
+    from posthoc_vq.quantize.compressed import compress_run
+
+    q = QuantizeConfig(**cell["quantize"]) if cell["quantize"] else None
+    w = WeightsConfig(**cell["weights"])
+    codebook = None
+    if q is not None:
+        codebook = q.default_name()
+        if codebook not in list_codebooks(run_dir):
+            fit_codebook_for_run(run_dir, q, data_dir=data_dir)
+    artifacts: dict[str, Any] = {"run_dir": str(run_dir), "codebook": codebook, "weights": None}
+    if w.bits == 32:
+        path = run_dir / "eval" / f"{codebook or 'continuous'}-{split}.json"
+        result = (_reuse(path) or evaluate_codebook(run_dir, codebook, split=split, data_dir=data_dir)) if codebook else cont
+        block, reference = (result["quantized"] if codebook else result["continuous"]), result["continuous"]
+        warnings = result["warnings"]
+    else:
+        name = w.default_name()
+        path = run_dir / "eval" / f"weights-{name}{'-' + codebook if codebook else ''}-{split}.json"
+        result = _reuse(path)
+        if result is None:
+            compress_run(run_dir, w)
+            result = evaluate_weights(run_dir, name, split=split, data_dir=data_dir, codebook=codebook)
+        inner = result["with_codebook"] if codebook else result
+        block, reference = inner["quantized"], result["continuous"]
+        warnings = result["warnings"] + (inner["warnings"] if codebook else [])
+        artifacts["weights"] = name
+    artifacts["eval"] = str(path)
+    metrics = {
+        **_quality(block),
+        "psnr_db_ci": [block["psnr_db"]["low"], block["psnr_db"]["high"]],
+        "continuous_psnr_db": reference["psnr_db"]["mean"],
+        "bits_per_image": (result if w.bits == 32 else inner).get("bits_per_image") if codebook else None,
+        "fit_includes_test": bool((result if w.bits == 32 else inner).get("fit_includes_test")) if codebook else False,
+        "warnings": sorted({x["code"] for x in warnings}),
+    }
+    if perceptual:
+        metrics |= _perceptual(run_dir, codebook, w.bits, perceptual, split, data_dir, features)
+    return {"metrics": metrics, "artifacts": artifacts}
+
+
+def _perceptual(run_dir: Path, codebook: str | None, bits: int, wanted: list[str], split: str, data_dir: str | None, features: str | None) -> dict[str, Any]:
+    """FD / KID of the cell's reconstructions against the split; None for weight-quantized cells (not measured there)."""
+    if bits != 32:
+        return {m: None for m in wanted}
+    from posthoc_vq.evaluation.perceptual import perceptual_metrics
+
+    path = run_dir / "eval" / f"perceptual-{codebook or 'continuous'}-{split}.json"
+    r = _reuse(path)
+    if r is None or not all(m in r["sets"].get("reconstruction", {}) for m in wanted):
+        r = perceptual_metrics(run_dir, codebook=codebook, split=split, metrics=wanted, features=features, data_dir=data_dir, progress=False)
+    rec = r["sets"]["reconstruction"]
+    return {m: (rec[m]["mean"] if isinstance(rec[m], dict) else rec[m]) for m in wanted}
+
+
+def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one job (see module docstring). ``task`` keys: sweep_dir, train_key, run (RunConfig dict),
+    cells (list of {cell_id, quantize, weights}), split, threads, data_dir.
+
+    Returns one ``{cell_id, metrics, artifacts, seconds}`` or ``{cell_id, error}`` per cell.
+    """
+    from posthoc_vq.evaluation import evaluate_continuous
+
+    torch.set_num_threads(task["threads"])
+    run = RunConfig(**task["run"])
+    run_dir = Path(task["sweep_dir"]) / RUNS_DIR / task["train_key"]
+    start = time.perf_counter()
+    _ensure_trained(run, run_dir)
+    cont = _reuse(run_dir / "eval" / f"continuous-{task['split']}.json") or evaluate_continuous(run_dir, split=task["split"], data_dir=task["data_dir"])
+    shared = {
+        "converged": cont["training"].get("converged"), "trained_steps": cont["model"].get("trained_steps"),
+        "epochs": cont["training"].get("epochs"), "best_epoch": cont["training"].get("best_epoch"), "protocol": protocol_key(run),
+    }
+    train_seconds = time.perf_counter() - start
+    out = []
+    for cell in task["cells"]:
+        tic = time.perf_counter()
+        try:
+            res = evaluate_cell(run_dir, cell, cont, task["split"], task["data_dir"], task.get("perceptual"), task.get("features"))
+        except Exception:  # one failing cell must not lose the others of the job
+            out.append({"cell_id": cell["cell_id"], "error": traceback.format_exc()})
+            continue
+        res["metrics"] |= shared
+        out.append({"cell_id": cell["cell_id"], **res, "seconds": time.perf_counter() - tic, "train_seconds": train_seconds})
+    return out

@@ -1,0 +1,150 @@
+"""Run a sweep: expand the grid, skip what is done, run the rest on an executor, then judge the claims.
+
+Sweep directory layout::
+
+    spec.json            the validated spec, resolved (base, set, axes, compare)
+    provenance.json      versions, git commit, command
+    results.sqlite       one row per grid cell (see store.py)
+    runs/<train_key>/    one trained run per training config, with its codebooks, packed weights, evals
+    claims.json/.md      arm summaries, ANOVAs and verdicts (see claims.py)
+
+Re-running the same command resumes: done cells are skipped, interrupted and failed ones
+are retried, finished trainings are reused and interrupted ones resumed from checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from posthoc_vq.errors import ConfigError
+from posthoc_vq.experiments.claims import make_claims
+from posthoc_vq.experiments.executors import make_executor
+from posthoc_vq.experiments.job import run_job
+from posthoc_vq.experiments.spec import PERCEPTUAL, SweepSpec, expand, load_sweep_spec
+from posthoc_vq.experiments.store import DB_FILE, ResultStore
+from posthoc_vq.io import atomic_write, read_json, write_json
+from posthoc_vq.provenance import provenance
+
+
+def plan_tasks(spec: SweepSpec, sweep_dir: Path, todo: set[str], data_dir: str | None) -> list[dict[str, Any]]:
+    """One task per training config that still has cells to do, carrying only those cells."""
+    groups: dict[str, dict[str, Any]] = {}
+    for cell in expand(spec):
+        if cell.cell_id not in todo:
+            continue
+        task = groups.setdefault(cell.train_key, {
+            "sweep_dir": str(sweep_dir), "train_key": cell.train_key, "split": spec.split, "threads": spec.threads,
+            "data_dir": data_dir, "cells": [], "features": spec.features,
+            "perceptual": [m for m in spec.compare.metrics if m in PERCEPTUAL],
+            "run": cell.run.model_copy(update={"data": cell.run.data.model_copy(update={"data_dir": data_dir})}).model_dump(mode="json")
+            if data_dir else cell.run.model_dump(mode="json"),
+        })
+        task["cells"].append({
+            "cell_id": cell.cell_id, "axes": cell.axes,
+            "quantize": cell.quantize.model_dump(mode="json") if cell.quantize else None, "weights": cell.weights.model_dump(mode="json"),
+        })
+    return list(groups.values())
+
+
+def _check_same_spec(sweep_dir: Path, spec: SweepSpec) -> None:
+    saved = sweep_dir / "spec.json"
+    if saved.exists():
+        old = SweepSpec.model_validate(read_json(saved, what="sweep spec"))  # fields added since get their defaults
+        if old.model_dump(mode="json") != spec.model_dump(mode="json"):
+            raise ConfigError(f"{sweep_dir} holds a sweep with a different spec ({saved}); use another --out, or delete the folder to start over")
+
+
+def run_sweep(
+    spec_path: str | Path, out_dir: str | Path, *, executor: str = "local", workers: int = 2, address: str | None = None,
+    data_dir: str | None = None, progress: bool = True, console: Console | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep; writes the database, the claims and returns the claims dict plus counts."""
+    spec = load_sweep_spec(spec_path)
+    sweep_dir = Path(out_dir)
+    _check_same_spec(sweep_dir, spec)
+    cells = expand(spec)
+    write_json(sweep_dir / "spec.json", spec.model_dump(mode="json"))
+    write_json(sweep_dir / "provenance.json", provenance(seed=None))
+    store = ResultStore(sweep_dir / DB_FILE)
+    try:
+        store.register((c.cell_id, c.train_key, c.axes) for c in cells)
+        tasks = plan_tasks(spec, sweep_dir, store.todo(), data_dir)
+        n_todo = sum(len(t["cells"]) for t in tasks)
+        failed = 0
+        if tasks:
+            runner = make_executor(executor, workers=workers, threads=spec.threads, address=address)
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+            try:
+                with Progress(*columns, console=console, disable=not progress) as bar:
+                    job = bar.add_task(f"{spec.name}: {len(tasks)} trainings, {n_todo} cells", total=n_todo)
+                    store.mark_running(c["cell_id"] for t in tasks for c in t["cells"])
+                    for task, results, error in runner.run(run_job, tasks):
+                        if error is not None:
+                            store.fail([c["cell_id"] for c in task["cells"]], error)
+                            failed += len(task["cells"])
+                        else:
+                            for r in results:
+                                if "error" in r:
+                                    store.fail([r["cell_id"]], r["error"])
+                                    failed += 1
+                                else:
+                                    store.finish(r["cell_id"], r["metrics"], r["artifacts"], r["seconds"] + r["train_seconds"] / len(task["cells"]))
+                        bar.advance(job, len(task["cells"]))
+            finally:
+                runner.close()
+        rows = store.rows()
+    finally:
+        store.close()
+    claims = make_claims(rows, spec.compare)
+    claims |= {"sweep": spec.name, "n_cells": len(cells), "n_failed": sum(r["status"] == "failed" for r in rows), "ran_now": n_todo}
+    write_claims(sweep_dir, claims, spec)
+    return claims
+
+
+def write_claims(sweep_dir: Path, claims: dict[str, Any], spec: SweepSpec) -> dict[str, Path]:
+    """``claims.json`` and ``claims.md``: the verdict table, arm summaries and the sweep's limitations."""
+    paths = {"json": sweep_dir / "claims.json", "markdown": sweep_dir / "claims.md"}
+    write_json(paths["json"], claims)
+    lines = [f"# Claims: {spec.name}", "", f"{claims['n_done']} of {claims['n_cells']} cells done ({claims['n_failed']} failed). "
+             f"Compared axis `{spec.compare.axis}`" + (f" against `{spec.compare.reference}`" if spec.compare.reference is not None else " (all pairs)")
+             + f", paired by `{spec.compare.pair_by}`, {spec.compare.correction} correction per slice and metric, alpha {spec.compare.alpha}, on the {spec.split} split.", ""]
+    counts = ", ".join(f"{v}: {n}" for v, n in claims["counts"].items())
+    lines += [f"Verdicts: {counts}.", "", "| slice | metric | arm | reference | n | mean arm | mean reference | verdict | reason |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in claims["claims"]:
+        where = ", ".join(f"{k}={v}" for k, v in c["slice"].items()) or "-"
+        lines.append(f"| {where} | {c['metric']} | {c['arm']} | {c['reference']} | {c['n_arm']}/{c['n_reference']} | {c['mean_arm']:.4g} | {c['mean_reference']:.4g} | **{c['verdict']}** | {c['reason']} |")
+    lines += ["", "## Arms (mean, sample std, 95% t CI over seeds)", "", "| slice | metric | arm | n | mean | std | 95% CI |", "|---|---|---|---|---|---|---|"]
+    for a in claims["arms"]:
+        where = ", ".join(f"{k}={v}" for k, v in a["slice"].items()) or "-"
+        lines.append(f"| {where} | {a['metric']} | {a['arm']} | {a['n']} | {a['mean']:.4g} | {a['std']:.3g} | [{a['ci_low']:.4g}, {a['ci_high']:.4g}] |")
+    if claims["anova"]:
+        lines += ["", "## One-way ANOVA across arms", "", "| slice | metric | F | p |", "|---|---|---|---|"]
+        for a in claims["anova"]:
+            where = ", ".join(f"{k}={v}" for k, v in a["slice"].items()) or "-"
+            lines.append(f"| {where} | {a['metric']} | {a['F']:.3g} | {a['p']:.2g} |")
+    with atomic_write(paths["markdown"]) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def results_table(sweep_dir: str | Path, where: list[str] | None = None) -> list[dict[str, Any]]:
+    """Flat rows (axes, status, metrics, seconds) of a sweep's database, filtered by ``key=value`` conditions."""
+    from posthoc_vq.experiments.store import filter_rows
+
+    store = ResultStore.open_existing(sweep_dir)
+    try:
+        rows = filter_rows(store.rows(), where or [])
+    finally:
+        store.close()
+    flat = []
+    for r in rows:
+        m = r["metrics"] or {}
+        flat.append({**r["axes"], "status": r["status"], "attempts": r["attempts"], "psnr_db": m.get("psnr_db"), "ssim": m.get("ssim"),
+                     "continuous_psnr_db": m.get("continuous_psnr_db"), "converged": m.get("converged"), "seconds": r["seconds"],
+                     "cell_id": r["cell_id"], "error": (r["error"] or "").strip().splitlines()[-1:] or None})
+    return flat
+
