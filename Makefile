@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO ?= runs/demo
 SHARED_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -32,8 +32,16 @@ demo: install
 	$(CLI) evaluate $(DEMO) --codebook kmeans-K64-mu-train
 	$(CLI) evaluate $(DEMO) --codebook geodesic-K64-mu-train
 	$(CLI) table $(DEMO)
+	$(CLI) compress-weights $(DEMO) --bits 8
+	$(CLI) compress-weights $(DEMO) --bits 4
+	$(CLI) report $(DEMO) --out $(DEMO)/report
 
-test: install
+# Headless Chromium for the report's browser test (tests/integration/test_report_browser.py), from Debian's package.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: install browser
 	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest
 
 bench: install

@@ -182,6 +182,17 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from posthoc_vq.report.build import write_report
+
+    result = write_report(args.path, args.out, split=args.split, data_dir=args.data_dir, progress=not args.no_progress, console=err_console)
+    report = result["report"]
+    console.print(f"{report.kind} report: {len(report.sections)} sections, {len(result['figures'])} figures; wrote {result['markdown']} and {result['html']}")
+    for m in report.missing:
+        err_console.print(f"[yellow]missing:[/] {m}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def _cmd_compress_weights(args: argparse.Namespace) -> int:
     from posthoc_vq.config import WeightsConfig, validate
     from posthoc_vq.evaluation.weights import evaluate_weights
@@ -328,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
     p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("report", help="a run's or a sweep's report: report.md with PNG figures, and one self-contained report.html")
+    p.add_argument("path", help="run directory or sweep directory")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split of a run's report (a sweep uses its spec's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compress-weights", help="INT8/INT4 post-training weight quantization, packed into a file, and its measured quality")
     p.add_argument("run", help="run directory")

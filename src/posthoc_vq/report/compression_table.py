@@ -17,7 +17,7 @@ from posthoc_vq.config import WeightsConfig
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.evaluation.reconstruction import evaluate_continuous
 from posthoc_vq.evaluation.weights import evaluate_weights
-from posthoc_vq.io import atomic_write, write_json
+from posthoc_vq.io import atomic_write, read_json, write_json
 from posthoc_vq.quantize.compressed import compress_run, require_trained
 from posthoc_vq.report.tables import markdown_table, write_csv
 from posthoc_vq.train import load_model
@@ -106,3 +106,36 @@ def write_compression_table(runs: Sequence[str | Path], out_dir: str | Path, bit
     write_csv(paths["csv"], COLUMNS, table)
     write_json(paths["json"], {"split": split, "bits": list(bits), "rows": rows})
     return paths
+
+
+def rows_from_evaluations(run_dir: str | Path, split: str = "test") -> list[dict[str, Any]]:
+    """Rows in the format of :func:`compression_rows` for one run, read from its stored evaluations (nothing is measured).
+
+    One fp32 row (from ``eval/continuous-<split>.json``) and one per ``eval/weights-<name>[-<codebook>]-<split>.json``;
+    ``run`` holds the artifact's label (``fp32``, the weights name, ``+ codebook`` when one sat between encoder and decoder).
+    The compound factor is relative to this run's fp32 file. Returns [] when the run has no continuous evaluation.
+    """
+    run_dir = Path(run_dir)
+    cont_path = run_dir / "eval" / f"continuous-{split}.json"
+    if not cont_path.exists():
+        return []
+    cont = read_json(cont_path, what="evaluation result")
+    fp32 = (run_dir / MODEL_FILE).stat().st_size
+    base = {"latent_dim": cont["model"]["latent_dim"], "parameters": cont["model"]["num_parameters"], "converged": cont["training"].get("converged")}
+    rows = [{**base, "run": "fp32", "bits": 32, "file_bytes": fp32, "ratio_own": 1.0, "compound_factor": 1.0, "psnr_db": cont["continuous"]["psnr_db"],
+             "ssim": cont["continuous"]["ssim"], "psnr_change_db": None, "warnings": cont.get("warnings", [])}]
+    for path in sorted((run_dir / "eval").glob(f"weights-*-{split}.json")):
+        r = read_json(path, what="weight evaluation")
+        size = r["size"]["packed_file_bytes"]
+        book = codebook_block(r)
+        block, label = (r, r["weights"]) if book is None else (book, f"{r['weights']} + {book['name']}")
+        rows.append({**base, "run": label, "bits": r["bits"], "file_bytes": size, "ratio_own": size / fp32, "compound_factor": fp32 / size,
+                     "psnr_db": block["quantized"]["psnr_db"], "ssim": block["quantized"]["ssim"], "psnr_change_db": block["psnr_change_db"],
+                     "warnings": r.get("warnings", [])})
+    return rows
+
+
+def codebook_block(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The with-codebook part of a weight evaluation (``with_codebook``; older files kept it under ``codebook``), or None."""
+    block = result.get("with_codebook") or result.get("codebook")
+    return block if isinstance(block, dict) else None

@@ -1,0 +1,209 @@
+"""Line figures of a report: training curves (one run; a sweep's arms), the ablation plot, a sweep's rate-distortion.
+
+Every figure is drawn with matplotlib's non-interactive Agg backend and written as a PNG
+through :func:`save_png` (atomic). Inputs are plain data read from the run or sweep files;
+nothing here loads models.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from posthoc_vq.io import atomic_write
+
+DPI = 110
+CURVES = (("loss", "loss (recon + beta KL)"), ("recon", "reconstruction"), ("kl", "KL (nats)"))
+MARKS = {"validated": "*", "no significant difference": "ns", "insufficient evidence": "?", "invalid": "!"}
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    pyplot().close(fig)
+    return path
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def training_curves(history: list[dict[str, Any]], summary: dict[str, Any] | None, path: Path, title: str) -> Path:
+    """Train and val loss, reconstruction and KL per epoch, the best epoch and the stop marked.
+
+    Parameters
+    ----------
+    history : per-epoch records with ``epoch`` and ``train_<x>``/``val_<x>`` for x in loss, recon, kl.
+    summary : ``train_summary.json`` (``best_epoch``, ``epochs``, ``converged``, ``stop_reason``) or None.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    epochs = [h["epoch"] for h in history]
+    best = (summary or {}).get("best_epoch")
+    for ax, (key, label) in zip(axes, CURVES):
+        for split, style in (("train", "--"), ("val", "-")):
+            values = [h.get(f"{split}_{key}") for h in history]
+            if any(_is_number(v) for v in values):
+                ax.plot(epochs, [v if _is_number(v) else np.nan for v in values], style, marker=".", label=split)
+        if best is not None:
+            ax.axvline(best, color="tab:green", lw=1.2, ls=":", label=f"best epoch {best}")
+        if summary and summary.get("converged") is False:
+            ax.axvline(epochs[-1], color="tab:red", lw=1.2, label="stopped at max epochs")
+        elif summary and summary.get("stop_reason") == "early_stopping":
+            ax.axvline(epochs[-1], color="tab:gray", lw=1.0, label=f"early stop (epoch {epochs[-1]})")
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def arm_curves(arms: dict[str, list[tuple[str, list[dict[str, Any]], dict[str, Any] | None]]], path: Path, title: str) -> Path:
+    """A sweep's training curves: one panel per arm, each seed's val loss (solid) and train loss (dashed) overlaid.
+
+    Parameters
+    ----------
+    arms : arm label -> [(seed label, history, train summary or None)].
+    The best epoch of each seed is a filled circle; a run that stopped at max epochs ends in a red cross.
+    """
+    plt = pyplot()
+    n = len(arms)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10").colors
+    for ax, (arm, runs) in zip(axes.flat, arms.items()):
+        for i, (seed, history, summary) in enumerate(runs):
+            c = colours[i % len(colours)]
+            ep = [h["epoch"] for h in history]
+            ax.plot(ep, [h.get("val_loss", np.nan) for h in history], "-", color=c, label=f"{seed} val")
+            ax.plot(ep, [h.get("train_loss", np.nan) for h in history], "--", color=c, alpha=0.6, lw=1)
+            best = (summary or {}).get("best_epoch")
+            if best is not None and best in ep:
+                ax.plot(best, history[ep.index(best)].get("val_loss"), "o", color=c, ms=6)
+            if summary and summary.get("converged") is False:
+                ax.plot(ep[-1], history[-1].get("val_loss"), "x", color="tab:red", ms=9, mew=2)
+        ax.set_title(arm, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("loss (solid val, dashed train)")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def arm_positions(values: Sequence[Any]) -> tuple[list[float], bool]:
+    """x positions of arm values: the values themselves when all are positive numbers (log2 axis when they span 4x+), else 0, 1, 2..."""
+    if values and all(_is_number(v) and v > 0 for v in values):
+        return [float(v) for v in values], max(values) / min(values) >= 4
+    return [float(i) for i in range(len(values))], False
+
+
+def ablation_plot(
+    series: dict[str, dict[str, Any]], metrics: Sequence[str], axis: str, values: Sequence[Any], path: Path, title: str,
+) -> Path:
+    """Metric against the compared axis: mean with 95% CI error bars per slice, seeds as dots, verdict marks.
+
+    Parameters
+    ----------
+    series : slice label -> metric -> {"mean": [..], "low": [..], "high": [..], "points": [[..] per arm],
+        "marks": [verdict or None per arm]} aligned with ``values`` (NaN where an arm has no data).
+    values : the compared axis' arm values, in plotting order.
+    Marks above the reference-compared arms: * validated, ns no significant difference,
+    ? insufficient evidence, ! invalid (see the claims table for reasons).
+    """
+    plt = pyplot()
+    x, log = arm_positions(list(values))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.2), squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    n = max(1, len(series))
+    for ax, metric in zip(axes[0], metrics):
+        for i, (label, by_metric) in enumerate(series.items()):
+            s = by_metric.get(metric)
+            if s is None:
+                continue
+            c = colours[i % len(colours)]
+            shift = (i - (n - 1) / 2) * 0.06
+            xs = [xv * 2 ** shift if log else xv + shift for xv in x]
+            mean, low, high = (np.asarray(s[k], dtype=float) for k in ("mean", "low", "high"))
+            err = np.vstack([mean - low, high - mean])
+            err = np.where(np.isfinite(err), err, 0.0)
+            ax.errorbar(xs, mean, yerr=err, marker="o", capsize=4, color=c, label=label)
+            for xv, pts in zip(xs, s["points"]):
+                ax.plot([xv] * len(pts), pts, ".", color=c, alpha=0.45, ms=5)
+            for xv, m, h, verdict in zip(xs, mean, high, s["marks"]):
+                if verdict and np.isfinite(m):
+                    top = h if np.isfinite(h) else m
+                    ax.annotate(MARKS.get(verdict, "?"), (xv, top), textcoords="offset points", xytext=(0, 4 + 10 * i), ha="center",
+                                fontsize=10, color=c, fontweight="bold")
+        if log:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(v) for v in values])
+        ax.minorticks_off()
+        ax.set_xlabel(axis)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title + "   (marks vs reference: * validated, ns not significant, ? insufficient evidence, ! invalid)", fontsize=10)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def sweep_rate_distortion(points: dict[str, list[dict[str, Any]]], continuous: dict[str, dict[str, float]], path: Path, title: str) -> Path:
+    """PSNR against bits per image per arm (mean and 95% CI over seeds); each arm's continuous model as a dashed line.
+
+    Parameters
+    ----------
+    points : arm label -> [{"series": quantizer settings, "bits": float, "mean", "low", "high" (None when n < 2), "n": int}].
+    continuous : arm label -> {"mean", "low", "high"} of the continuous (fp32, no codebook) PSNR.
+    One colour per arm (its line and its codebooks), one marker per quantizer setting.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.get_cmap("tab10").colors
+    markers = "osD^vP*X"
+    series_names = sorted({p["series"] for pts in points.values() for p in pts})
+    for i, arm in enumerate(sorted(set(points) | set(continuous), key=lambda a: list(points).index(a) if a in points else len(points))):
+        c = colours[i % len(colours)]
+        if arm in continuous:
+            ax.axhline(continuous[arm]["mean"], color=c, ls="--", lw=1, label=f"{arm}: continuous {continuous[arm]['mean']:.2f} dB")
+        for j, name in enumerate(series_names):
+            pts = sorted((p for p in points.get(arm, []) if p["series"] == name), key=lambda p: p["bits"])
+            if not pts:
+                continue
+            mean = np.array([p["mean"] for p in pts])
+            err = np.array([[p["mean"] - p["low"] if p["low"] is not None else 0.0 for p in pts],
+                            [p["high"] - p["mean"] if p["high"] is not None else 0.0 for p in pts]])
+            ax.errorbar([p["bits"] for p in pts], mean, yerr=err, marker=markers[j % len(markers)], capsize=3, color=c,
+                        label=f"{arm}: {name} (n={min(p['n'] for p in pts)})")
+    bits = sorted({p["bits"] for pts in points.values() for p in pts})
+    if bits and min(bits) > 0:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bits, [f"{b:g}" for b in bits])
+        ax.minorticks_off()
+    ax.set_xlabel("bits per image")
+    ax.set_ylabel("PSNR vs ground truth (dB)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_png(fig, path)

@@ -1,0 +1,108 @@
+"""Limitations written from the data: what a reader must know before trusting a run's or a sweep's numbers.
+
+Nothing here is prose typed by hand: every line is produced from a fact in the run or
+sweep files (training summary, codebook fit sets, seeds, audit warnings, cell statuses),
+so a report can never forget to say that a model did not converge or that a codebook saw
+the test images.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+
+def warning_lines(sources: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One line per distinct audit warning, naming every result it fired in; ``sources`` are (result name, evaluation JSON)."""
+    fired: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, result in sources:
+        for w in result.get("warnings") or []:
+            fired[(w["code"], w["message"])].append(name)
+    return [f"Audit warning `{code}` ({', '.join(names)}): {message}" for (code, message), names in fired.items()]
+
+
+def run_limitations(
+    *, meta: dict[str, Any] | None, summary: dict[str, Any] | None, seed: Any, split: str, codebook_evals: list[dict[str, Any]],
+    codebooks: list[str], evaluated: set[str], warnings: list[str], git_commit: str | None,
+) -> list[str]:
+    """The limitations of one run.
+
+    Parameters
+    ----------
+    meta, summary : ``model.json`` and ``train_summary.json`` (None when absent).
+    codebook_evals : the run's codebook evaluation JSONs on ``split``.
+    codebooks : every codebook of the run; ``evaluated``: those with an evaluation on ``split``.
+    warnings : lines from :func:`warning_lines`.
+    """
+    out = []
+    if meta is not None and meta.get("trained_steps") == 0:
+        out.append("The model was never trained (0 steps): every number in this report measures random weights.")
+    if summary is None:
+        out.append("No train_summary.json: whether training converged is unknown.")
+    elif summary.get("converged") is False:
+        out.append(f"Not trained to convergence: training stopped at the epoch limit ({summary.get('epochs')} epochs, "
+                   f"stop reason '{summary.get('stop_reason')}') while the validation loss was still improving by more than min_delta.")
+    else:
+        out.append(f"Trained to convergence: {summary.get('stop_reason')} after {summary.get('epochs')} epochs (best epoch {summary.get('best_epoch')}).")
+    leaked = sorted(r["codebook"] for r in codebook_evals if r.get("fit_includes_test"))
+    if leaked:
+        out.append(f"Codebooks fitted on data that includes the {split} split they are evaluated on (transductive, not a held-out result): {', '.join(leaked)}.")
+    elif codebook_evals:
+        out.append(f"No evaluated codebook saw the {split} split: every codebook was fitted on {', '.join(sorted({str(r['fit_on']) for r in codebook_evals}))}.")
+    out.append(f"One training seed ({seed}): the 95% CIs are over {split} images, not over training runs, so they do not show "
+               "how much another seed would change the numbers (run a sweep over seeds: `posthoc-vq ablate`).")
+    if missing := sorted(set(codebooks) - evaluated):
+        out.append(f"Codebooks without an evaluation on {split} (not in the tables or the rate-distortion figure): {', '.join(missing)}.")
+    if git_commit and git_commit.endswith("-dirty"):
+        out.append(f"The model was trained from a source tree with uncommitted changes ({git_commit}).")
+    out += warnings or ["No audit warning fired."]
+    return out
+
+
+def sweep_limitations(
+    *, rows: list[dict[str, Any]], n_cells: int, compare: dict[str, Any], claims_n_done: int | None, runs_missing: list[str],
+) -> list[str]:
+    """The limitations of a sweep, from its database rows and compare settings (see :mod:`posthoc_vq.experiments.claims`)."""
+    out = []
+    done = [r for r in rows if r["status"] == "done"]
+    axis, pair_by = compare["axis"], compare.get("pair_by")
+    if len(done) < n_cells:
+        by_status = Counter(r["status"] for r in rows if r["status"] != "done")
+        out.append(f"Only {len(done)} of {n_cells} cells are done ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items())) or 'the rest not registered'}); "
+                   "verdicts use the done cells only.")
+    for r in rows:
+        if r["status"] == "failed":
+            last = (r.get("error") or "").strip().splitlines()[-1:] or ["no error recorded"]
+            out.append(f"Failed cell {r['axes']}: {last[0]}")
+    if claims_n_done is not None and claims_n_done != len(done):
+        out.append(f"claims.json was written when {claims_n_done} cells were done; the database now has {len(done)} done: re-run `posthoc-vq ablate` to update it.")
+    seeds = defaultdict(set)
+    for r in done:
+        seeds[f"{axis}={r['axes'].get(axis)}"].add(str(r["axes"].get(pair_by)) if pair_by else r["cell_id"])
+    if seeds:
+        counts = {arm: len(s) for arm, s in seeds.items()}
+        low = min(counts.values())
+        what = pair_by or "observation"
+        shown = {arm: f" ({', '.join(sorted(s))})" if pair_by else "" for arm, s in seeds.items()}
+        out.append(f"{what.capitalize()}s per arm: " + ", ".join(f"{arm}: {n}{shown[arm]}" for arm, n in counts.items()) + ".")
+        if low < compare.get("min_n", 3):
+            out.append(f"Fewer than {compare.get('min_n', 3)} {what}s in some arm: no significance test is run there (verdict 'insufficient evidence')"
+                       + ("; with one seed there is no spread across training runs at all, and no confidence interval." if low < 2 else "."))
+    unconverged = sorted({f"{axis}={r['axes'].get(axis)}, {pair_by}={r['axes'].get(pair_by)}" for r in done if (r["metrics"] or {}).get("converged") is False})
+    untrained = sorted({f"{axis}={r['axes'].get(axis)}, {pair_by}={r['axes'].get(pair_by)}" for r in done if (r["metrics"] or {}).get("trained_steps") == 0})
+    if untrained:
+        out.append(f"Untrained models (0 steps; their numbers measure random weights): {'; '.join(untrained)}.")
+    if unconverged:
+        out.append(f"Not trained to convergence (stopped at the epoch limit): {'; '.join(unconverged)}.")
+    elif done:
+        out.append("Every done cell's model was trained to convergence (early stopping).")
+    leaked = sum(bool((r["metrics"] or {}).get("fit_includes_test")) for r in done)
+    if leaked:
+        out.append(f"{leaked} cell(s) use codebooks fitted on data that includes the test split (transductive).")
+    elif any((r["metrics"] or {}).get("bits_per_image") for r in done):
+        out.append("No codebook saw the test split.")
+    warned = Counter(w for r in done for w in (r["metrics"] or {}).get("warnings") or [])
+    out += [f"Audit warning `{code}` fired in {n} cell(s)." for code, n in sorted(warned.items())] or ["No audit warning fired in any cell."]
+    if runs_missing:
+        out.append(f"Done cells whose trained run is not under runs/ (moved or deleted): {', '.join(runs_missing)}; their curves and images are left out.")
+    return out
