@@ -9,8 +9,9 @@ threads and onnxruntime ``intra_op_num_threads``), batch 1 and batch 64:
 * ``bound``: the network's FLOPs (``torch.utils.flop_counter``) divided by this machine's
   sgemm rate (2048 x 2048 matmul, 2 threads): the time a perfect fp32 kernel would take.
 
-Timings are interleaved (every variant once per round) and the median of the rounds is
-reported. Also measured, to say what INT8 costs: test PSNR of the whole pipeline
+Each round runs every variant in a block of back-to-back calls (50 at batch 1, 5 at batch 64),
+so one runtime's spinning idle threads do not fall inside another's timing; rounds interleave the
+variants, and the median per-call time over the rounds is reported. Also measured, to say what INT8 costs: test PSNR of the whole pipeline
 (encoder then decoder) of each variant on ``--quality-images`` test images.
 
     python bench/export_latency.py --run runs/fm-128 --data-dir ../shared/datasets
@@ -64,7 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default=None, help="trained run directory (default: a one-epoch Fashion-MNIST run)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--quality-images", type=int, default=2000)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "export_latency.json"))
     args = p.parse_args()
@@ -91,9 +92,14 @@ def main() -> None:
                 "ort_fp32": lambda s=sessions[part]: s.run(None, {feed_name: feed}),
                 "ort_int8": lambda s=sessions[f"{part}_int8"]: s.run(None, {feed_name: feed}),
             }
-            for fn in variants.values():  # warm-up
-                fn()
-            _, times = interleaved(variants, args.rounds)
+            calls = 50 if batch == 1 else 5
+            blocks = {k: (lambda f=fn: [f() for _ in range(calls)]) for k, fn in variants.items()}
+            for block in blocks.values():  # warm-up
+                block()
+            # each variant runs `calls` times back to back per round (so one runtime's idle spinning
+            # threads do not land inside another's timing), and the rounds interleave the variants
+            _, times = interleaved(blocks, args.rounds)
+            times = {k: [t / calls for t in v] for k, v in times.items()}
             med = {k: statistics.median(v) for k, v in times.items()}
             bound = flops(model.decode if part == "decoder" else model.encode, arg) / (gflops * 1e9)
             results[f"{part}_batch{batch}"] = {
