@@ -113,15 +113,20 @@ def test_asymmetric_grid_contains_zero_and_uses_the_full_range():
     assert back[0, 1] == 0.0  # zero is exactly representable
 
 
+def _random_batchnorm(module: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, so folding has something to fold; eval mode."""
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 2)
+            bn.bias.data.uniform_(-1, 1)
+    return module.eval()
+
+
 def test_batchnorm_folding_preserves_outputs():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.ConvTranspose2d(5, 4, 3), nn.BatchNorm2d(4))
-    for bn in (net[1], net[4]):
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        bn.weight.data.uniform_(0.5, 2)
-        bn.bias.data.uniform_(-1, 1)
-    net.eval()
+    net = _random_batchnorm(nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.ConvTranspose2d(5, 4, 3), nn.BatchNorm2d(4)))
     folded, names = fold_batchnorm(net)
     assert names == ["1", "4"] and isinstance(folded[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)
     x = torch.randn(2, 3, 9, 9)
@@ -133,14 +138,7 @@ def test_convvae_folding_includes_the_decoder_input_batchnorm():
     from posthoc_vq.models import build_vae
 
     torch.manual_seed(1)
-    vae = build_vae(VAEConfig(latent_dim=6, channels=[4, 8], image_size=8, in_channels=1))
-    for m in vae.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 2)
-            m.bias.data.uniform_(-1, 1)
-    vae.eval()
+    vae = _random_batchnorm(build_vae(VAEConfig(latent_dim=6, channels=[4, 8], image_size=8, in_channels=1)))
     folded, names = fold_batchnorm(vae)
     assert sorted(names) == ["decoder.0", "decoder.3", "encoder.1", "encoder.4"]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
@@ -156,11 +154,7 @@ def test_spatial_vae_folding_and_packed_round_trip(tmp_path):
     from posthoc_vq.quantize.weights import load_packed, quantize_network, save_packed
 
     torch.manual_seed(2)
-    vae = build_vae(VAEConfig(family="spatial", latent_dim=4, channels=[4, 8], image_size=8, in_channels=1)).eval()
-    for m in vae.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
+    vae = _random_batchnorm(build_vae(VAEConfig(family="spatial", latent_dim=4, channels=[4, 8], image_size=8, in_channels=1)))
     folded, names = fold_batchnorm(vae)
     assert "decoder.0" in names and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     z = torch.randn(2, *vae.latent_shape)
