@@ -28,7 +28,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from common import interleaved, sgemm_gflops
@@ -146,5 +145,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -21,11 +21,9 @@ import numpy as np
 import torch
 
 from posthoc_vq.autoencoders import LatentShapeError
-from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, decode, finish, image_quality, run_header, split_images
+from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, finish, run_header, split_images
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
-from posthoc_vq.metrics.intervals import mean_ci
-from posthoc_vq.metrics.reconstruction import psnr
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 from posthoc_vq.train import load_model, load_run_config
@@ -61,7 +59,6 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     z = torch.from_numpy(latents.values)
     z_quant = torch.from_numpy(from_tokens(codebook.inverse_transform(codes), latents.latent_shape))
     x_cont, x_quant = decode(model, z), decode(model, z_quant)
-    psnr_change = psnr(x, x_quant).clamp(max=PSNR_CAP_DB) - psnr(x, x_cont).clamp(max=PSNR_CAP_DB)
     fit_on = cb_meta.get("fit_on")
     return {
         "codebook": name,
@@ -76,10 +73,7 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
         "fit_on": fit_on,
         "fit_includes_test": cb_meta.get("fit_includes_test", None if fit_on is None else "test" in str(fit_on).split("+")),
         "n_fit": cb_meta.get("n_fit"),
-        "continuous": image_quality(x, x_cont),
-        "quantized": image_quality(x, x_quant),
-        "penalty": image_quality(x_cont, x_quant),
-        "psnr_change_db": mean_ci(psnr_change.numpy()).to_dict(),
+        **compare_outputs(x, x_cont, x_quant),
         "latent_mse": float(np.mean(np.square(latents.values - z_quant.numpy()))),
         "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, latents.token_labels())},
         "graph": cb_meta.get("graph"),

@@ -61,6 +61,23 @@ def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, An
     }
 
 
+def psnr_change(x: torch.Tensor, reference_out: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
+    """Per-image PSNR change (dB) of ``out`` relative to ``reference_out``, both against ``x``: mean with 95% CI."""
+    change = psnr(x, out).clamp(max=PSNR_CAP_DB) - psnr(x, reference_out).clamp(max=PSNR_CAP_DB)
+    return mean_ci(change.numpy()).to_dict()
+
+
+def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> dict[str, Any]:
+    """Quality of a reference output and a quantized one: ``continuous`` (reference vs ground truth), ``quantized``
+    (quantized vs ground truth), ``penalty`` (quantized vs reference) and the per-image ``psnr_change_db``."""
+    return {
+        "continuous": image_quality(x, x_fp),
+        "quantized": image_quality(x, x_q),
+        "penalty": image_quality(x_fp, x_q),
+        "psnr_change_db": psnr_change(x, x_fp, x_q),
+    }
+
+
 def run_header(run_dir: Path, config, meta: dict[str, Any], split: str) -> dict[str, Any]:
     """Run, dataset, split, model size and training state: the first keys of every evaluation result."""
     summary = read_json(run_dir / SUMMARY_FILE, what="training summary") if (run_dir / SUMMARY_FILE).exists() else None

@@ -20,31 +20,13 @@ import torch
 
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.evaluation.audit import audit
-from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, decode, image_quality, run_header, split_images
+from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, run_header, split_images
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
-from posthoc_vq.metrics.intervals import mean_ci
-from posthoc_vq.metrics.reconstruction import psnr
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
 from posthoc_vq.train import load_model, load_run_config
-
-
-def quality_change(x: torch.Tensor, reference_out: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
-    """Per-image PSNR change (dB) of ``out`` relative to ``reference_out``, both against ``x``, as mean with 95% CI."""
-    change = psnr(x, out).clamp(max=PSNR_CAP_DB) - psnr(x, reference_out).clamp(max=PSNR_CAP_DB)
-    return mean_ci(change.numpy()).to_dict()
-
-
-def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> dict[str, Any]:
-    """``continuous``: fp32 vs ground truth; ``quantized``: quantized vs ground truth; ``penalty``: quantized vs fp32."""
-    return {
-        "continuous": image_quality(x, x_fp),
-        "quantized": image_quality(x, x_q),
-        "penalty": image_quality(x_fp, x_q),
-        "psnr_change_db": quality_change(x, x_fp, x_q),
-    }
 
 
 def evaluate_weights(

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import torch.nn as nn
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from posthoc_vq.io import atomic_write, write_json
 from posthoc_vq.latents import encode_split, load_run_splits
@@ -76,8 +79,8 @@ def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_na
     return path
 
 
-class _Calibration:
-    """onnxruntime CalibrationDataReader over an array, in batches."""
+class _Calibration(CalibrationDataReader):
+    """Batches of one input array for onnxruntime's static calibration."""
 
     def __init__(self, name: str, values: np.ndarray, batch_size: int = 64):
         self._batches = iter([{name: values[i : i + batch_size]} for i in range(0, len(values), batch_size)])
@@ -85,16 +88,10 @@ class _Calibration:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
-    def rewind(self) -> None:  # part of the reader protocol; each reader is used once
-        pass
-
 
 def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray) -> Path:
     """Static QDQ INT8 quantization of an ONNX model (per-channel weights), calibrated on ``calibration``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(input_name, calibration)
+    reader = _Calibration(input_name, calibration)
     pre = dst.with_name(dst.name + ".pre.onnx")
     try:
         with warnings.catch_warnings():
@@ -110,10 +107,8 @@ def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.nd
     return dst
 
 
-def onnx_session(path: str | Path, threads: int = 2):
+def onnx_session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
     """An onnxruntime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
