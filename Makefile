@@ -42,6 +42,7 @@ browser:
 		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 test: install browser
+	$(VENV)/bin/lint-imports
 	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest
 
 bench: install

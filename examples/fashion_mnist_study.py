@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from posthoc_vq.cli import main as cli
+from posthoc_vq.run import Run
 
 CODEBOOKS = [
     ["--method", "kmeans"],
@@ -54,7 +55,7 @@ def main() -> None:
     for fit_on in args.fit_on:
         for cb in CODEBOOKS:
             cb_name = name(cb, fit_on, args.K)
-            if not (run / "codebooks" / f"{cb_name}.json").exists():
+            if cb_name not in Run(run).codebook_names():
                 run_step(["quantize", str(run), *cb, "--K", str(args.K), "--fit-on", fit_on, "--data-dir", args.data_dir])
             run_step(["evaluate", str(run), "--codebook", cb_name, "--data-dir", args.data_dir])
     run_step(["table", str(run)])

@@ -30,6 +30,7 @@ from posthoc_vq.config import load_quantize_config, load_run_config  # noqa: E40
 from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous  # noqa: E402
 from posthoc_vq.io import atomic_write, read_json, write_json  # noqa: E402
 from posthoc_vq.quantize.codebooks import fit_codebook_for_run  # noqa: E402
+from posthoc_vq.run import Run  # noqa: E402
 from posthoc_vq.train import SUMMARY_FILE, train  # noqa: E402
 
 PRESET = "fashion-mnist-spatial"
@@ -48,7 +49,7 @@ def quantize_and_evaluate(run: Path, K: int, data_dir: str) -> dict:
     """Fit (once) the per-position k-means codebook of size K and evaluate it on the test split."""
     q = load_quantize_config(f"{PRESET}/quantize-euclidean", [f"quantize.K={K}", f"quantize.max_fit_vectors={256 * K}"])
     name = q.default_name()
-    if not (run / "codebooks" / f"{name}.json").exists():
+    if name not in Run(run).codebook_names():
         print(f"fitting {name}", flush=True)
         fit_codebook_for_run(run, q, data_dir=data_dir)
     return evaluate_codebook(run, name, split="test", data_dir=data_dir)

@@ -52,9 +52,9 @@ class FittedCodebook:
     latents: LatentSet
     meta: dict[str, Any]
 
-    def save(self, stem: str | Path) -> Path:
-        """Write ``<stem>.safetensors`` and ``<stem>.json``; :func:`evaluate` accepts the stem back."""
-        return save_codebook(stem, self.codebook, self.meta)
+    def save(self, folder: str | Path) -> Path:
+        """Write the folder ``<folder>/`` (``codebook.safetensors`` + ``codebook.json``, as one unit); :func:`evaluate` accepts it back."""
+        return save_codebook(folder, self.codebook, self.meta)
 
 
 def as_images(data: Any, labels: Any = None) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -128,7 +128,8 @@ def _codebook_and_meta(codebook: Any) -> tuple[CodebookEstimator, dict[str, Any]
         return codebook, {"method": codebook.method, "n_codes": codebook.n_codes}
     if isinstance(codebook, (str, Path)):
         estimator, meta = load_codebook(codebook)
-        return estimator, {"name": Path(codebook).with_suffix("").name if Path(codebook).suffix in (".json", ".safetensors") else Path(codebook).name, **meta}
+        folder = Path(codebook).parent if Path(codebook).suffix in (".json", ".safetensors") else Path(codebook)
+        return estimator, {"name": folder.name, **meta}
     raise TypeError(f"codebook must be a FittedCodebook, a fitted estimator or a saved codebook's path, got {type(codebook).__name__}")
 
 
@@ -141,7 +142,7 @@ def evaluate(
     Parameters
     ----------
     model : any autoencoder (see :func:`posthoc_vq.autoencoders.as_autoencoder`).
-    codebook : a :class:`FittedCodebook`, a fitted estimator, a saved codebook's path
+    codebook : a :class:`FittedCodebook`, a fitted estimator, a saved codebook's folder
         (``runs/x/codebooks/kmeans-K1024-mu-train``), or None for the continuous model only.
     data : images (N, C, H, W) in [0, 1] (tensor or array) or an ImageSet: the ground truth.
     labels : (N,) class labels for per-class usage.

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from posthoc_vq.errors import PosthocVQError
+from posthoc_vq.run import Run, Sweep
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,17 +22,16 @@ err_console = Console(stderr=True)
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from posthoc_vq.config import load_run_config
-    from posthoc_vq.train import load_run_config as saved_run_config
     from posthoc_vq.train import train
 
     out = Path(args.out)
     overrides = list(args.set)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
-    if args.resume and (out / "config.json").exists() and args.preset is None:
+    if args.resume and Run(out).exists() and args.preset is None:
         from posthoc_vq.config import apply_overrides, validate, RunConfig
 
-        data = apply_overrides(saved_run_config(out).to_dict(), overrides, RunConfig)
+        data = apply_overrides(Run.open(out).config().to_dict(), overrides, RunConfig)
         config = validate(data, RunConfig, source=f"{out / 'config.json'} with overrides {overrides}")
     else:
         config = load_run_config(args.preset or "digits", overrides, seed=args.seed)
@@ -103,7 +103,7 @@ def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
             table.add_row(name, pm(p["step_change_mean"], 4), pm(p["step_change_max"], 4), ratio, pm(p["endpoint_class_fraction"], 3))
         console.print(table)
     console.print(f"{fd_name} is a Fréchet distance in a {r['dataset']} classifier's feature space, not comparable with Inception FID. "
-                  f"JSON: {Path(args.run) / 'eval' / ('perceptual-' + (args.codebook or 'continuous') + '-' + args.split + '.json')}")
+                  f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook, kind='perceptual')}")
     for w in r["warnings"]:
         err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
     return r
@@ -111,13 +111,14 @@ def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
 
 def _evaluate_pixels(args: argparse.Namespace) -> dict:
     from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
+    from posthoc_vq.evaluation.samples import write_samples
 
     if args.codebook:
         result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir)
-        json_name = f"{args.codebook}-{args.split}.json"
     else:
         result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir)
-        json_name = f"continuous-{args.split}.json"
+    write_samples(args.run, args.split, codebook=args.codebook, data_dir=args.data_dir)  # the decoded images and code counts a report draws
+    json_path = Run(args.run).eval_file(args.split, codebook=args.codebook)
     if args.json:
         return result
     q = result["continuous"]
@@ -137,7 +138,7 @@ def _evaluate_pixels(args: argparse.Namespace) -> dict:
             f"entropy {u['entropy_bits']:.2f} bits, perplexity {u['perplexity']:.1f}; fitted on {result['fit_on']} ({result['n_fit']} vectors)"
         )
         _print_graph(result.get("graph"))
-    console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. JSON: {Path(args.run) / 'eval' / json_name}")
+    console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. JSON: {json_path}")
     for w in result["warnings"]:
         err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
     return result
@@ -157,11 +158,13 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from posthoc_vq.quantize.codebooks import fit_codebook_for_run
 
     overrides = list(args.set)
-    for key in ("method", "K", "latents", "fit_on", "n_stages", "n_neighbors", "name"):
+    for key in ("method", "K", "latents", "fit_on", "n_stages", "n_neighbors"):
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"quantize.{key}={value}")
     q = load_quantize_config(args.preset, overrides)
+    if args.name is not None:
+        q.name = args.name  # validated on assignment: a name that leaves the run is refused here
     name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir)
     u = meta["fit_usage"]
     console.print(
@@ -169,7 +172,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         f"({meta['n_fit']} {meta['latents']} vectors) in {meta['fit_seconds']:.1f}s; usage {u['used']}/{u['n_codes']}, entropy {u['entropy_bits']:.2f} bits"
     )
     _print_graph(meta.get("graph"))
-    console.print(f"saved {Path(args.run) / 'codebooks' / name}.safetensors (+ .json)")
+    console.print(f"saved {Run.open(args.run).artifact_dir('codebooks', name)}/")
     return 0
 
 
@@ -185,7 +188,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from posthoc_vq.report.build import write_report
 
-    result = write_report(args.path, args.out, split=args.split, data_dir=args.data_dir, progress=not args.no_progress, console=err_console)
+    # the report reads stored results and samples only: it needs no data and no model
+    result = write_report(args.path, args.out, split=args.split, progress=not args.no_progress, console=err_console)
     report = result["report"]
     console.print(f"{report.kind} report: {len(report.sections)} sections, {len(result['figures'])} figures; wrote {result['markdown']} and {result['html']}")
     for m in report.missing:
@@ -195,6 +199,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compress_weights(args: argparse.Namespace) -> int:
     from posthoc_vq.config import WeightsConfig, validate
+    from posthoc_vq.evaluation.samples import write_samples
     from posthoc_vq.evaluation.weights import evaluate_weights
     from posthoc_vq.quantize.compressed import compress_run
 
@@ -210,6 +215,8 @@ def _cmd_compress_weights(args: argparse.Namespace) -> int:
     if args.no_eval:
         return 0
     result = evaluate_weights(args.run, name, split=args.split, data_dir=args.data_dir, codebook=args.codebook)
+    if args.codebook is None:
+        write_samples(args.run, args.split, weights=name, data_dir=args.data_dir)  # the report's images of this model
     table = Table(title=f"{args.run} — {name}, {result['dataset']} {args.split} split, {result['quantized']['n_images']} images")
     for col in ("model", "vs", "PSNR (dB)", "SSIM", "PSNR change vs fp32 (dB)"):
         table.add_column(col)
@@ -219,18 +226,19 @@ def _cmd_compress_weights(args: argparse.Namespace) -> int:
         table.add_row(f"{name}{label}", "ground truth", _ci(r["quantized"]["psnr_db"], 2), _ci(r["quantized"]["ssim"], 4), _ci(r["psnr_change_db"], 3))
         table.add_row(f"{name}{label}", "fp32 output", _ci(r["penalty"]["psnr_db"], 2), _ci(r["penalty"]["ssim"], 4), "-")
     console.print(table)
-    suffix = f"-{args.codebook}" if args.codebook else ""
-    console.print(f"95% CIs over images. JSON: {Path(args.run) / 'eval' / f'weights-{name}{suffix}-{args.split}.json'}")
+    console.print(f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=name, codebook=args.codebook)}")
     for w in result["warnings"]:
         err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
     return 0
 
 
 def _cmd_compress_table(args: argparse.Namespace) -> int:
+    from posthoc_vq.evaluation.compression import write_compression_results
     from posthoc_vq.report.compression_table import write_compression_table
 
     bits = [int(b) for b in args.bits.split(",") if b.strip()]
-    paths = write_compression_table(args.runs, args.out, bits, split=args.split, data_dir=args.data_dir)
+    measured = write_compression_results(args.runs, args.out, bits, split=args.split, data_dir=args.data_dir)  # measures, stores the JSON
+    paths = write_compression_table(measured)  # formats the stored JSON into .md and .csv beside it
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)
     console.print(f"wrote {paths['markdown']}, {paths['csv']}, {paths['json']}")
     return 0
@@ -253,7 +261,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                        progress=not args.no_progress, console=err_console)
     console.print(f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed)")
     console.print("verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
-    console.print(f"wrote {Path(out) / 'claims.md'} and claims.json; query with `posthoc-vq results {out}`")
+    console.print(f"wrote {Sweep(out).claims_md} and claims.json; query with `posthoc-vq results {out}`")
     return 1 if claims["n_failed"] else 0
 
 
@@ -344,7 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="run directory or sweep directory")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split of a run's report (a sweep uses its spec's)")
-    p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_report)
 

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posthoc_vq.errors import ConfigError
+from posthoc_vq.names import check_name
 
 PRESET_FILES = ("vae.yaml", "train.yaml")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base of every config model: unknown keys are errors, and no float field accepts inf or nan."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -120,6 +124,11 @@ class QuantizeConfig(_Strict):
     )
     name: str | None = Field(None, description="codebook name in the run (default from method, K, latents, fit set)")
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _confined_name(cls, v: Any) -> Any:
+        return v if v is None else check_name(v, "codebook name")
+
     def default_name(self) -> str:
         stages = f"-M{self.n_stages}" if self.method == "residual" else ""
         seed = f"-seed{self.latent_seed}" if self.latents == "z" else ""
@@ -150,6 +159,11 @@ class WeightsConfig(_Strict):
     skip: list[str] = Field(default_factory=list)
     float_dtype: Literal["fp32", "fp16"] = Field("fp32", description="storage of biases, norms and skipped layers")
     name: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _confined_name(cls, v: Any) -> Any:
+        return v if v is None else check_name(v, "weights name")
 
     def resolved_granularity(self) -> str:
         return self.granularity or ("channel" if self.bits == 8 else "group")
@@ -191,12 +205,127 @@ def preset_dir(preset: str | os.PathLike) -> Path:
     raise ConfigError(f"unknown preset '{preset}': no folder {candidate}. Known presets: {', '.join(known)}")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read one YAML mapping; a syntax error or a non-mapping names the file."""
+class StrictYAMLError(yaml.YAMLError):
+    """A YAML document that parses but is not acceptable as config: a duplicate key or a non-finite number."""
+
+    def __init__(self, message: str, non_finite: bool = False):
+        super().__init__(message)
+        self.non_finite = non_finite
+
+
+_FLOAT_TAG, _MERGE_TAG = "tag:yaml.org,2002:float", "tag:yaml.org,2002:merge"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys (at any depth) and ``.inf``/``.nan`` numbers.
+
+    Errors name the dotted key and the line. Keys brought in by a ``<<`` merge may be
+    overridden, as in YAML; only keys written twice in the same mapping are duplicates.
+    """
+
+    def construct_document(self, node):
+        self._paths: dict[int, str] = {}
+        self._record_paths(node, "", set())
+        return super().construct_document(node)
+
+    def _record_paths(self, node, prefix: str, seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: already walked
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    child = prefix
+                else:
+                    name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                    child = f"{prefix}.{name}" if prefix else str(name)
+                self._paths.setdefault(id(value_node), child)
+                self._record_paths(value_node, child, seen)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = f"{prefix}[{i}]"
+                self._paths.setdefault(id(item), child)
+                self._record_paths(item, child, seen)
+
+    def _where(self, node) -> str:
+        path = getattr(self, "_paths", {}).get(id(node))
+        return f"'{path}' (line {node.start_mark.line + 1})" if path else f"line {node.start_mark.line + 1}"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = first.get(key)
+                except TypeError:  # unhashable key: SafeLoader reports it
+                    continue
+                if earlier is not None:
+                    parent = getattr(self, "_paths", {}).get(id(node))
+                    dotted = f"{parent}.{key}" if parent else str(key)
+                    raise StrictYAMLError(
+                        f"duplicate key '{dotted}' (line {key_node.start_mark.line + 1}; first given on line {earlier.start_mark.line + 1}): "
+                        "each key may appear only once in a mapping; delete one of them"
+                    )
+                first[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node):
+        value = super().construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise StrictYAMLError(
+                f"{self._where(node)} is {node.value}, a non-finite number; config values must be finite: give a finite value", non_finite=True
+            )
+        return value
+
+
+StrictLoader.add_constructor(_FLOAT_TAG, StrictLoader.construct_yaml_float)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`StrictLoader` (raises ``yaml.YAMLError``, :class:`StrictYAMLError` included)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
+def read_yaml_text(path: Path) -> str:
+    """The text of a YAML file; a missing, binary or non-UTF-8 file is a :class:`ConfigError` naming it."""
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a YAML config file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if b"\x00" in raw:
+        raise ConfigError(
+            f"{path}: binary data (it contains NUL bytes), not a YAML text file; check that the path points at the config, "
+            "or save the file again as UTF-8 YAML text"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line} at offset {err.start}); "
+            "config files must be UTF-8: save the file again with UTF-8 encoding"
+        ) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping strictly; every problem is a :class:`ConfigError` naming the file.
+
+    Refused: a missing, binary or non-UTF-8 file, a YAML syntax error, a key given twice
+    in one mapping (at any depth), a non-finite number (``.inf``, ``-.inf``, ``.nan``),
+    and a top level that is not a mapping.
+    """
+    text = read_yaml_text(path)
+    try:
+        data = load_yaml(text)
+    except StrictYAMLError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if data is None:
@@ -250,7 +379,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{item}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+    except StrictYAMLError as err:
+        if err.non_finite:
+            raise ConfigError(f"--set {item}: {key} is {raw.strip()}, a non-finite number; config values must be finite: give a finite value") from None
+        raise ConfigError(f"--set {item}: {err}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -278,7 +411,8 @@ def validate(data: dict[str, Any], schema: type[BaseModel], source: str) -> Any:
         lines = []
         for e in err.errors():
             loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+            hint = "; inf and nan are not allowed: give a finite number" if e["type"] == "finite_number" else ""
+            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r}){hint}")
         raise ConfigError(f"invalid config from {source}:\n" + "\n".join(lines)) from None
 
 

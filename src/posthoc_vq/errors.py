@@ -25,3 +25,11 @@ class CheckpointError(PosthocVQError):
 
 class TrainingError(PosthocVQError):
     """Training cannot continue (for example a NaN or infinite loss)."""
+
+
+class LockedError(PosthocVQError):
+    """Another process is writing the same run directory or sweep folder."""
+
+
+class ExecutorError(PosthocVQError):
+    """A sweep executor cannot start (for example a Ray cluster address that does not answer or refuses the token)."""

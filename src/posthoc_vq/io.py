@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,6 +37,36 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside ``path``; on success it replaces the folder ``path`` as one unit.
+
+    The files written into it are fsynced, then the folder is renamed into place, so a reader
+    sees the old folder, the new one, or (for the instant between the two renames when an old
+    one is replaced) none, but never a mix of old and new files. A kill leaves a ``.tmp-`` folder
+    that the next writer of the run removes (:meth:`posthoc_vq.run.Run.lock`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = path.with_name(f".old-{path.name}.tmp-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -84,7 +115,10 @@ def load_tensors(path: str | os.PathLike, sha256: str | None = None) -> dict[str
     if not path.exists():
         raise CheckpointError(f"tensor file not found: {path}")
     if sha256 is not None:
-        actual = sha256_file(path)
+        try:
+            actual = sha256_file(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"tensor file not found: {path}") from None
         if actual != sha256:
             raise CheckpointError(
                 f"{path} is corrupt or was modified: sha256 {actual[:12]}... does not match the recorded {sha256[:12]}...; "

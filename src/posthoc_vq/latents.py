@@ -22,11 +22,11 @@ import torch
 from posthoc_vq.autoencoders import as_autoencoder, encode_images
 from posthoc_vq.data import DatasetSplits, load_config_dataset
 from posthoc_vq.errors import ConfigError
-from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
-from posthoc_vq.train import load_model, load_run_config
+from posthoc_vq.io import load_tensors, save_tensors, write_json
+from posthoc_vq.records import LatentCacheRecord, read_dict
+from posthoc_vq.run import SPLITS, Run
 
 LatentKind = Literal["mu", "z"]
-SPLITS = ("train", "val", "test")
 
 
 def to_tokens(values: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ def model_latents(model: Any, images: torch.Tensor, labels: np.ndarray | None = 
 
 def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> DatasetSplits:
     """The dataset splits a run was trained on (same split seed and fractions)."""
-    return load_config_dataset(load_run_config(run_dir).data, data_dir)
+    return load_config_dataset(Run.open(run_dir).config().data, data_dir)
 
 
 def run_latents(
@@ -104,30 +104,32 @@ def run_latents(
     bad = [p for p in parts if p not in SPLITS]
     if bad:
         raise ConfigError(f"unknown split(s) {bad} in '{split}'; use train, val, test or a union such as train+test")
-    sets = [_one_split(Path(run_dir), p, kind, seed, splits, data_dir, model) for p in parts]
+    run = Run.open(run_dir)
+    sets = [_one_split(run, p, kind, seed, splits, data_dir, model) for p in parts]
     return LatentSet(
         np.concatenate([s.values for s in sets]), np.concatenate([s.labels for s in sets]), split, kind, seed if kind == "z" else None
     )
 
 
-def _one_split(run_dir: Path, split: str, kind: str, seed: int, splits, data_dir, model) -> LatentSet:
-    model_sha = read_json(run_dir / "model.json", what="model metadata")["sha256"]
-    stem = run_dir / "latents" / (f"{kind}-{split}" + (f"-seed{seed}" if kind == "z" else ""))
-    meta_path = stem.with_suffix(".json")
-    if meta_path.exists():
-        meta = read_json(meta_path, what="latent cache")
-        if meta.get("model_sha256") == model_sha:
-            t = load_tensors(stem.with_suffix(".safetensors"), sha256=meta.get("sha256"))
+def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, model) -> LatentSet:
+    """One split's latents: the cache when it was made from this exact model file, else encoded and cached."""
+    model_sha = run.verified_model_sha256()  # the weights on disk, not just the recorded checksum
+    tensor_path, record_path = run.latent_files(kind, split, seed)
+    if record_path.exists():
+        meta = read_dict(record_path, LatentCacheRecord, "latent cache")
+        if meta["model_sha256"] == model_sha:
+            t = load_tensors(tensor_path, sha256=meta["sha256"])
             return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None)
     if model is None:
-        model, _ = load_model(run_dir)
-    splits = splits or load_run_splits(run_dir, data_dir)
+        model, _ = run.load_model()
+    splits = splits or load_run_splits(run.root, data_dir)
     images = splits.split(split)
     values = encode_split(model, images.to_tensor(), kind, seed)  # (N, *L)
     labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
-    sha = save_tensors(stem.with_suffix(".safetensors"), {"latents": values.contiguous(), "labels": labels})
-    write_json(meta_path, {
-        "split": split, "kind": kind, "seed": seed if kind == "z" else None, "n": len(values), "dim": values.shape[1],
-        "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha,
-    })
+    with run.lock("encode latents"):
+        sha = save_tensors(tensor_path, {"latents": values.contiguous(), "labels": labels})
+        write_json(record_path, {
+            "split": split, "kind": kind, "seed": seed if kind == "z" else None, "n": len(values), "dim": values.shape[1],
+            "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha,
+        })
     return LatentSet(values.numpy(), labels.numpy(), split, kind, seed if kind == "z" else None)

@@ -96,7 +96,7 @@ def test_continuous_evaluation_matches_the_cli(run):
 
 def test_decoded_images_are_what_the_model_gives(run):
     """A hand check of one quantized image, outside every library path."""
-    if not (run / "codebooks" / "kmeans-K16-mu-train.json").exists():
+    if not (run / "codebooks" / "kmeans-K16-mu-train" / "codebook.json").exists():
         assert cli("quantize", run, "--method", "kmeans", "--K", 16) == 0
     model, _ = load_model(run)
     codebook, _ = open_codebook(run, "kmeans-K16-mu-train")

@@ -75,7 +75,7 @@ def test_z_latents_are_recorded_and_seeded(run):
 @pytest.fixture(scope="module")
 def evaluated(run):
     """The run with its continuous model and a k-means codebook evaluated (what `table` reads)."""
-    if not (run / "codebooks" / "kmeans-K32-mu-train.json").exists():
+    if not (run / "codebooks" / "kmeans-K32-mu-train" / "codebook.json").exists():
         assert cli("quantize", run, "--method", "kmeans", "--K", 32) == 0
     assert cli("evaluate", run) == 0
     assert cli("evaluate", run, "--codebook", "kmeans-K32-mu-train") == 0
@@ -106,9 +106,10 @@ def test_clear_errors_for_missing_and_mismatched_codebooks(run, tmp_path, capsys
     assert "no codebook 'nope'" in capsys.readouterr().err
     other = tmp_path / "other"
     train(load_run_config("digits", ["model.latent_dim=4", "model.channels=[8,16]", "train.epochs=1"]), other, progress=False)
-    for suffix in (".json", ".safetensors"):
-        (other / "codebooks").mkdir(exist_ok=True)
-        (other / "codebooks" / f"foreign{suffix}").write_bytes((run / "codebooks" / f"kmeans-K32-mu-train{suffix}").read_bytes())
+    import shutil
+
+    (other / "codebooks").mkdir(exist_ok=True)
+    shutil.copytree(run / "codebooks" / "kmeans-K32-mu-train", other / "codebooks" / "foreign")
     assert cli("evaluate", other, "--codebook", "foreign") == 2
     assert "latent dimension D=8 but the model's latent_dim is 4" in capsys.readouterr().err
     assert cli("quantize", run, "--method", "kmedoids") == 2

@@ -1,5 +1,5 @@
 """`posthoc-vq report` on a real tiny digits run and on the smoke sweep: contents checked against the run's own files
-and independent recomputations; missing pieces give "missing" notes; a bad path gives a clear error.
+and independent recomputations of the stored sample sets; missing pieces give "missing" notes; a bad path gives a clear error.
 
 ``built_digits_run``, ``built_smoke_sweep`` and ``built_report`` build once per test session (cached under pytest's
 base temp folder) and are shared with test_report_browser.py.
@@ -20,15 +20,17 @@ from posthoc_vq.cli import main
 from posthoc_vq.config import QuantizeConfig, WeightsConfig, configs_root, load_run_config
 from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.evaluation.codebook import evaluate_codebook
-from posthoc_vq.evaluation.reconstruction import evaluate_continuous
+from posthoc_vq.evaluation.reconstruction import evaluate_continuous, split_images
+from posthoc_vq.evaluation.samples import fixed_indices, write_samples
 from posthoc_vq.evaluation.weights import evaluate_weights
 from posthoc_vq.experiments import run_sweep
 from posthoc_vq.io import read_json
+from posthoc_vq.latents import load_run_splits
 from posthoc_vq.quantize.codebooks import fit_codebook_for_run, open_codebook
 from posthoc_vq.quantize.compressed import compress_run
 from posthoc_vq.report.build import detect, write_report
-from posthoc_vq.report.codebook_figures import codebook_view
-from posthoc_vq.report.samples import fixed_indices, open_run_models, reconstruction_rows
+from posthoc_vq.report.codebook_figures import view_from_samples
+from posthoc_vq.report.run_report import read_run, reconstruction_rows
 from posthoc_vq.train import load_model, train
 
 BOOKS = ("kmeans-K16-mu-train", "geodesic-K16-mu-train")
@@ -46,7 +48,8 @@ threads: 1
 
 
 def built_digits_run(tmp_path_factory):
-    """A digits VAE (3 epochs, no early stopping: not converged) with a k-means and a geodesic codebook and INT8 weights, all evaluated."""
+    """A digits VAE (3 epochs, no early stopping: not converged) with a k-means and a geodesic codebook and INT8 weights, all evaluated,
+    with the sample sets the evaluating commands store (as `posthoc-vq evaluate` and `compress-weights` do)."""
     run = tmp_path_factory.getbasetemp() / "report-digits-run"
     if (run / "ready").exists():
         return run
@@ -54,11 +57,14 @@ def built_digits_run(tmp_path_factory):
     config = load_run_config("digits", ["model.latent_dim=8", "model.channels=[16,32]", "train.epochs=3", "train.early_stopping=false"])
     train(config, run, progress=False)
     evaluate_continuous(run)
+    write_samples(run)
     for q in (QuantizeConfig(method="kmeans", K=16), QuantizeConfig(method="geodesic", K=16, n_neighbors=10)):
         name, _, _ = fit_codebook_for_run(run, q)
         evaluate_codebook(run, name)
+        write_samples(run, codebook=name)
     name, _ = compress_run(run, WeightsConfig(bits=8))
     evaluate_weights(run, name)
+    write_samples(run, weights=name)
     evaluate_weights(run, name, codebook=BOOKS[0])
     (run / "ready").write_text("ok")
     return run
@@ -142,16 +148,20 @@ def test_limitations_are_written_from_the_data(run_report):
 
 
 def test_reconstruction_rows_match_an_independent_decode(run):
-    """The grid's rows are the model's own outputs: recomputed here with torch.cdist for the k-means code lookup."""
-    rm = open_run_models(run)
-    idx = fixed_indices(rm.labels)
-    assert [int(rm.labels[i]) for i in idx] == list(range(8)) and all(np.flatnonzero(rm.labels == c)[0] == i for c, i in enumerate(idx))
-    rows = reconstruction_rows(rm)
+    """The grid's stored rows are the model's own outputs: recomputed here with torch.cdist for the k-means code lookup."""
+    rf = read_run(run)
+    labels = np.asarray(load_run_splits(run).split("test").labels)
+    idx = fixed_indices(labels)
+    assert rf.samples.idx == list(idx) and rf.samples.labels == [int(labels[i]) for i in idx]
+    assert [int(labels[i]) for i in idx] == list(range(8)) and all(np.flatnonzero(labels == c)[0] == i for c, i in enumerate(idx))
+    rows = reconstruction_rows(rf)
     assert [r.label.split("\n")[0] for r in rows] == ["continuous (mu)", *sorted(BOOKS), "weights int8-channel-sym"]
     model, _ = load_model(run)
     codebook, _ = open_codebook(run, "kmeans-K16-mu-train")
+    x = split_images(load_run_splits(run), "test")[idx]
+    torch.testing.assert_close(rf.samples.continuous["ground_truth"], x)
     with torch.no_grad():
-        mu = model.encode(rm.x[idx]).mu
+        mu = model.encode(x).mu
         centres = torch.from_numpy(codebook.codebook_)
         torch.testing.assert_close(rows[0].images, model.decode(mu), atol=1e-5, rtol=0)
         kmeans_row = [r for r in rows if r.label.startswith("kmeans")][0]
@@ -159,19 +169,22 @@ def test_reconstruction_rows_match_an_independent_decode(run):
 
 
 def test_codebook_counts_agree_with_the_stored_evaluation(run):
-    """The report recounts codes on the test split: its used/dead/per-class numbers must equal the evaluation's, and the
-    geodesic graph's degrees and components must equal the statistics stored when it was fitted (scipy as reference)."""
-    rm = open_run_models(run)
-    for name, codebook, meta in rm.codebooks:
-        view = codebook_view(name, codebook, meta, rm.codes[name], rm.codebook_latents(meta).token_labels(), "test")
+    """The stored code counts of the test split must equal the evaluation's used/dead/per-class numbers, and the geodesic
+    graph's stored degrees and components must equal the statistics stored when it was fitted (scipy as reference)."""
+    rf = read_run(run)
+    assert sorted(rf.samples.codebooks) == sorted(BOOKS)
+    for name, samples in rf.samples.codebooks.items():
+        meta = rf.codebooks[name]
+        view = view_from_samples(name, meta, samples, "test")
         usage = read_json(run / "eval" / f"{name}-test.json")["usage"]["test"]
-        assert view.counts.sum() == usage["n_vectors"] == len(rm.labels)
+        assert view.counts.sum() == usage["n_vectors"] == len(load_run_splits(run).split("test").labels)
         assert view.dead == [usage["dead"]] and int((view.counts[0] > 0).sum()) == usage["used"]
         for c, stats in usage["per_class"]["classes"].items():
             assert int((view.class_counts[:, int(c)] > 0).sum()) == stats["used"]
             assert int(view.class_counts[:, int(c)].sum()) == stats["n_vectors"]
         if meta["method"] == "geodesic":
             g = meta["graph"]
+            codebook, _ = open_codebook(run, name)
             assert (view.degrees.min(), view.degrees.max()) == (g["degree_min"], g["degree_max"])
             assert view.degrees.mean() == pytest.approx(g["degree_mean"])
             assert len(view.component_sizes) == g["components"] == connected_components(codebook.graph_.adjacency, directed=False)[0]
@@ -188,8 +201,9 @@ def test_run_without_codebooks_or_evaluations_says_what_is_missing(run, tmp_path
     missing = "\n".join(report.missing)
     assert "no codebook in" in missing and f"posthoc-vq quantize {bare}" in missing
     assert "no INT8/INT4 weights" in missing
-    assert f"posthoc-vq evaluate {bare}" in missing  # tables and rate-distortion need the evaluation
-    assert {f.file for f in report.figures} == {"training-curves.png", "reconstructions.png", "interpolation.png"}
+    assert f"posthoc-vq evaluate {bare}" in missing  # tables, rate-distortion and the stored samples need the evaluation
+    assert "no decoded samples of the continuous model" in missing  # the report decodes nothing itself
+    assert {f.file for f in report.figures} == {"training-curves.png"}
     md = result["markdown"].read_text()
     assert md.count("> **Missing:**") == len(report.missing)
     assert "Missing:" in result["html"].read_text()
@@ -224,10 +238,11 @@ def test_one_seed_sweep_and_missing_claims_file(tmp_path):
     missing = "\n".join(report.missing)
     assert "one observation per arm" in missing and "no rate-distortion points" in missing and "no codebook in" in missing
     assert "with one seed there is no spread across training runs" in "\n".join(section(report, "claims").items)
-    (sweep / "claims.json").unlink()  # an interrupted sweep: the report computes the claims itself and says so
+    (sweep / "claims.json").unlink()  # an interrupted sweep: the report judges nothing, it says how to get the claims
     again = write_report(sweep, tmp_path / "out2")["report"]
-    assert "claims.json not found" in "\n".join(again.missing)
-    assert [r["verdict"] for r in section(again, "claims").tables[0].rows] == [r["verdict"] for r in section(report, "claims").tables[0].rows]
+    missing = "\n".join(again.missing)
+    assert "claims.json not found" in missing and f"posthoc-vq ablate {sweep / 'spec.json'} --out {sweep}" in missing
+    assert section(again, "claims").tables == [] and "ablation.png" not in {f.file for f in again.figures}
 
 
 def test_bad_paths_give_clear_errors(tmp_path, capsys):

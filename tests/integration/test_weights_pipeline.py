@@ -44,8 +44,8 @@ def cli(*args):
 def test_packed_sizes_are_file_sizes_and_quality_matches_skimage(run, capsys):
     assert cli("compress-weights", run, "--bits", 4) == 0
     assert "int4-g32-sym" in capsys.readouterr().out
-    record = json.loads((run / "weights" / "int4-g32-sym.json").read_text())
-    packed = run / "weights" / "int4-g32-sym.safetensors"
+    record = json.loads((run / "weights" / "int4-g32-sym" / "weights.json").read_text())
+    packed = run / "weights" / "int4-g32-sym" / "weights.safetensors"
     assert record["packed_file_bytes"] == packed.stat().st_size
     assert record["size_ratio"] == pytest.approx(packed.stat().st_size / (run / "model.safetensors").stat().st_size)
     # the codes really take 4 bits: their bytes are exactly ceil(numel / 2) per layer
@@ -76,10 +76,10 @@ def test_int8_with_folded_batchnorm_and_a_codebook(run):
     assert cli("compress-weights", run, "--bits", 8, "--fold-bn", "--skip", "first", "--codebook", "kmeans-K16-mu-train") == 0
     name = "int8-channel-sym-bnfold-skip-first"
     result = json.loads((run / "eval" / f"weights-{name}-kmeans-K16-mu-train-test.json").read_text())
-    record = json.loads((run / "weights" / f"{name}.json").read_text())
+    record = json.loads((run / "weights" / name / "weights.json").read_text())
     assert set(record["folded_bn"]) == {"encoder.1", "encoder.4", "decoder.0", "decoder.3"}
     assert "encoder.0" not in record["layers"]  # skipped: kept in float
-    loaded, _ = load_packed(run / "weights" / f"{name}.safetensors")
+    loaded, _ = load_packed(run / "weights" / name / "weights.safetensors")
     assert isinstance(loaded.decoder[0], torch.nn.Identity)
     assert abs(result["psnr_change_db"]["mean"]) < 0.1  # INT8 per channel barely moves the output
     cb = result["with_codebook"]
@@ -92,7 +92,7 @@ def _error(capsys) -> str:
 
 def test_damaged_packed_files_give_clear_errors(run, tmp_path, capsys):
     assert cli("compress-weights", run, "--bits", 4, "--asymmetric", "--no-eval") == 0
-    path = run / "weights" / "int4-g32-asym.safetensors"
+    path = run / "weights" / "int4-g32-asym" / "weights.safetensors"
     good = path.read_bytes()
     try:
         path.write_bytes(good[: len(good) // 2])  # truncated: the recorded checksum no longer matches
@@ -106,10 +106,10 @@ def test_damaged_packed_files_give_clear_errors(run, tmp_path, capsys):
         with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
             load_packed(path)
 
-        tensors = load_file(str(run / "weights" / "other.safetensors"))
+        tensors = load_file(str(run / "weights" / "other" / "weights.safetensors"))
         from safetensors import safe_open
 
-        with safe_open(str(run / "weights" / "other.safetensors"), framework="pt") as f:
+        with safe_open(str(run / "weights" / "other" / "weights.safetensors"), framework="pt") as f:
             header = f.metadata()
         layers = json.loads(header["layers"])
         bad_bits = {**header, "layers": json.dumps({k: {**v, "bits": 8} if k == "fc_mu.weight" else v for k, v in layers.items()})}
@@ -149,7 +149,7 @@ def test_compound_table_measures_every_cell_and_flags_unconverged(run, tmp_path)
     rows = json.loads((tmp_path / "compression-test.json").read_text())["rows"]
     assert [r["bits"] for r in rows] == [32, 8, 4]
     assert rows[0]["file_bytes"] == (run / "model.safetensors").stat().st_size and rows[0]["compound_factor"] == 1.0
-    assert rows[1]["file_bytes"] == (run / "weights" / "int8-channel-sym.safetensors").stat().st_size
+    assert rows[1]["file_bytes"] == (run / "weights" / "int8-channel-sym" / "weights.safetensors").stat().st_size
     assert rows[0]["file_bytes"] > rows[1]["file_bytes"] > rows[2]["file_bytes"]
     assert rows[2]["compound_factor"] == pytest.approx(rows[0]["file_bytes"] / rows[2]["file_bytes"])
     text = (tmp_path / "compression-test.md").read_text()

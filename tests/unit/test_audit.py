@@ -1,6 +1,6 @@
 """The sanity audit flags impossible or invalid results, and only those."""
 
-from posthoc_vq.evaluation.audit import MAX_QUANT_GAIN_DB, audit
+from posthoc_vq.audit import MAX_QUANT_GAIN_DB, audit
 
 
 def result(cont=20.0, quant=15.0, **extra):

@@ -25,20 +25,20 @@ def test_unknown_method_and_parameter():
 
 
 def test_wrong_latent_dimension_names_file_and_model(saved):
-    with pytest.raises(CheckpointError, match=r"cb.safetensors has latent dimension D=5 but the model's latent_dim is 128"):
+    with pytest.raises(CheckpointError, match=r"cb/codebook.safetensors has latent dimension D=5 but the model's latent_dim is 128"):
         load_codebook(saved, expected_dim=128)
 
 
 def test_truncated_or_modified_tensor_file(saved):
-    path = saved.with_suffix(".safetensors")
+    path = saved / "codebook.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[:-7])
-    with pytest.raises(CheckpointError, match=r"cb.safetensors is corrupt or was modified"):
+    with pytest.raises(CheckpointError, match=r"cb/codebook.safetensors is corrupt or was modified"):
         load_codebook(saved)
 
 
 def test_json_that_disagrees_with_tensors(saved):
-    meta_path = saved.with_suffix(".json")
+    meta_path = saved / "codebook.json"
     meta = json.loads(meta_path.read_text())
     meta["tensor_shapes"]["codebook"] = [32, 5]
     meta_path.write_text(json.dumps(meta))
@@ -52,8 +52,8 @@ def test_json_that_disagrees_with_tensors(saved):
 
 
 def test_missing_and_unparsable_json(saved, tmp_path):
-    with pytest.raises(CheckpointError, match=r"codebook not found: .*nope.json"):
+    with pytest.raises(CheckpointError, match=r"codebook record not found: .*nope/codebook.json"):
         load_codebook(tmp_path / "nope")
-    saved.with_suffix(".json").write_text("{")
-    with pytest.raises(CheckpointError, match=r"cb.json is damaged"):
+    (saved / "codebook.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"cb/codebook.json is damaged"):
         load_codebook(saved)

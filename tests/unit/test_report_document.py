@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 from scipy.sparse.csgraph import connected_components
 
-from posthoc_vq.report.codebook_figures import class_order, codebook_figure, codebook_view, graph_structure
+from posthoc_vq.evaluation.samples import code_counts, fixed_indices, graph_structure
+from posthoc_vq.report.codebook_figures import CodebookView, class_order, codebook_figure
 from posthoc_vq.report.compression_table import codebook_block
 from posthoc_vq.report.document import Figure, Report, Section, Table, to_markdown
 from posthoc_vq.report.html import to_html
 from posthoc_vq.report.image_figures import ImageRow, image_grid, mosaic
 from posthoc_vq.report.limitations import run_limitations, sweep_limitations, warning_lines
-from posthoc_vq.report.samples import fixed_indices
 
 EVIL = '<script>alert("x")</script> & <img src=http://evil.example/x.png>'
 
@@ -94,8 +94,7 @@ def test_codebook_view_counts_match_bincount_and_orders_codes_by_class(tmp_path)
     rng = np.random.default_rng(1)
     codes, labels = rng.integers(0, 12, 500), rng.integers(0, 4, 500)
     codes[codes == 5] = 6  # code 5 is dead
-    est = SimpleNamespace(n_codes=12)
-    view = codebook_view("b", est, {"method": "kmeans"}, codes, labels, "test")
+    view = CodebookView("b", "kmeans", "test", *code_counts(codes, labels, 12))
     np.testing.assert_array_equal(view.counts[0], np.bincount(codes, minlength=12))
     for c in range(4):
         np.testing.assert_array_equal(view.class_counts[:, c], np.bincount(codes[labels == c], minlength=12))
@@ -104,7 +103,7 @@ def test_codebook_view_counts_match_bincount_and_orders_codes_by_class(tmp_path)
     assert order[-1] == 5  # dead code last
     majors = view.class_counts.argmax(1)[order[:-1]]
     assert (np.diff(majors) >= 0).all()  # grouped by majority class
-    residual = codebook_view("r", est, {"method": "residual"}, np.stack([codes, codes[::-1]], 1), labels, "test")
+    residual = CodebookView("r", "residual", "test", *code_counts(np.stack([codes, codes[::-1]], 1), labels, 12))
     assert residual.counts.shape == (2, 12)
     assert codebook_figure(residual, tmp_path / "r.png").exists()
 

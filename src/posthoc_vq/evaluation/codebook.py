@@ -26,7 +26,7 @@ from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_late
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator
-from posthoc_vq.train import load_model, load_run_config
+from posthoc_vq.run import Run
 
 
 def check_codebook_fits(codebook: CodebookEstimator, latent_shape: tuple[int, ...], name: str) -> None:
@@ -80,15 +80,17 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     }
 
 
-def evaluate_codebook(run_dir: str | Path, name: str, *, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
+def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate codebook ``name`` of a run on ``split``; writes ``eval/<name>-<split>.json`` and returns it."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    model, meta = load_model(run_dir)
-    codebook, cb_meta = open_codebook(run_dir, name)
-    torch.set_num_threads(config.train.threads)
-    splits = load_run_splits(run_dir, data_dir)
-    latents = run_latents(run_dir, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model)
-    x = split_images(splits, split)
-    result = {**run_header(run_dir, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split)}
-    return finish(result, config.seed, run_dir / "eval" / f"{name}-{split}.json")
+    run = Run.open(run_dir)
+    path = run.eval_file(split, codebook=name)
+    with run.lock("evaluate"):
+        config = run.config()
+        model, meta = run.load_model()
+        codebook, cb_meta = open_codebook(run, name)
+        torch.set_num_threads(config.train.threads)
+        splits = load_run_splits(run.root, data_dir)
+        latents = run_latents(run.root, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model)
+        x = split_images(splits, split)
+        result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split)}
+        return finish(result, config.seed, path)

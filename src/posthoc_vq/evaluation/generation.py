@@ -24,7 +24,7 @@ import torch
 from posthoc_vq.evaluation.reconstruction import decode
 from posthoc_vq.latents import from_tokens, to_tokens
 from posthoc_vq.quantize.latent.base import CodebookEstimator
-from posthoc_vq.train.seeding import derived_seed
+from posthoc_vq.seeding import derived_seed
 
 CodeSampling = Literal["empirical", "uniform"]
 CODE_SAMPLINGS: tuple[str, ...] = ("empirical", "uniform")

@@ -35,7 +35,7 @@ from posthoc_vq.evaluation.reconstruction import decode
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 from posthoc_vq.quantize.latent.knn import knn_query
-from posthoc_vq.train.seeding import derived_seed
+from posthoc_vq.seeding import derived_seed
 
 _SOURCE_CHUNK = 16  # Dijkstra sources per call: (chunk, N) float64 distances and int32 predecessors
 

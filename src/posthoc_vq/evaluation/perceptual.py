@@ -50,7 +50,7 @@ from posthoc_vq.metrics.lpips import lpips_distance, require_lpips
 from posthoc_vq.metrics.precision_recall import DEFAULT_K, manifold_precision_recall
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
-from posthoc_vq.train import load_model, load_run_config
+from posthoc_vq.run import Run
 
 PIXEL_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 PERCEPTUAL_METRICS: tuple[str, ...] = ("fd", "kid", "pr", "diversity", "interp", "lpips")
@@ -126,68 +126,70 @@ def perceptual_metrics(
     diversity, lpips), ``reference`` (diversity of the split's images), ``interpolation`` (per path kind).
     """
     tic = time.perf_counter()
-    run_dir = Path(run_dir)
     wanted = [m for m in parse_metrics(metrics) if m in PERCEPTUAL_METRICS]
     if not wanted:
         raise ConfigError(f"no perceptual metric in {list(metrics)}; choose from {', '.join(PERCEPTUAL_METRICS)}")
-    config = load_run_config(run_dir)
-    dataset = config.data.name
-    fnet = load_feature_net(features if features is not None else default_features_dir(dataset), dataset=dataset)
-    if "lpips" in wanted:  # fail before any work when LPIPS cannot run
-        require_lpips(lpips_weights)
-    model, meta = load_model(run_dir)
-    torch.set_num_threads(config.train.threads)
-    splits = load_run_splits(run_dir, data_dir)
-    x = split_images(splits, split)
-    fnet.check_images(x, f"{dataset} {split} images")
-    cb, cb_meta = open_codebook(run_dir, codebook) if codebook else (None, None)
-    kind, latent_seed = (cb_meta["latents"], cb_meta.get("latent_seed") or 0) if cb_meta else ("mu", 0)
-    latents = run_latents(run_dir, split, kind, seed=latent_seed, splits=splits, model=model)
-    n = n_samples or len(x)
-    kid_subset_size = min(kid_subset_size, max(2, len(x) // 2))  # subsets smaller than the sets, so their spread means something
-    settings = {"seed": seed, "n_samples": n, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "pr_k": pr_k,
-                "n_pairs": n_pairs, "steps": steps}
-    set_metrics = [m for m in wanted if m in _SET_METRICS]
+    run = Run.open(run_dir)
+    path = run.eval_file(split, codebook=codebook, kind="perceptual")
+    with run.lock("evaluate"):
+        config = run.config()
+        dataset = config.data.name
+        fnet = load_feature_net(features if features is not None else default_features_dir(dataset), dataset=dataset)
+        if "lpips" in wanted:  # fail before any work when LPIPS cannot run
+            require_lpips(lpips_weights)
+        model, meta = run.load_model()
+        torch.set_num_threads(config.train.threads)
+        splits = load_run_splits(run_dir, data_dir)
+        x = split_images(splits, split)
+        fnet.check_images(x, f"{dataset} {split} images")
+        cb, cb_meta = open_codebook(run_dir, codebook) if codebook else (None, None)
+        kind, latent_seed = (cb_meta["latents"], cb_meta.get("latent_seed") or 0) if cb_meta else ("mu", 0)
+        latents = run_latents(run_dir, split, kind, seed=latent_seed, splits=splits, model=model)
+        n = n_samples or len(x)
+        kid_subset_size = min(kid_subset_size, max(2, len(x) // 2))  # subsets smaller than the sets, so their spread means something
+        settings = {"seed": seed, "n_samples": n, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "pr_k": pr_k,
+                    "n_pairs": n_pairs, "steps": steps}
+        set_metrics = [m for m in wanted if m in _SET_METRICS]
 
-    want_sets = bool(set_metrics) or "lpips" in wanted
-    jobs = _image_sets(run_dir, model, cb, cb_meta, latents, splits, split, n, seed, bool(set_metrics)) if want_sets else []
+        want_sets = bool(set_metrics) or "lpips" in wanted
+        jobs = _image_sets(run_dir, model, cb, cb_meta, latents, splits, split, n, seed, bool(set_metrics)) if want_sets else []
 
-    result: dict[str, Any] = {
-        **run_header(run_dir, config, meta, split),
-        "codebook": codebook,
-        "method": cb_meta["method"] if cb_meta else None,
-        "K": cb_meta["n_codes"] if cb_meta else None,
-        "fit_on": cb_meta["fit_on"] if cb_meta else None,
-        "latents": kind,
-        "metrics": wanted,
-        "metric_names": {"fd": fnet.name, "kid": f"KID-{dataset}"},
-        "feature_net": {"path": str(fnet.path), "dataset": fnet.meta["dataset"], "test_accuracy": fnet.meta["test_accuracy"],
-                        "num_features": fnet.net.num_features, "sha256": fnet.meta["sha256"]},
-        "settings": settings,
-        "sets": {},
-    }
-    stages = len(jobs) + ("interp" in wanted) + ("diversity" in wanted)
-    with make_progress(enabled=progress) as bar:
-        task = bar.add_task(f"perceptual {codebook or 'continuous'}", total=stages)
-        real = fnet.embed(x)
-        if "diversity" in wanted:
-            result["reference"] = {"diversity": diversity(*real, fnet.net.config.n_classes, seed=seed)}
-            bar.advance(task)
-        for name, description, make in jobs:
-            images = make()
-            entry = _set_metrics(fnet, real, images, set_metrics, settings, description)
-            if name == "reconstruction" and "lpips" in wanted:
-                entry["lpips"] = mean_ci(lpips_distance(x, images, lpips_weights).numpy()).to_dict()
-            result["sets"][name] = entry
-            bar.advance(task)
-        if "interp" in wanted:
-            result["interpolation"] = _interpolation(model, cb, fnet, latents.values, latents.labels, n_pairs, steps, seed)
-            bar.advance(task)
-    result["warnings"] = _split_warnings(config.data, fnet.meta.get("split"))
-    result["seconds"] = time.perf_counter() - tic
-    result["provenance"] = provenance(seed=seed)
-    write_json(run_dir / "eval" / f"perceptual-{codebook or 'continuous'}-{split}.json", result)
-    return result
+        result: dict[str, Any] = {
+            **run_header(run, config, meta, split),
+            "codebook": codebook,
+            "method": cb_meta["method"] if cb_meta else None,
+            "K": cb_meta["n_codes"] if cb_meta else None,
+            "fit_on": cb_meta["fit_on"] if cb_meta else None,
+            "latents": kind,
+            "metrics": wanted,
+            "metric_names": {"fd": fnet.name, "kid": f"KID-{dataset}"},
+            "feature_net": {"path": str(fnet.path), "dataset": fnet.meta["dataset"], "test_accuracy": fnet.meta["test_accuracy"],
+                            "num_features": fnet.net.num_features, "sha256": fnet.meta["sha256"]},
+            "settings": settings,
+            "sets": {},
+        }
+        stages = len(jobs) + ("interp" in wanted) + ("diversity" in wanted)
+        with make_progress(enabled=progress) as bar:
+            task = bar.add_task(f"perceptual {codebook or 'continuous'}", total=stages)
+            real = fnet.embed(x)
+            if "diversity" in wanted:
+                result["reference"] = {"diversity": diversity(*real, fnet.net.config.n_classes, seed=seed)}
+                bar.advance(task)
+            for name, description, make in jobs:
+                images = make()
+                entry = _set_metrics(fnet, real, images, set_metrics, settings, description)
+                if name == "reconstruction" and "lpips" in wanted:
+                    entry["lpips"] = mean_ci(lpips_distance(x, images, lpips_weights).numpy()).to_dict()
+                result["sets"][name] = entry
+                bar.advance(task)
+            if "interp" in wanted:
+                result["interpolation"] = _interpolation(model, cb, fnet, latents.values, latents.labels, n_pairs, steps, seed)
+                bar.advance(task)
+        result["warnings"] = _split_warnings(config.data, fnet.meta.get("split"))
+        result["seconds"] = time.perf_counter() - tic
+        result["provenance"] = provenance(seed=seed)
+        write_json(path, result)
+        return result
 
 
 def _image_sets(run_dir: Path, model, cb, cb_meta, latents, splits, split: str, n: int, seed: int,

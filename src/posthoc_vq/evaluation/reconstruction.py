@@ -17,14 +17,14 @@ import torch
 
 from posthoc_vq.autoencoders import as_autoencoder, decode_latents
 from posthoc_vq.data import DatasetSplits
-from posthoc_vq.evaluation.audit import audit
-from posthoc_vq.io import read_json, write_json
+from posthoc_vq.audit import audit
+from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
 from posthoc_vq.models import latent_shape_of
 from posthoc_vq.provenance import provenance
-from posthoc_vq.train import SUMMARY_FILE, load_model, load_run_config
+from posthoc_vq.run import Run
 
 PSNR_CAP_DB = 100.0  # per-image PSNR of a (near-)perfect reconstruction is capped here, not +inf
 
@@ -78,11 +78,11 @@ def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> d
     }
 
 
-def run_header(run_dir: Path, config, meta: dict[str, Any], split: str) -> dict[str, Any]:
+def run_header(run: Run, config, meta: dict[str, Any], split: str) -> dict[str, Any]:
     """Run, dataset, split, model size and training state: the first keys of every evaluation result."""
-    summary = read_json(run_dir / SUMMARY_FILE, what="training summary") if (run_dir / SUMMARY_FILE).exists() else None
+    summary = run.summary()
     return {
-        "run": str(run_dir),
+        "run": str(run.root),
         "dataset": config.data.name,
         "split": split,
         "model": {
@@ -129,16 +129,18 @@ def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[
     return result
 
 
-def evaluate_continuous(run_dir: str | Path, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None) -> dict[str, Any]:
+def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None) -> dict[str, Any]:
     """Evaluate decode(mu) against ground truth on ``split``; writes ``eval/continuous-<split>.json``.
 
     Returns the JSON-able result (metrics with CIs, model size, training state, audit warnings).
     """
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    model, meta = load_model(run_dir)
-    splits = splits or load_run_splits(run_dir, data_dir)
-    torch.set_num_threads(config.train.threads)
-    x = split_images(splits, split)
-    result = {**run_header(run_dir, config, meta, split), **continuous_result(model, x)}
-    return finish(result, config.seed, run_dir / "eval" / f"continuous-{split}.json")
+    run = Run.open(run_dir)
+    path = run.eval_file(split)
+    with run.lock("evaluate"):
+        config = run.config()
+        model, meta = run.load_model()
+        splits = splits or load_run_splits(run.root, data_dir)
+        torch.set_num_threads(config.train.threads)
+        x = split_images(splits, split)
+        result = {**run_header(run, config, meta, split), **continuous_result(model, x)}
+        return finish(result, config.seed, path)

@@ -19,35 +19,43 @@ import numpy as np
 import torch
 
 from posthoc_vq.errors import ConfigError
-from posthoc_vq.evaluation.audit import audit
+from posthoc_vq.audit import audit
 from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, run_header, split_images
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
-from posthoc_vq.train import load_model, load_run_config
+from posthoc_vq.run import Run
 
 
 def evaluate_weights(
-    run_dir: str | Path, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None
+    run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None
 ) -> dict[str, Any]:
     """Evaluate packed weights ``name`` of a run on ``split``; writes ``eval/weights-<name>[-<codebook>]-<split>.json``.
 
     Returns the JSON-able result: file sizes and ratio, per-layer weight errors, quality
     against ground truth and against the fp32 model with CIs, and audit warnings.
     """
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    model, meta = load_model(run_dir)
-    require_trained(run_dir, meta)
-    qmodel, record = open_compressed(run_dir, name)
+    run = Run.open(run_dir)
+    path = run.eval_file(split, weights=name, codebook=codebook)
+    with run.lock("evaluate"):
+        result = _evaluate(run, name, split, data_dir, codebook)
+        write_json(path, result)
+    return result
+
+
+def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: str | None) -> dict[str, Any]:
+    config = run.config()
+    model, meta = run.load_model()
+    require_trained(run.root, meta)
+    qmodel, record = open_compressed(run, name)
     torch.set_num_threads(config.train.threads)
-    splits = load_run_splits(run_dir, data_dir)
+    splits = load_run_splits(run.root, data_dir)
     x = split_images(splits, split)
     mu, mu_q = encode_split(model, x, "mu"), encode_split(qmodel, x, "mu")
     result: dict[str, Any] = {
-        **run_header(run_dir, config, meta, split),
+        **run_header(run, config, meta, split),
         "weights": name,
         "bits": record["weights"]["bits"],
         "size": {k: record[k] for k in ("num_parameters", "quantized_parameters", "fp32_bytes", "fp32_file_bytes", "packed_file_bytes", "size_ratio", "compression_factor")},
@@ -57,7 +65,7 @@ def evaluate_weights(
         **compare_outputs(x, decode(model, mu), decode(qmodel, mu_q)),
     }
     if codebook is not None:
-        estimator, cb_meta = open_codebook(run_dir, codebook)
+        estimator, cb_meta = open_codebook(run, codebook)
         if cb_meta["latents"] != "mu":
             raise ConfigError(f"codebook '{codebook}' was fitted on {cb_meta['latents']} latents; weight evaluation with a codebook needs one fitted on mu")
         z_cb = torch.from_numpy(estimator.inverse_transform(estimator.predict(mu.numpy().astype(np.float32))))
@@ -71,6 +79,4 @@ def evaluate_weights(
         result["with_codebook"]["warnings"] = audit(result["with_codebook"])
     result["provenance"] = provenance(seed=config.seed)
     result["warnings"] = audit(result)
-    suffix = f"-{codebook}" if codebook else ""
-    write_json(run_dir / "eval" / f"weights-{name}{suffix}-{split}.json", result)
     return result

@@ -1,6 +1,25 @@
-"""Sweeps: spec, jobs, executors (local, process, ray), the results database, statistics and claims."""
+"""Sweeps: spec, jobs, executors (local, process, ray), the results database, statistics and claims.
 
-from posthoc_vq.experiments.runner import results_table, run_sweep
-from posthoc_vq.experiments.spec import SweepSpec, load_sweep_spec
+The names below load on first use, so reading a sweep's spec or results (``experiments.spec``,
+``experiments.store``, as the report does) never imports the modules that train and evaluate.
+"""
 
-__all__ = ["SweepSpec", "load_sweep_spec", "results_table", "run_sweep"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "results_table": "posthoc_vq.experiments.runner",
+    "run_sweep": "posthoc_vq.experiments.runner",
+    "SweepSpec": "posthoc_vq.experiments.spec",
+    "load_sweep_spec": "posthoc_vq.experiments.spec",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'posthoc_vq.experiments' has no attribute '{name}'")

@@ -10,10 +10,10 @@ value of the compared axis) has one observation per seed. For each slice and met
   when the pairing axis matches observations one to one, else Welch's; Hedges' g; Holm
   correction over the comparisons of the slice and metric (the test family).
 
-Verdicts, checked in this order:
+Verdicts, checked in this order (the validity rules and their texts are those of :mod:`posthoc_vq.audit`):
 
 * ``invalid``: an arm has an untrained or unconverged model; one arm's codebooks saw the
-  test split and the other's did not; the arms were trained with different protocols
+  test split and the other's did not; the arms' training protocols differ
   (unless the compared axis is itself a training setting); a quantized model beats its own
   continuous model (the audit's ``quantized_beats_continuous``);
 * ``insufficient evidence``: fewer than ``min_n`` (3) observations in an arm: no test is run;
@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from posthoc_vq import audit
 from posthoc_vq.experiments.spec import CompareSpec
 from posthoc_vq.experiments.statistics import anova, holm, paired, summarize, welch
 
@@ -37,27 +38,8 @@ def _label(axis: str, value: Any) -> str:
 
 
 def invalid_reasons(arms: dict[Any, list[dict[str, Any]]], compare: CompareSpec) -> list[str]:
-    """Why a comparison between these arms (value -> done rows) cannot be trusted; empty when it can."""
-    reasons = []
-    for value, rows in arms.items():
-        arm = _label(compare.axis, value)
-        seeds = lambda pred: sorted({str(r["axes"].get(compare.pair_by, "?")) for r in rows if pred(r["metrics"])})  # noqa: E731
-        if untrained := seeds(lambda m: m.get("trained_steps") == 0):
-            reasons.append(f"{arm} is untrained (zero training steps; {compare.pair_by} {', '.join(untrained)}): it measures random weights")
-        if unconverged := seeds(lambda m: m.get("converged") is False):
-            reasons.append(f"{arm} did not converge (stopped at max epochs; {compare.pair_by} {', '.join(unconverged)})")
-        if beats := seeds(lambda m: "quantized_beats_continuous" in m.get("warnings", [])):
-            reasons.append(f"{arm}: the quantized model beats its own continuous model ({compare.pair_by} {', '.join(beats)}), almost always a metric bug")
-    leak = {value: any(r["metrics"].get("fit_includes_test") for r in rows) for value, rows in arms.items()}
-    if len(set(leak.values())) > 1:
-        saw = [_label(compare.axis, v) for v, x in leak.items() if x]
-        clean = [_label(compare.axis, v) for v, x in leak.items() if not x]
-        reasons.append(f"codebooks fitted on data including the test split ({', '.join(saw)}) are compared with codebooks that were not ({', '.join(clean)})")
-    if not compare.axis.startswith(("train.", "data.")):
-        protocols = {r["metrics"].get("protocol") for rows in arms.values() for r in rows}
-        if len(protocols) > 1:
-            reasons.append("the arms were trained with different protocols (optimiser, schedule, stopping or data split differ)")
-    return reasons
+    """Why a comparison between these arms (value -> done rows) cannot be trusted; empty when it can (rules of :mod:`posthoc_vq.audit`)."""
+    return audit.invalid_reasons(arms, compare.axis, compare.pair_by)
 
 
 def _test(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]], metric: str, pair_by: str | None):
@@ -111,8 +93,8 @@ def make_claims(rows: list[dict[str, Any]], compare: CompareSpec) -> dict[str, A
                 reasons = invalid_reasons({a: arms[a], b: arms[b]}, compare)
                 if reasons:
                     claim |= {"verdict": "invalid", "reason": "; ".join(reasons)}
-                elif min(len(arms[a]), len(arms[b])) < compare.min_n:
-                    claim |= {"verdict": "insufficient evidence", "reason": f"n = {len(arms[a])} and {len(arms[b])} observations; at least {compare.min_n} per arm are needed for a significance claim"}
+                elif too_few := audit.too_few_reason(len(arms[a]), len(arms[b]), compare.min_n):
+                    claim |= {"verdict": "insufficient evidence", "reason": too_few}
                 else:
                     claim["test"] = _test(arms[a], arms[b], metric, compare.pair_by).to_dict()
                     family.append(claim)

@@ -19,8 +19,8 @@ import torch
 
 from posthoc_vq.config import QuantizeConfig, RunConfig, WeightsConfig
 from posthoc_vq.experiments.spec import config_hash
+from posthoc_vq.run import Run, Sweep
 
-RUNS_DIR = "runs"
 
 
 def protocol_key(run: RunConfig) -> str:
@@ -39,19 +39,20 @@ def _quality(block: dict[str, Any]) -> dict[str, float]:
 def _ensure_trained(run: RunConfig, run_dir: Path) -> None:
     from rich.console import Console
 
-    from posthoc_vq.train import SUMMARY_FILE, train
+    from posthoc_vq.train import train
 
-    if (run_dir / SUMMARY_FILE).exists():
+    r = Run(run_dir)
+    if r.summary_file.exists():
         return
-    train(run, run_dir, resume=(run_dir / "config.json").exists(), progress=False, console=Console(quiet=True))
+    train(run, run_dir, resume=r.exists(), progress=False, console=Console(quiet=True))
 
 
 def _reuse(path: Path) -> dict[str, Any] | None:
     """An evaluation a killed job already finished: a sweep run's model never changes once trained,
     and every result file was written atomically, so an existing one is complete and current."""
-    from posthoc_vq.io import read_json
+    from posthoc_vq.records import EvaluationRecord, read_dict
 
-    return read_json(path, what="evaluation result") if path.exists() else None
+    return read_dict(path, EvaluationRecord, "evaluation result") if path.exists() else None
 
 
 def evaluate_cell(
@@ -60,6 +61,7 @@ def evaluate_cell(
 ) -> dict[str, Any]:
     """Metrics of one cell (codebook x weight bits) of a trained run; returns metrics and artifact paths."""
     from posthoc_vq.evaluation import evaluate_codebook
+    from posthoc_vq.evaluation.samples import ensure_samples
     from posthoc_vq.evaluation.weights import evaluate_weights
     from posthoc_vq.quantize.codebooks import fit_codebook_for_run, list_codebooks
     from posthoc_vq.quantize.compressed import compress_run
@@ -73,21 +75,26 @@ def evaluate_cell(
             fit_codebook_for_run(run_dir, q, data_dir=data_dir)
     artifacts: dict[str, Any] = {"run_dir": str(run_dir), "codebook": codebook, "weights": None}
     if w.bits == 32:
-        path = run_dir / "eval" / f"{codebook or 'continuous'}-{split}.json"
+        path = Run(run_dir).eval_file(split, codebook=codebook)
         result = (_reuse(path) or evaluate_codebook(run_dir, codebook, split=split, data_dir=data_dir)) if codebook else cont
         block, reference = (result["quantized"] if codebook else result["continuous"]), result["continuous"]
         warnings = result["warnings"]
+        if codebook:
+            ensure_samples(run_dir, split, codebook=codebook, data_dir=data_dir)
     else:
         name = w.default_name()
-        path = run_dir / "eval" / f"weights-{name}{'-' + codebook if codebook else ''}-{split}.json"
+        path = Run(run_dir).eval_file(split, weights=name, codebook=codebook)
         result = _reuse(path)
         if result is None:
-            compress_run(run_dir, w)
+            if name not in Run(run_dir).weights_names():  # packed once per run, like a codebook: reused by every cell
+                compress_run(run_dir, w)
             result = evaluate_weights(run_dir, name, split=split, data_dir=data_dir, codebook=codebook)
         inner = result["with_codebook"] if codebook else result
         block, reference = inner["quantized"], result["continuous"]
         warnings = result["warnings"] + (inner["warnings"] if codebook else [])
         artifacts["weights"] = name
+        if codebook is None:
+            ensure_samples(run_dir, split, weights=name, data_dir=data_dir)
     artifacts["eval"] = str(path)
     metrics = {
         **_quality(block),
@@ -108,7 +115,7 @@ def _perceptual(run_dir: Path, codebook: str | None, bits: int, wanted: list[str
         return {m: None for m in wanted}
     from posthoc_vq.evaluation.perceptual import perceptual_metrics
 
-    path = run_dir / "eval" / f"perceptual-{codebook or 'continuous'}-{split}.json"
+    path = Run(run_dir).eval_file(split, codebook=codebook, kind="perceptual")
     r = _reuse(path)
     if r is None or not all(m in r["sets"].get("reconstruction", {}) for m in wanted):
         r = perceptual_metrics(run_dir, codebook=codebook, split=split, metrics=wanted, features=features, data_dir=data_dir, progress=False)
@@ -123,26 +130,29 @@ def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
     Returns one ``{cell_id, metrics, artifacts, seconds}`` or ``{cell_id, error}`` per cell.
     """
     from posthoc_vq.evaluation import evaluate_continuous
+    from posthoc_vq.evaluation.samples import ensure_samples
 
     torch.set_num_threads(task["threads"])
     run = RunConfig(**task["run"])
-    run_dir = Path(task["sweep_dir"]) / RUNS_DIR / task["train_key"]
-    start = time.perf_counter()
-    _ensure_trained(run, run_dir)
-    cont = _reuse(run_dir / "eval" / f"continuous-{task['split']}.json") or evaluate_continuous(run_dir, split=task["split"], data_dir=task["data_dir"])
-    shared = {
-        "converged": cont["training"].get("converged"), "trained_steps": cont["model"].get("trained_steps"),
-        "epochs": cont["training"].get("epochs"), "best_epoch": cont["training"].get("best_epoch"), "protocol": protocol_key(run),
-    }
-    train_seconds = time.perf_counter() - start
-    out = []
-    for cell in task["cells"]:
-        tic = time.perf_counter()
-        try:
-            res = evaluate_cell(run_dir, cell, cont, task["split"], task["data_dir"], task.get("perceptual"), task.get("features"))
-        except Exception:  # one failing cell must not lose the others of the job
-            out.append({"cell_id": cell["cell_id"], "error": traceback.format_exc()})
-            continue
-        res["metrics"] |= shared
-        out.append({"cell_id": cell["cell_id"], **res, "seconds": time.perf_counter() - tic, "train_seconds": train_seconds})
-    return out
+    run_dir = Sweep(task["sweep_dir"]).run(task["train_key"]).root
+    with Run.create(run_dir).lock("ablate job"):  # one writer per run: a second sweep driver fails here, never mixes models
+        start = time.perf_counter()
+        _ensure_trained(run, run_dir)
+        cont = _reuse(Run(run_dir).eval_file(task["split"])) or evaluate_continuous(run_dir, split=task["split"], data_dir=task["data_dir"])
+        ensure_samples(run_dir, task["split"], data_dir=task["data_dir"])  # the report's images, stored beside the result
+        shared = {
+            "converged": cont["training"].get("converged"), "trained_steps": cont["model"].get("trained_steps"),
+            "epochs": cont["training"].get("epochs"), "best_epoch": cont["training"].get("best_epoch"), "protocol": protocol_key(run),
+        }
+        train_seconds = time.perf_counter() - start
+        out = []
+        for cell in task["cells"]:
+            tic = time.perf_counter()
+            try:
+                res = evaluate_cell(run_dir, cell, cont, task["split"], task["data_dir"], task.get("perceptual"), task.get("features"))
+            except Exception:  # one failing cell must not lose the others of the job
+                out.append({"cell_id": cell["cell_id"], "error": traceback.format_exc()})
+                continue
+            res["metrics"] |= shared
+            out.append({"cell_id": cell["cell_id"], **res, "seconds": time.perf_counter() - tic, "train_seconds": train_seconds})
+        return out

@@ -1,12 +1,7 @@
 """Run a sweep: expand the grid, skip what is done, run the rest on an executor, then judge the claims.
 
-Sweep directory layout::
-
-    spec.json            the validated spec, resolved (base, set, axes, compare)
-    provenance.json      versions, git commit, command
-    results.sqlite       one row per grid cell (see store.py)
-    runs/<train_key>/    one trained run per training config, with its codebooks, packed weights, evals
-    claims.json/.md      arm summaries, ANOVAs and verdicts (see claims.py)
+The sweep folder's layout is :class:`posthoc_vq.run.Sweep`'s (spec, provenance, results database,
+one run directory per training config, claims).
 
 Re-running the same command resumes: done cells are skipped, interrupted and failed ones
 are retried, finished trainings are reused and interrupted ones resumed from checkpoints.
@@ -25,8 +20,9 @@ from posthoc_vq.experiments.claims import make_claims
 from posthoc_vq.experiments.executors import make_executor
 from posthoc_vq.experiments.job import run_job
 from posthoc_vq.experiments.spec import PERCEPTUAL, SweepSpec, expand, load_sweep_spec
-from posthoc_vq.experiments.store import DB_FILE, ResultStore
+from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.io import atomic_write, read_json, write_json
+from posthoc_vq.run import Sweep
 from posthoc_vq.provenance import provenance
 
 
@@ -51,7 +47,7 @@ def plan_tasks(spec: SweepSpec, sweep_dir: Path, todo: set[str], data_dir: str |
 
 
 def _check_same_spec(sweep_dir: Path, spec: SweepSpec) -> None:
-    saved = sweep_dir / "spec.json"
+    saved = Sweep(sweep_dir).spec_file
     if saved.exists():
         old = SweepSpec.model_validate(read_json(saved, what="sweep spec"))  # fields added since get their defaults
         if old.model_dump(mode="json") != spec.model_dump(mode="json"):
@@ -65,11 +61,18 @@ def run_sweep(
     """Run (or resume) a sweep; writes the database, the claims and returns the claims dict plus counts."""
     spec = load_sweep_spec(spec_path)
     sweep_dir = Path(out_dir)
+    with Sweep(sweep_dir).lock("ablate"):  # one driver per sweep folder; a second fails at once naming the first
+        return _run_locked(spec, sweep_dir, executor, workers, address, data_dir, progress, console)
+
+
+def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, address: str | None, data_dir: str | None,
+                progress: bool, console: Console | None) -> dict[str, Any]:
     _check_same_spec(sweep_dir, spec)
     cells = expand(spec)
-    write_json(sweep_dir / "spec.json", spec.model_dump(mode="json"))
-    write_json(sweep_dir / "provenance.json", provenance(seed=None))
-    store = ResultStore(sweep_dir / DB_FILE)
+    sweep = Sweep(sweep_dir)
+    write_json(sweep.spec_file, spec.model_dump(mode="json"))
+    write_json(sweep.provenance_file, provenance(seed=None))
+    store = ResultStore(sweep.db_file)
     try:
         store.register((c.cell_id, c.train_key, c.axes) for c in cells)
         tasks = plan_tasks(spec, sweep_dir, store.todo(), data_dir)
@@ -106,28 +109,14 @@ def run_sweep(
 
 
 def write_claims(sweep_dir: Path, claims: dict[str, Any], spec: SweepSpec) -> dict[str, Path]:
-    """``claims.json`` and ``claims.md``: the verdict table, arm summaries and the sweep's limitations."""
-    paths = {"json": sweep_dir / "claims.json", "markdown": sweep_dir / "claims.md"}
+    """``claims.json`` and ``claims.md`` (the verdict, arm and ANOVA tables, rendered by :mod:`posthoc_vq.report.claims`,
+    the same renderer as the sweep report's)."""
+    from posthoc_vq.report.claims import claims_markdown
+
+    paths = {"json": Sweep(sweep_dir).claims_json, "markdown": Sweep(sweep_dir).claims_md}
     write_json(paths["json"], claims)
-    lines = [f"# Claims: {spec.name}", "", f"{claims['n_done']} of {claims['n_cells']} cells done ({claims['n_failed']} failed). "
-             f"Compared axis `{spec.compare.axis}`" + (f" against `{spec.compare.reference}`" if spec.compare.reference is not None else " (all pairs)")
-             + f", paired by `{spec.compare.pair_by}`, {spec.compare.correction} correction per slice and metric, alpha {spec.compare.alpha}, on the {spec.split} split.", ""]
-    counts = ", ".join(f"{v}: {n}" for v, n in claims["counts"].items())
-    lines += [f"Verdicts: {counts}.", "", "| slice | metric | arm | reference | n | mean arm | mean reference | verdict | reason |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in claims["claims"]:
-        where = ", ".join(f"{k}={v}" for k, v in c["slice"].items()) or "-"
-        lines.append(f"| {where} | {c['metric']} | {c['arm']} | {c['reference']} | {c['n_arm']}/{c['n_reference']} | {c['mean_arm']:.4g} | {c['mean_reference']:.4g} | **{c['verdict']}** | {c['reason']} |")
-    lines += ["", "## Arms (mean, sample std, 95% t CI over seeds)", "", "| slice | metric | arm | n | mean | std | 95% CI |", "|---|---|---|---|---|---|---|"]
-    for a in claims["arms"]:
-        where = ", ".join(f"{k}={v}" for k, v in a["slice"].items()) or "-"
-        lines.append(f"| {where} | {a['metric']} | {a['arm']} | {a['n']} | {a['mean']:.4g} | {a['std']:.3g} | [{a['ci_low']:.4g}, {a['ci_high']:.4g}] |")
-    if claims["anova"]:
-        lines += ["", "## One-way ANOVA across arms", "", "| slice | metric | F | p |", "|---|---|---|---|"]
-        for a in claims["anova"]:
-            where = ", ".join(f"{k}={v}" for k, v in a["slice"].items()) or "-"
-            lines.append(f"| {where} | {a['metric']} | {a['F']:.3g} | {a['p']:.2g} |")
     with atomic_write(paths["markdown"]) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(claims_markdown(claims, spec))
     return paths
 
 

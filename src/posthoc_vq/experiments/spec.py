@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from posthoc_vq.config import (
     QuantizeConfig, RunConfig, WeightsConfig, _Strict, apply_overrides, check_keys, configs_root, load_run_config, read_yaml, validate,
 )
 from posthoc_vq.errors import ConfigError
+from posthoc_vq.names import check_name
 
 METRICS = ("psnr_db", "ssim", "mse", "fd", "kid")  # fd/kid: offline FD/KID of reconstructions (fp32-weight cells)
 PERCEPTUAL = ("fd", "kid")
@@ -63,6 +64,11 @@ class SweepSpec(_Strict):
     split: Literal["val", "test"] = "test"
     threads: int = Field(1, ge=1, description="torch threads per job (T)")
     features: str | None = Field(None, description="feature-network folder for fd/kid (default: the perceptual metrics' default location)")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _confined_name(cls, v: Any) -> str:
+        return check_name(v, "sweep name")
 
 
 @dataclass(frozen=True)

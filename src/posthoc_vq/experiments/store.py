@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from posthoc_vq.errors import ConfigError
+from posthoc_vq.errors import CheckpointError, ConfigError
+from posthoc_vq.records import SweepCellAxes, SweepCellMetrics, check_record
+from posthoc_vq.run import Sweep
 
-DB_FILE = "results.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     cell_id    TEXT PRIMARY KEY,
@@ -49,7 +50,7 @@ class ResultStore:
 
     @classmethod
     def open_existing(cls, sweep_dir: str | Path) -> "ResultStore":
-        path = Path(sweep_dir) / DB_FILE
+        path = Sweep(sweep_dir).db_file
         if not path.exists():
             raise ConfigError(f"no results database at {path}; run `posthoc-vq ablate SPEC --out {sweep_dir}` first")
         return cls(path)
@@ -101,7 +102,13 @@ class ResultStore:
         for r in self.conn.execute(query + " ORDER BY rowid", args):
             row = dict(zip(("cell_id", "train_key", "axes", "status", "attempts", "started", "finished", "seconds", "metrics", "artifacts", "error"), r))
             for key in ("axes", "metrics", "artifacts"):
-                row[key] = json.loads(row[key]) if row[key] else None
+                try:
+                    row[key] = json.loads(row[key]) if row[key] else None
+                except json.JSONDecodeError:
+                    raise CheckpointError(f"{self.path}: cell {row['cell_id']} has damaged {key} (not JSON); delete the row or the database to re-run it") from None
+            check_record(row["axes"], SweepCellAxes, f"{self.path} (cell {row['cell_id']} axes)", "sweep record")
+            if row["status"] == "done":
+                check_record(row["metrics"], SweepCellMetrics, f"{self.path} (cell {row['cell_id']} metrics)", "sweep record")
             out.append(row)
         return out
 

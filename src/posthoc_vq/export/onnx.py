@@ -33,9 +33,8 @@ from posthoc_vq.io import atomic_write, write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.compressed import require_trained
-from posthoc_vq.train import load_model, load_run_config
+from posthoc_vq.run import Run
 
-EXPORT_DIR = "export"
 OPSET = 18
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # BatchNormalization stays float between QDQ pairs
 
@@ -127,39 +126,40 @@ def export_run(
     calibration_size : train images (and their mu) used to calibrate the INT8 activation ranges.
     seed : which train images are drawn for calibration.
     """
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
-    model, meta = load_model(run_dir)
-    require_trained(run_dir, meta)
-    config = load_run_config(run_dir)
-    torch.set_num_threads(config.train.threads)
-    splits = load_run_splits(run_dir, data_dir)
-    x_check = splits.split("test").to_tensor()[:64]
-    z_check = encode_split(model, x_check, "mu")
-    files = {
-        "encoder": export_module(EncoderGraph(model), x_check[:2], out / "encoder.onnx", "x", ["mu", "logvar"]),
-        "decoder": export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"]),
-    }
-    record: dict[str, Any] = {"run": str(run_dir), "opset": OPSET, "source_model_sha256": meta["sha256"]}
-    if int8:
-        train = splits.split("train").to_tensor()
-        pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
-        x_cal = train[np.sort(pick)]
-        z_cal = encode_split(model, x_cal, "mu")
-        files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
-        files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy())
-        record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
-    with torch.no_grad():
-        ref = {"encoder": model.encode(x_check).mu.numpy(), "decoder": model.decode(z_check).numpy()}
-    record["files"] = {}
-    for key, path in files.items():
-        part = key.split("_")[0]
-        feed = {"x": x_check.numpy()} if part == "encoder" else {"z": z_check.numpy()}
-        got = onnx_session(path).run(None, feed)[0]
-        record["files"][key] = {
-            "path": str(path), "bytes": os.path.getsize(path),
-            "max_abs_diff_vs_torch": float(np.abs(got - ref[part]).max()), "check_batch": len(x_check),
+    run = Run.open(run_dir)
+    out = Path(out_dir) if out_dir else run.export_dir
+    with run.lock("export"):
+        model, meta = run.load_model()
+        require_trained(run.root, meta)
+        config = run.config()
+        torch.set_num_threads(config.train.threads)
+        splits = load_run_splits(run.root, data_dir)
+        x_check = splits.split("test").to_tensor()[:64]
+        z_check = encode_split(model, x_check, "mu")
+        files = {
+            "encoder": export_module(EncoderGraph(model), x_check[:2], out / "encoder.onnx", "x", ["mu", "logvar"]),
+            "decoder": export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"]),
         }
-    record["provenance"] = provenance(seed=config.seed)
-    write_json(out / "export.json", record)
-    return record
+        record: dict[str, Any] = {"run": str(run.root), "opset": OPSET, "source_model_sha256": meta["sha256"]}
+        if int8:
+            train = splits.split("train").to_tensor()
+            pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
+            x_cal = train[np.sort(pick)]
+            z_cal = encode_split(model, x_cal, "mu")
+            files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
+            files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy())
+            record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
+        with torch.no_grad():
+            ref = {"encoder": model.encode(x_check).mu.numpy(), "decoder": model.decode(z_check).numpy()}
+        record["files"] = {}
+        for key, path in files.items():
+            part = key.split("_")[0]
+            feed = {"x": x_check.numpy()} if part == "encoder" else {"z": z_check.numpy()}
+            got = onnx_session(path).run(None, feed)[0]
+            record["files"][key] = {
+                "path": str(path), "bytes": os.path.getsize(path),
+                "max_abs_diff_vs_torch": float(np.abs(got - ref[part]).max()), "check_batch": len(x_check),
+            }
+        record["provenance"] = provenance(seed=config.seed)
+        write_json(out / "export.json", record)
+        return record

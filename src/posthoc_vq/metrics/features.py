@@ -39,7 +39,7 @@ from posthoc_vq.data import DatasetSplits, load_dataset
 from posthoc_vq.errors import CheckpointError, ConfigError
 from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
 from posthoc_vq.provenance import provenance
-from posthoc_vq.train.seeding import generator, seed_everything
+from posthoc_vq.seeding import generator, seed_everything
 
 FEATURES_ENV_VAR = "POSTHOC_VQ_FEATURES"
 DEFAULT_FEATURES_ROOT = Path("~/.cache/posthoc_vq/features")

@@ -10,6 +10,8 @@ vectors, ``latent_shape == (C, h, w)`` (one C-vector per position). Shapes below
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from posthoc_vq.config import VAEConfig
+from posthoc_vq.errors import CheckpointError
 
 OUTPUT_RANGE = (0.0, 1.0)
 
@@ -136,3 +139,23 @@ class VAEBase(nn.Module):
         """Bytes of all parameters and buffers stored as float32 (BatchNorm statistics included)."""
         tensors = list(self.parameters()) + [b for b in self.buffers() if b.is_floating_point()]
         return 4 * sum(t.numel() for t in tensors)
+
+
+def load_state_checked(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load ``state`` into ``module``; missing, unexpected or wrongly shaped tensors raise CheckpointError naming ``path``."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch in {wrong[:3]}" if wrong else "",
+            )
+            if part
+        )
+        raise CheckpointError(f"{path} does not match the model recorded beside it ({detail}); the run directory is inconsistent")
+    module.load_state_dict(state)

@@ -16,7 +16,7 @@ hybrid) build a kNN graph over the fitted vectors: the
 exact graph is quadratic and refused beyond ``MAX_EXACT_GRAPH_VECTORS``, the approximate
 (HNSW) one beyond ``MAX_GRAPH_VECTORS``; the error says to subsample.
 
-Saved as ``<run>/codebooks/<name>.{safetensors,json}``. The JSON records the latents
+Saved as ``<run>/codebooks/<name>/codebook.{safetensors,json}``, published as one folder. The JSON records the latents
 (``mu`` or ``z`` with its seed), their shape, the fit set (and whether it contains the test
 split), the number of vectors fitted, code usage on the whole fit set, graph statistics for
 graph methods, the fit time, and provenance.
@@ -38,9 +38,7 @@ from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 from posthoc_vq.quantize.latent.store import load_codebook, make_estimator, save_codebook
-from posthoc_vq.train import load_run_config
-
-CODEBOOK_DIR = "codebooks"
+from posthoc_vq.run import Run, check_codebook_name
 GRAPH_METHODS = ("geodesic", "hybrid")
 MAX_EXACT_GRAPH_VECTORS = 100_000  # exact kNN graph: N^2 distances (70,000 single vectors is ~1 min on 2 cores)
 MAX_GRAPH_VECTORS = 500_000  # HNSW graph plus Dijkstra over the nodes: memory and time grow with N * n_neighbors
@@ -127,36 +125,37 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     return estimator, meta
 
 
-def fit_codebook_for_run(run_dir: str | Path, q: QuantizeConfig, *, data_dir: str | None = None) -> tuple[str, CodebookEstimator, dict[str, Any]]:
-    """Fit the configured codebook on the run's latents and save it.
+def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_dir: str | None = None) -> tuple[str, CodebookEstimator, dict[str, Any]]:
+    """Fit the configured codebook on the run's latents and save it, under the run's writer lock.
 
     Returns
     -------
     (name, fitted estimator, saved JSON record)
     """
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    torch.set_num_threads(q.threads)
-    latents = run_latents(run_dir, q.fit_on, q.latents, seed=q.latent_seed, data_dir=data_dir)
-    estimator, fit_meta = fit_on_latents(latents, q)
-    name = q.default_name()
-    meta = {"name": name, "run": str(run_dir), "dataset": config.data.name, **fit_meta}
-    save_codebook(run_dir / CODEBOOK_DIR / name, estimator, meta)
+    run = Run.open(run_dir)
+    name = check_codebook_name(q.default_name())  # a bad name fails before any work
+    with run.lock("quantize"):
+        config = run.config()
+        torch.set_num_threads(q.threads)
+        latents = run_latents(run.root, q.fit_on, q.latents, seed=q.latent_seed, data_dir=data_dir)
+        estimator, fit_meta = fit_on_latents(latents, q)
+        meta = {"name": name, "run": str(run.root), "dataset": config.data.name, **fit_meta}
+        save_codebook(run.new_artifact("codebooks", name), estimator, meta)
     return name, estimator, meta
 
 
-def open_codebook(run_dir: str | Path, name: str) -> tuple[CodebookEstimator, dict[str, Any]]:
+def open_codebook(run_dir: str | Path | Run, name: str) -> tuple[CodebookEstimator, dict[str, Any]]:
     """Load codebook ``name`` of a run, checked against the run's latent size."""
-    run_dir = Path(run_dir)
-    stem = run_dir / CODEBOOK_DIR / name
-    if not stem.with_suffix(".json").exists():
-        have = list_codebooks(run_dir)
+    run = Run.open(run_dir)
+    _, record = run.codebook_files(name)
+    if not record.exists():
+        have = run.codebook_names()
         raise CheckpointError(
-            f"no codebook '{name}' in {run_dir / CODEBOOK_DIR}; available: {', '.join(have) or 'none'} "
-            f"(fit one with `posthoc-vq quantize {run_dir} --method kmeans`)"
+            f"no codebook '{name}' in {run.root / 'codebooks'}; available: {', '.join(have) or 'none'} "
+            f"(fit one with `posthoc-vq quantize {run.root} --method kmeans`)"
         )
-    return load_codebook(stem, expected_dim=load_run_config(run_dir).model.latent_dim)
+    return load_codebook(record.parent, expected_dim=run.config().model.latent_dim)
 
 
-def list_codebooks(run_dir: str | Path) -> list[str]:
-    return sorted(p.stem for p in (Path(run_dir) / CODEBOOK_DIR).glob("*.json"))
+def list_codebooks(run_dir: str | Path | Run) -> list[str]:
+    return Run.open(run_dir).codebook_names()

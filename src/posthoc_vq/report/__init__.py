@@ -1,4 +1,9 @@
-"""Reports: tables and figures from a run's evaluation results; whole reports of runs and sweeps (``report.build``)."""
+"""Reports: tables, figures and whole reports of runs and sweeps (``report.build``), made only from stored files.
+
+Nothing here trains, encodes, fits, packs or evaluates: the commands that produce results store
+them (``evaluate`` its results and the decoded sample sets, ``compress-table`` its JSON, ``ablate``
+claims.json), and this package turns those files into Markdown, CSV, PNG and HTML.
+"""
 
 from posthoc_vq.report.codebook_table import write_codebook_table
 

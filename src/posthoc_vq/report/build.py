@@ -2,7 +2,9 @@
 
 Writes into ``DIR``: ``report.md`` with the PNG figures beside it, and ``report.html``,
 one self-contained page with the same figures embedded. Nothing is written into the run
-or sweep directory.
+or sweep directory, and nothing is computed from models: every number, image and verdict is
+read from files the commands that produce results stored (``evaluate``, ``compress-weights``,
+``compress-table``, ``ablate``); what is absent becomes a *missing* note naming that command.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from posthoc_vq.errors import PosthocVQError
+from posthoc_vq.run import Run, Sweep
 from posthoc_vq.io import atomic_write
 from posthoc_vq.report.document import Report, to_markdown
 from posthoc_vq.report.html import to_html
@@ -29,14 +32,14 @@ def detect(path: str | Path) -> str:
         raise PosthocVQError(f"{p} does not exist; give a run directory (`posthoc-vq train --out DIR`) or a sweep directory (`posthoc-vq ablate SPEC --out DIR`)")
     if not p.is_dir():
         raise PosthocVQError(f"{p} is a file; give a run directory or a sweep directory")
-    if (p / "spec.json").exists() and (p / "results.sqlite").exists():
+    if Sweep(p).exists():
         return "sweep"
-    if (p / "config.json").exists():
+    if Run(p).exists():
         return "run"
     raise PosthocVQError(f"{p} is neither a run directory (no config.json) nor a sweep directory (no spec.json and results.sqlite)")
 
 
-def build_report(path: str | Path, out: str | Path, *, split: str = "test", data_dir: str | None = None, step=lambda _: None) -> Report:
+def build_report(path: str | Path, out: str | Path, *, split: str = "test", step=lambda _: None) -> Report:
     """Build the report of a run or a sweep, writing its figures into ``out``; returns the :class:`Report`.
 
     ``split`` applies to runs; a sweep is reported on the split its spec evaluated.
@@ -46,17 +49,17 @@ def build_report(path: str | Path, out: str | Path, *, split: str = "test", data
     out.mkdir(parents=True, exist_ok=True)
     if kind == "run":
         rf = read_run(path, split)
-        sections, header = run_sections(rf, out, data_dir=data_dir, step=step), run_header(rf)
+        sections, header = run_sections(rf, out, step=step), run_header(rf)
         title = f"Run report: {path.name} ({rf.config.data.name}, latent {rf.config.model.latent_dim})"
     else:
         sf = read_sweep(path)
-        sections, header = sweep_sections(sf, out, data_dir=data_dir, step=step)
+        sections, header = sweep_sections(sf, out, step=step)
         title = f"Sweep report: {sf.spec.name} ({sf.compare.axis})"
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return Report(title, kind, str(path), header + [("report written", now)], sections, now)
 
 
-def write_report(path: str | Path, out: str | Path, *, split: str = "test", data_dir: str | None = None, progress: bool = False,
+def write_report(path: str | Path, out: str | Path, *, split: str = "test", progress: bool = False,
                  console: Console | None = None) -> dict[str, Any]:
     """Build and write ``report.md`` and ``report.html`` into ``out``.
 
@@ -68,7 +71,7 @@ def write_report(path: str | Path, out: str | Path, *, split: str = "test", data
     columns = (SpinnerColumn(), TextColumn("report: {task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("reading", total=None)
-        report = build_report(path, out, split=split, data_dir=data_dir, step=lambda msg: bar.update(task, description=msg))
+        report = build_report(path, out, split=split, step=lambda msg: bar.update(task, description=msg))
         bar.update(task, description="writing report.md and report.html")
         paths = {"markdown": out / "report.md", "html": out / "report.html"}
         with atomic_write(paths["markdown"]) as tmp:

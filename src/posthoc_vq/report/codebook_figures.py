@@ -1,7 +1,7 @@
 """Codebook figures: how the codes are used on the evaluated split, and the kNN graph of graph methods.
 
-Per codebook, from the codes the estimator assigns to the split's latents (the evaluation
-JSON keeps only summaries, so the report assigns them again):
+Per codebook, from the counts stored with its sample set by ``posthoc-vq evaluate --codebook``
+(see :mod:`posthoc_vq.evaluation.samples`; the report assigns no code itself):
 
 * sorted usage: count per code, largest first, on a log axis, with the dead codes (count 0)
   shaded and counted;
@@ -9,8 +9,7 @@ JSON keeps only summaries, so the report assigns them again):
   each code takes, codes ordered by their majority class then by count (a block-diagonal
   picture means codes specialise by class); dead codes sit at the right;
 * for graph methods (geodesic, hybrid), when the estimator holds its kNN graph: the node
-  degree distribution and the sizes of the connected components, computed from the stored
-  adjacency with ``scipy.sparse.csgraph.connected_components``.
+  degree distribution and the sizes of the connected components, as stored.
 
 A residual quantizer's codes are (N, M): usage is drawn per stage and the heatmap is of stage 1.
 """
@@ -22,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.sparse.csgraph import connected_components
 
-from posthoc_vq.metrics.codebook import usage_counts
 from posthoc_vq.report.figures import pyplot, save_png
 
 
@@ -54,29 +51,11 @@ class CodebookView:
         return [int((c == 0).sum()) for c in self.counts]
 
 
-def graph_structure(estimator: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(degrees, component sizes largest first) of an estimator's kNN graph, or None if it keeps none."""
-    graph = getattr(estimator, "graph_", None)
-    if graph is None:
-        return None
-    adj = graph.adjacency.tocsr()
-    degrees = np.diff(adj.indptr).astype(np.int64)
-    _, labels = connected_components(adj, directed=False)
-    return degrees, np.sort(np.bincount(labels))[::-1].astype(np.int64)
-
-
-def codebook_view(name: str, estimator: Any, meta: dict[str, Any], codes: np.ndarray, labels: np.ndarray, split: str) -> CodebookView:
-    """Counts of ``codes`` ((N,) or (N, M)) of an estimator with ``n_codes`` K, per class of ``labels`` (N,)."""
-    codes = np.asarray(codes, dtype=np.int64)
-    stages = codes[:, None] if codes.ndim == 1 else codes
-    k = int(estimator.n_codes)
-    counts = np.stack([usage_counts(stages[:, m], k) for m in range(stages.shape[1])])  # (M, K)
-    labels = np.asarray(labels, dtype=np.int64)
-    class_counts = np.zeros((k, int(labels.max()) + 1 if labels.size else 1), dtype=np.int64)  # (K, C)
-    np.add.at(class_counts, (stages[:, 0], labels), 1)
-    graph = graph_structure(estimator)
-    return CodebookView(name, meta.get("method", getattr(estimator, "method", "?")), split, counts, class_counts,
-                        *(graph if graph else (None, None)))
+def view_from_samples(name: str, meta: dict[str, Any], samples: Any, split: str) -> CodebookView:
+    """The view of a codebook from its stored sample set (``usage_counts``, ``class_counts``, optional graph tensors) and record ``meta``."""
+    arr = lambda key: None if samples.get(key) is None else samples.get(key).numpy().astype(np.int64)  # noqa: E731
+    return CodebookView(name, str(meta.get("method", samples.info.get("method", "?"))), split, arr("usage_counts"), arr("class_counts"),
+                        arr("graph_degrees"), arr("graph_component_sizes"))
 
 
 def class_order(class_counts: np.ndarray) -> np.ndarray:

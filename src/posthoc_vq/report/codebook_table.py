@@ -17,6 +17,7 @@ from typing import Any
 from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.io import atomic_write, read_json
 from posthoc_vq.report.tables import markdown_table, write_csv
+from posthoc_vq.run import Run
 
 COLUMNS = (
     "method", "codebook", "fit on", "bits/image", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
@@ -24,19 +25,14 @@ COLUMNS = (
 )
 
 
-def load_results(run_dir: Path, split: str = "test") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(continuous result, codebook results sorted by method and bits) of a run's evaluations."""
-    folder = Path(run_dir) / "eval"
-    cont_path = folder / f"continuous-{split}.json"
+def load_results(run_dir: str | Path | Run, split: str = "test") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(continuous result, codebook results sorted by fit set, method and bits) of a run's stored evaluations."""
+    run = Run.open(run_dir)
+    cont_path = run.eval_file(split)
     if not cont_path.exists():
-        raise PosthocVQError(f"{cont_path} not found: run `posthoc-vq evaluate {run_dir}` first")
+        raise PosthocVQError(f"{cont_path} not found: run `posthoc-vq evaluate {run.root} --split {split}` first")
     cont = read_json(cont_path, what="evaluation result")
-    books = []
-    for path in sorted(folder.glob(f"*-{split}.json")):
-        if path != cont_path:
-            r = read_json(path, what="evaluation result")
-            if "codebook" in r and "quantized" in r and "weights" not in r:  # not weight or perceptual evaluations
-                books.append(r)
+    books = [read_json(p, what="evaluation result") for p in run.codebook_eval_files(split).values()]
     books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
     return cont, books
 
@@ -127,11 +123,11 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
     plt.close(fig)
 
 
-def write_codebook_table(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test") -> dict[str, Path]:
+def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None = None, split: str = "test") -> dict[str, Path]:
     """Write the table (Markdown, CSV) and the rate-distortion PNG; returns their paths."""
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "report"
-    cont, books = load_results(run_dir, split)
+    run = Run.open(run_dir)
+    out = Path(out_dir) if out_dir else run.report_dir
+    cont, books = load_results(run, split)
     rows = table_rows(cont, books, split)
     paths = {"markdown": out / f"codebooks-{split}.md", "csv": out / f"codebooks-{split}.csv", "figure": out / f"rate-distortion-{split}.png"}
     with atomic_write(paths["markdown"]) as tmp:

@@ -3,13 +3,15 @@
 Nothing here is prose typed by hand: every line is produced from a fact in the run or
 sweep files (training summary, codebook fit sets, seeds, audit warnings, cell statuses),
 so a report can never forget to say that a model did not converge or that a codebook saw
-the test images.
+the test images. The validity rules and their sentences are those of :mod:`posthoc_vq.audit`.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import Any, Iterable
+
+from posthoc_vq.audit import MIN_OBSERVATIONS, NOT_CONVERGED, TEST_LEAKAGE, TOO_FEW_OBSERVATIONS, UNTRAINED
 
 
 def warning_lines(sources: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -35,18 +37,17 @@ def run_limitations(
     warnings : lines from :func:`warning_lines`.
     """
     out = []
-    if meta is not None and meta.get("trained_steps") == 0:
-        out.append("The model was never trained (0 steps): every number in this report measures random weights.")
+    if meta is not None and UNTRAINED.applies(meta.get("trained_steps")):
+        out.append(UNTRAINED.run_note())
     if summary is None:
         out.append("No train_summary.json: whether training converged is unknown.")
-    elif summary.get("converged") is False:
-        out.append(f"Not trained to convergence: training stopped at the epoch limit ({summary.get('epochs')} epochs, "
-                   f"stop reason '{summary.get('stop_reason')}') while the validation loss was still improving by more than min_delta.")
+    elif NOT_CONVERGED.applies(summary.get("converged")):
+        out.append(NOT_CONVERGED.run_note(summary))
     else:
         out.append(f"Trained to convergence: {summary.get('stop_reason')} after {summary.get('epochs')} epochs (best epoch {summary.get('best_epoch')}).")
-    leaked = sorted(r["codebook"] for r in codebook_evals if r.get("fit_includes_test"))
+    leaked = sorted(r["codebook"] for r in codebook_evals if TEST_LEAKAGE.applies(r.get("fit_includes_test")))
     if leaked:
-        out.append(f"Codebooks fitted on data that includes the {split} split they are evaluated on (transductive, not a held-out result): {', '.join(leaked)}.")
+        out.append(TEST_LEAKAGE.run_note(split, leaked))
     elif codebook_evals:
         out.append(f"No evaluated codebook saw the {split} split: every codebook was fitted on {', '.join(sorted({str(r['fit_on']) for r in codebook_evals}))}.")
     out.append(f"One training seed ({seed}): the 95% CIs are over {split} images, not over training runs, so they do not show "
@@ -85,20 +86,21 @@ def sweep_limitations(
         what = pair_by or "observation"
         shown = {arm: f" ({', '.join(sorted(s))})" if pair_by else "" for arm, s in seeds.items()}
         out.append(f"{what.capitalize()}s per arm: " + ", ".join(f"{arm}: {n}{shown[arm]}" for arm, n in counts.items()) + ".")
-        if low < compare.get("min_n", 3):
-            out.append(f"Fewer than {compare.get('min_n', 3)} {what}s in some arm: no significance test is run there (verdict 'insufficient evidence')"
-                       + ("; with one seed there is no spread across training runs at all, and no confidence interval." if low < 2 else "."))
-    unconverged = sorted({f"{axis}={r['axes'].get(axis)}, {pair_by}={r['axes'].get(pair_by)}" for r in done if (r["metrics"] or {}).get("converged") is False})
-    untrained = sorted({f"{axis}={r['axes'].get(axis)}, {pair_by}={r['axes'].get(pair_by)}" for r in done if (r["metrics"] or {}).get("trained_steps") == 0})
+        min_n = compare.get("min_n", MIN_OBSERVATIONS)
+        if TOO_FEW_OBSERVATIONS.applies(low, min_n):
+            out.append(TOO_FEW_OBSERVATIONS.sweep_note(min_n, what, low))
+    cell = lambda r: f"{axis}={r['axes'].get(axis)}, {pair_by}={r['axes'].get(pair_by)}"  # noqa: E731
+    unconverged = sorted({cell(r) for r in done if NOT_CONVERGED.on_cell(r["metrics"] or {})})
+    untrained = sorted({cell(r) for r in done if UNTRAINED.on_cell(r["metrics"] or {})})
     if untrained:
-        out.append(f"Untrained models (0 steps; their numbers measure random weights): {'; '.join(untrained)}.")
+        out.append(UNTRAINED.sweep_note(untrained))
     if unconverged:
-        out.append(f"Not trained to convergence (stopped at the epoch limit): {'; '.join(unconverged)}.")
+        out.append(NOT_CONVERGED.sweep_note(unconverged))
     elif done:
         out.append("Every done cell's model was trained to convergence (early stopping).")
-    leaked = sum(bool((r["metrics"] or {}).get("fit_includes_test")) for r in done)
+    leaked = sum(TEST_LEAKAGE.on_cell(r["metrics"] or {}) for r in done)
     if leaked:
-        out.append(f"{leaked} cell(s) use codebooks fitted on data that includes the test split (transductive).")
+        out.append(TEST_LEAKAGE.sweep_note(leaked))
     elif any((r["metrics"] or {}).get("bits_per_image") for r in done):
         out.append("No codebook saw the test split.")
     warned = Counter(w for r in done for w in (r["metrics"] or {}).get("warnings") or [])

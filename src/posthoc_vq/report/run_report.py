@@ -2,9 +2,10 @@
 interpolation, tables, claims and limitations.
 
 Reads the run's files (``config.json``, ``model.json``, ``history.json``, ``train_summary.json``,
-``provenance.json``, ``eval/*.json``, ``codebooks/``, ``weights/``) and runs its models on a
-few test images; writes only into the report folder. Anything absent becomes a *missing*
-note naming the command that would produce it.
+``provenance.json``, ``eval/*.json``, the codebook and weights records, and the sample sets that
+``posthoc-vq evaluate`` stores in ``eval/samples-*.safetensors``) through :class:`~posthoc_vq.run.Run`;
+it never loads a model, assigns a code or evaluates anything, and writes only into the report
+folder. Anything absent becomes a *missing* note naming the command that would produce it.
 """
 
 from __future__ import annotations
@@ -13,34 +14,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from posthoc_vq.errors import DatasetError, PosthocVQError
+from posthoc_vq.errors import CheckpointError, PosthocVQError
 from posthoc_vq.io import read_json
 from posthoc_vq.report import compression_table
-from posthoc_vq.report.codebook_figures import codebook_figure, codebook_view
+from posthoc_vq.report.codebook_figures import codebook_figure, view_from_samples
 from posthoc_vq.report.codebook_table import COLUMNS as STUDY_COLUMNS
 from posthoc_vq.report.codebook_table import load_results, rate_distortion_figure, table_rows
 from posthoc_vq.report.document import Figure, Section, Table
 from posthoc_vq.report.figures import training_curves
 from posthoc_vq.report.image_figures import ImageRow, image_grid
 from posthoc_vq.report.limitations import run_limitations, warning_lines
-from posthoc_vq.report.samples import (
-    INTERPOLATION_STEPS, RunModels, interpolation_rows, open_run_models, reconstruction_rows, test_codes,
-)
-from posthoc_vq.train import load_run_config
+from posthoc_vq.report.samples import StoredSamples, read_samples
+from posthoc_vq.run import CODEBOOKS, WEIGHTS, Run
 
 Step = Callable[[str], None]
-T_TITLES = [f"t={i / (INTERPOLATION_STEPS - 1):.2f}" for i in range(INTERPOLATION_STEPS)]
 GRID_CAPTION = ("Fixed {split} images (the first of each class), decoded by the continuous model, through each codebook and by each "
                 "weight-quantized model. The numbers under a name are its mean PSNR over the whole {split} split (and its bits per image).")
 INTERP_CAPTION = ("The straight line between the posterior means of {split} images #{a} (class {ca}) and #{b} (class {cb}), decoded "
                   "continuously and with every point snapped to each codebook's nearest code (piecewise constant, so it changes in jumps).")
 
 
+def t_titles(steps: int) -> list[str]:
+    """Column titles of an interpolation strip of ``steps`` points."""
+    return [f"t={i / (steps - 1):.2f}" for i in range(steps)]
+
+
 @dataclass
 class RunFiles:
     """What a run directory holds (None or empty where a file is absent)."""
 
-    run_dir: Path
+    run: Run
     split: str
     config: Any
     meta: dict[str, Any] | None
@@ -50,31 +53,33 @@ class RunFiles:
     continuous: dict[str, Any] | None
     codebook_evals: list[dict[str, Any]] = field(default_factory=list)
     weight_evals: list[dict[str, Any]] = field(default_factory=list)
-    codebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> codebooks/<name>.json
-    weights: list[str] = field(default_factory=list)
+    codebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> codebooks/<name>/codebook.json
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> weights/<name>/weights.json
+    samples: StoredSamples | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.root
 
 
-def _optional(path: Path, what: str) -> Any:
-    return read_json(path, what=what) if path.exists() else None
-
-
-def read_run(run_dir: str | Path, split: str = "test") -> RunFiles:
-    """Read a run directory's files. Raises PosthocVQError when ``run_dir`` is not a run directory."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise PosthocVQError(f"run directory not found: {run_dir}; train one with `posthoc-vq train --out {run_dir}`")
-    if not (run_dir / "config.json").exists():
-        raise PosthocVQError(f"{run_dir} is not a run directory (no config.json); give a folder written by `posthoc-vq train`")
-    cont = _optional(run_dir / "eval" / f"continuous-{split}.json", "evaluation result")
-    books = load_results(run_dir, split)[1] if cont else []
-    weight_evals = [read_json(p, what="weight evaluation") for p in sorted((run_dir / "eval").glob(f"weights-*-{split}.json"))]
-    return RunFiles(
-        run_dir, split, load_run_config(run_dir), _optional(run_dir / "model.json", "model metadata"),
-        _optional(run_dir / "history.json", "training history"), _optional(run_dir / "train_summary.json", "training summary"),
-        _optional(run_dir / "provenance.json", "provenance"), cont, books, weight_evals,
-        {p.stem: read_json(p, what="codebook record") for p in sorted((run_dir / "codebooks").glob("*.json"))},
-        sorted(p.stem for p in (run_dir / "weights").glob("*.safetensors")),
+def read_run(run_dir: str | Path | Run, split: str = "test") -> RunFiles:
+    """Read a run directory's stored files. Raises PosthocVQError when ``run_dir`` is not a run directory."""
+    try:
+        run = Run.open(run_dir)
+    except CheckpointError as err:
+        raise PosthocVQError(str(err)) from None
+    cont_path = run.eval_file(split)
+    cont = read_json(cont_path, what="evaluation result") if cont_path.exists() else None
+    meta = run.model_record() if run.model_record_file.exists() else None
+    codebooks = {n: read_json(run.codebook_files(n)[1], what="codebook record") for n in run.codebook_names()}
+    weights = {n: read_json(run.weights_files(n)[1], what="packed-weight record") for n in run.weights_names()}
+    rf = RunFiles(
+        run, split, run.config(), meta, run.history(), run.summary(), run.provenance(), cont,
+        load_results(run, split)[1] if cont else [], [read_json(p, what="weight evaluation") for p in run.weights_eval_files(split)],
+        codebooks, weights,
     )
+    rf.samples = read_samples(run, split, model_sha=(meta or {}).get("sha256"), codebooks=codebooks, weights=weights)
+    return rf
 
 
 def run_header(rf: RunFiles) -> list[tuple[str, str]]:
@@ -107,14 +112,14 @@ def training_section(rf: RunFiles, out: Path) -> Section:
                             f"stop reason: {t.get('stop_reason')}; converged: {t.get('converged')}; {t.get('steps')} optimiser steps"
                             + (f" in {t['seconds']:.0f} s." if t.get("seconds") else "."))
     else:
-        s.missing.append(f"{rf.run_dir / 'train_summary.json'} not found: training did not finish (resume with `posthoc-vq train --resume --out {rf.run_dir}`).")
+        s.missing.append(f"{rf.run.summary_file} not found: training did not finish (resume with `posthoc-vq train --resume --out {rf.run_dir}`).")
     if rf.history:
         training_curves(rf.history, rf.summary, out / "training-curves.png", f"{rf.run_dir.name}: training curves")
         s.figures.append(Figure("training-curves.png", "Training curves",
                                 "Train (dashed) and validation (solid) loss, reconstruction term and KL per epoch; the dotted green line is the "
                                 "best validation epoch (the weights kept), the grey line the early stop, a red line a stop at the epoch limit."))
     else:
-        s.missing.append(f"{rf.run_dir / 'history.json'} not found: no training curves.")
+        s.missing.append(f"{rf.run.history_json} not found: no training curves.")
     return s
 
 
@@ -128,12 +133,12 @@ def psnr_notes(rf: RunFiles) -> dict[str, str]:
     return notes
 
 
-def codebook_figures(rf: RunFiles, rm: RunModels, out: Path, prefix: str = "") -> list[Figure]:
-    """One usage (and graph) figure per codebook of the run, from the codes of the whole split; files ``<prefix>codebook-<name>.png``."""
+def codebook_figures(rf: RunFiles, out: Path, prefix: str = "") -> list[Figure]:
+    """One usage (and graph) figure per codebook with stored samples; files ``<prefix>codebook-<name>.png``."""
     figures = []
-    for name, codebook, meta in rm.codebooks:
-        codes, labels = test_codes(rm, name, meta)
-        view = codebook_view(name, codebook, meta, codes, labels, rf.split)
+    for name, samples in rf.samples.codebooks.items():
+        meta = rf.codebooks.get(name, {})
+        view = view_from_samples(name, meta, samples, rf.split)
         file = f"{prefix}codebook-{name}.png"
         codebook_figure(view, out / file)
         graph = ("; kNN graph degree distribution and component sizes from the stored adjacency" if view.degrees is not None else
@@ -144,35 +149,68 @@ def codebook_figures(rf: RunFiles, rm: RunModels, out: Path, prefix: str = "") -
     return figures
 
 
-def image_sections(rf: RunFiles, rm: RunModels, out: Path) -> list[Section]:
-    """Reconstruction grid, codebook figures and interpolation strip (they need the models)."""
-    idx = rm.idx
+def weights_order(rf: RunFiles) -> list[str]:
+    """Packed weights with stored samples, INT8 before INT4, then by name."""
+    return sorted(rf.samples.weights, key=lambda n: (-int((rf.weights.get(n) or {}).get("weights", {}).get("bits", 0)), n))
+
+
+def reconstruction_rows(rf: RunFiles, notes: dict[str, str] | None = None, prefix: str = "") -> list[ImageRow]:
+    """Rows continuous | each codebook | each packed-weight model of the stored samples (no ground-truth row).
+
+    ``notes`` maps a row name (``continuous``, a codebook or a weights name) to text under its label (e.g. its test PSNR).
+    """
+    notes = notes or {}
+    label = lambda name, shown: f"{prefix}{shown}" + (f"\n{notes[name]}" if name in notes else "")  # noqa: E731
+    s = rf.samples
+    rows = [ImageRow(label("continuous", "continuous (mu)"), s.continuous["reconstruction"])]
+    rows += [ImageRow(label(name, name), book["reconstruction"]) for name, book in s.codebooks.items()]
+    rows += [ImageRow(label(name, f"weights {name}"), s.weights[name]["reconstruction"]) for name in weights_order(rf)]
+    return rows
+
+
+def interpolation_rows(rf: RunFiles, prefix: str = "") -> list[ImageRow]:
+    """The stored interpolation strip decoded continuously, then snapped to each codebook: one row each."""
+    s = rf.samples
+    return [ImageRow(f"{prefix}continuous", s.continuous["interpolation"])] + [ImageRow(f"{prefix}{name}", book["interpolation"])
+                                                                           for name, book in s.codebooks.items()]
+
+
+def image_sections(rf: RunFiles, out: Path) -> list[Section]:
+    """Reconstruction grid, codebook figures and interpolation strip, from the stored sample sets."""
     grid = Section("reconstructions", "Reconstructions")
-    rows = [ImageRow("ground truth", rm.x[idx])] + reconstruction_rows(rm, psnr_notes(rf))
-    image_grid(rows, out / "reconstructions.png", f"{rf.run_dir.name}: the same {len(idx)} {rf.split} images through every model",
-               [f"#{i} class {rm.labels[i]}" for i in idx])
-    grid.figures.append(Figure("reconstructions.png", "Reconstruction grid", GRID_CAPTION.format(split=rf.split)))
-    if not rm.codebooks:
-        grid.missing.append(no_codebook(rf.run_dir))
-    if not rm.weights:
-        grid.missing.append(f"no INT8/INT4 weights in {rf.run_dir / 'weights'}: make them with `posthoc-vq compress-weights {rf.run_dir} --bits 8` (and --bits 4).")
-
-    books = Section("codebooks", "Codebooks", figures=codebook_figures(rf, rm, out))
-    if not rm.codebooks:
-        books.missing.append(no_codebook(rf.run_dir))
-
+    books = Section("codebooks", "Codebooks", figures=codebook_figures(rf, out))
     interp = Section("interpolation", "Latent interpolation")
-    a, b = int(idx[0]), int(idx[-1])
-    image_grid(interpolation_rows(rm), out / "interpolation.png", f"{rf.run_dir.name}: {rf.split} image #{a} to #{b}", T_TITLES)
-    interp.figures.append(Figure("interpolation.png", "Latent interpolation strip", INTERP_CAPTION.format(split=rf.split, a=a, b=b, ca=rm.labels[a], cb=rm.labels[b])))
-    if not rm.codebooks:
-        interp.missing.append("no codebook: only the continuous strip is shown.")
+    s = rf.samples
+    if rf.meta is None:
+        grid.missing.append(f"{rf.run.model_record_file} not found: the run has no trained model yet, so there are no decoded images.")
+    else:
+        grid.missing += s.missing
+    if s.continuous is not None:
+        idx, labels = s.idx, s.labels
+        rows = [ImageRow("ground truth", s.continuous["ground_truth"])] + reconstruction_rows(rf, psnr_notes(rf))
+        image_grid(rows, out / "reconstructions.png", f"{rf.run_dir.name}: the same {len(idx)} {rf.split} images through every model",
+                   [f"#{i} class {c}" for i, c in zip(idx, labels)])
+        grid.figures.append(Figure("reconstructions.png", "Reconstruction grid", GRID_CAPTION.format(split=rf.split)))
+        a, b = idx[0], idx[-1]
+        strip = interpolation_rows(rf)
+        image_grid(strip, out / "interpolation.png", f"{rf.run_dir.name}: {rf.split} image #{a} to #{b}", t_titles(strip[0].images.shape[0]))
+        interp.figures.append(Figure("interpolation.png", "Latent interpolation strip",
+                                     INTERP_CAPTION.format(split=rf.split, a=a, b=b, ca=labels[0], cb=labels[-1])))
+    else:
+        interp.missing.append(f"no continuous samples on {rf.split}: no interpolation strip (`posthoc-vq evaluate {rf.run_dir} --split {rf.split}` stores them).")
+    if not rf.codebooks:
+        for section in (grid, books):
+            section.missing.append(no_codebook(rf.run_dir))
+        if s.continuous is not None:
+            interp.missing.append("no codebook: only the continuous strip is shown.")
+    if not rf.weights:
+        grid.missing.append(f"no INT8/INT4 weights in {rf.run_dir / WEIGHTS}: make them with `posthoc-vq compress-weights {rf.run_dir} --bits 8` (and --bits 4).")
     return [grid, books, interp]
 
 
 def no_codebook(run_dir: Path) -> str:
     """The missing note of a run without codebooks."""
-    return f"no codebook in {run_dir / 'codebooks'}: fit one with `posthoc-vq quantize {run_dir}`."
+    return f"no codebook in {run_dir / CODEBOOKS}: fit one with `posthoc-vq quantize {run_dir}`."
 
 
 def rate_distortion_section(rf: RunFiles, out: Path) -> Section:
@@ -190,7 +228,7 @@ def rate_distortion_section(rf: RunFiles, out: Path) -> Section:
 
 
 def _eval_missing(rf: RunFiles) -> str:
-    return f"{rf.run_dir / 'eval' / f'continuous-{rf.split}.json'} not found: run `posthoc-vq evaluate {rf.run_dir} --split {rf.split}`."
+    return f"{rf.run.eval_file(rf.split)} not found: run `posthoc-vq evaluate {rf.run_dir} --split {rf.split}`."
 
 
 def tables_section(rf: RunFiles) -> Section:
@@ -231,24 +269,11 @@ def claims_section(rf: RunFiles) -> Section:
     return s
 
 
-def run_sections(rf: RunFiles, out: Path, *, data_dir: str | None = None, step: Step = lambda _: None) -> list[Section]:
+def run_sections(rf: RunFiles, out: Path, *, step: Step = lambda _: None) -> list[Section]:
     """Every section of a run report, figures written into ``out``."""
     step("training curves")
     sections = [training_section(rf, out)]
-    if rf.meta is None:
-        missing = Section("reconstructions", "Reconstructions, codebooks, interpolation")
-        missing.missing.append(f"{rf.run_dir / 'model.json'} not found: the run has no trained model yet, so no images can be decoded.")
-        sections.append(missing)
-    else:
-        step("decoding images and assigning codes")
-        try:
-            rm = open_run_models(rf.run_dir, rf.split, data_dir)
-        except DatasetError as err:
-            rm = None
-            missing = Section("reconstructions", "Reconstructions, codebooks, interpolation")
-            missing.missing.append(f"the run's dataset could not be loaded, so no images are shown ({err}); give --data-dir.")
-            sections.append(missing)
-        if rm is not None:
-            sections += image_sections(rf, rm, out)
+    step("reconstructions, codebooks and interpolation (stored samples)")
+    sections += image_sections(rf, out)
     step("tables")
     return sections + [rate_distortion_section(rf, out), tables_section(rf), claims_section(rf)]

@@ -2,10 +2,11 @@
 images of one run per arm, tables, every claim with its reason, and the limitations.
 
 Reads ``spec.json``, ``provenance.json``, ``results.sqlite`` (read only: the sweep may still be
-running), ``claims.json`` and the trained runs under ``runs/<train_key>/``. Claims come from
-``claims.json``; when it is absent (a sweep that never finished) they are computed from the
-done cells with the sweep's own :func:`~posthoc_vq.experiments.claims.make_claims`, and the
-report says so.
+running), ``claims.json`` and the trained runs under ``runs/<train_key>/`` (their stored results
+and sample sets, as a run report does). Claims, arm summaries and ANOVAs come only from
+``claims.json``, written by ``posthoc-vq ablate``, and are rendered by :mod:`posthoc_vq.report.claims`
+(the renderer of ``claims.md``); when it is absent (a sweep that never finished) the sections
+that need it say so and name the command that writes it. Nothing here judges a claim.
 """
 
 from __future__ import annotations
@@ -18,20 +19,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from posthoc_vq.config import validate
-from posthoc_vq.errors import DatasetError, PosthocVQError
-from posthoc_vq.experiments.claims import make_claims, slice_key
+from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.experiments.spec import SweepSpec
 from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.io import read_json
 from posthoc_vq.metrics.intervals import mean_ci
+from posthoc_vq.report.claims import claims_tables, slice_label, verdict_counts
 from posthoc_vq.report.document import Figure, Section, Table
 from posthoc_vq.report.figures import ablation_plot, arm_curves, sweep_rate_distortion
 from posthoc_vq.report.image_figures import ImageRow, image_grid
 from posthoc_vq.report.limitations import sweep_limitations
 from posthoc_vq.report.run_report import (
-    GRID_CAPTION, INTERP_CAPTION, T_TITLES, RunFiles, codebook_figures, no_codebook, psnr_notes, read_run,
+    GRID_CAPTION, INTERP_CAPTION, RunFiles, codebook_figures, interpolation_rows, no_codebook, psnr_notes, read_run, reconstruction_rows, t_titles,
 )
-from posthoc_vq.report.samples import interpolation_rows, open_run_models, reconstruction_rows
+from posthoc_vq.run import Run, Sweep
 
 STAGE_PREFIXES = ("quantize.", "weights.")
 
@@ -44,8 +45,7 @@ class SweepFiles:
     spec: SweepSpec
     provenance: dict[str, Any]
     rows: list[dict[str, Any]]
-    claims: dict[str, Any]
-    claims_from_file: bool
+    claims: dict[str, Any] | None  # claims.json, None when absent
     runs: dict[str, Path] = field(default_factory=dict)  # train_key -> run directory (those that exist)
     run_axes: dict[str, dict[str, Any]] = field(default_factory=dict)  # train_key -> its training axes
 
@@ -60,23 +60,23 @@ class SweepFiles:
 def read_sweep(sweep_dir: str | Path) -> SweepFiles:
     """Read a sweep directory. Raises PosthocVQError when it is not one."""
     d = Path(sweep_dir)
-    if not (d / "spec.json").exists():
+    sweep = Sweep(d)
+    if not sweep.spec_file.exists():
         raise PosthocVQError(f"{d} is not a sweep directory (no spec.json); give a folder written by `posthoc-vq ablate SPEC --out DIR`")
-    spec = validate(read_json(d / "spec.json", what="sweep spec"), SweepSpec, source=str(d / "spec.json"))
+    spec = validate(read_json(sweep.spec_file, what="sweep spec"), SweepSpec, source=str(sweep.spec_file))
     store = ResultStore.open_existing(d)
     try:
         rows = store.rows()
     finally:
         store.close()
-    from_file = (d / "claims.json").exists()
-    claims = read_json(d / "claims.json", what="sweep claims") if from_file else make_claims(rows, spec.compare)
-    sf = SweepFiles(d, spec, read_json(d / "provenance.json", what="sweep provenance") if (d / "provenance.json").exists() else {},
-                    rows, claims, from_file)
+    claims = read_json(sweep.claims_json, what="sweep claims") if sweep.claims_json.exists() else None
+    sf = SweepFiles(d, spec, read_json(sweep.provenance_file, what="sweep provenance") if sweep.provenance_file.exists() else {},
+                    rows, claims)
     for r in rows:
         sf.run_axes.setdefault(r["train_key"], {k: v for k, v in r["axes"].items() if not k.startswith(STAGE_PREFIXES)})
-        run = d / "runs" / r["train_key"]
-        if (run / "model.json").exists():
-            sf.runs[r["train_key"]] = run
+        run = sweep.run(r["train_key"])
+        if run.model_record_file.exists():
+            sf.runs[r["train_key"]] = run.root
     return sf
 
 
@@ -134,9 +134,8 @@ def training_section(sf: SweepFiles, arms: dict[str, list[tuple[str, str]]], out
     for arm, runs in arms.items():
         curves[arm] = []
         for label, key in runs:
-            run = sf.runs[key]
-            history = read_json(run / "history.json", what="training history") if (run / "history.json").exists() else []
-            summary = read_json(run / "train_summary.json", what="training summary") if (run / "train_summary.json").exists() else None
+            run = Run.open(sf.runs[key])
+            history, summary = run.history() or [], run.summary()
             curves[arm].append((label, history, summary))
             t = summary or {}
             rows.append({"arm": arm, "run": label, "train key": key, "epochs": str(t.get("epochs", "-")), "best epoch": str(t.get("best_epoch", "-")),
@@ -149,32 +148,34 @@ def training_section(sf: SweepFiles, arms: dict[str, list[tuple[str, str]]], out
     return s
 
 
-def _label(slice_: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in slice_.items()) or "all cells"
-
-
 def ablation_section(sf: SweepFiles, out: Path) -> Section:
     """Each compared metric against the compared axis: arm means with 95% CIs (claims.json), seed dots, verdict marks."""
     s = Section("ablation", "Ablation")
     c = sf.compare
     values = sorted(sf.spec.axes[c.axis], key=_sort_key)
     pos = {str(v): i for i, v in enumerate(values)}
+    if sf.claims is None:
+        s.missing.append("no claims.json, so no arm means, intervals or verdicts to plot (see Claims and limitations).")
+        return s
     if not sf.claims["arms"]:
         s.missing.append("no done cell yet: nothing to plot.")
         return s
     series: dict[str, dict[str, Any]] = {}
     for a in sf.claims["arms"]:
-        m = series.setdefault(_label(a["slice"]), {}).setdefault(a["metric"], {
+        m = series.setdefault(slice_label(a["slice"]), {}).setdefault(a["metric"], {
             "mean": [math.nan] * len(values), "low": [math.nan] * len(values), "high": [math.nan] * len(values),
             "points": [[] for _ in values], "marks": [None] * len(values)})
         i = pos[a["arm"].split("=", 1)[1]]
         m["mean"][i], m["low"][i], m["high"][i] = (a["mean"], *(math.nan if v is None else v for v in (a["ci_low"], a["ci_high"])))
+    slices = {slice_label(a["slice"]): a["slice"] for a in sf.claims["arms"]}
     for r in sf.rows:
         if r["status"] == "done":
-            for metric, m in series.get(_label(dict(slice_key(r["axes"], c))), {}).items():
-                m["points"][pos[str(r["axes"][c.axis])]].append(r["metrics"][metric])
+            label = next((k for k, sl in slices.items() if all(str(r["axes"].get(axis)) == str(v) for axis, v in sl.items())), None)
+            for metric, m in series.get(label, {}).items():
+                if r["metrics"].get(metric) is not None:
+                    m["points"][pos[str(r["axes"][c.axis])]].append(r["metrics"][metric])
     for cl in sf.claims["claims"]:
-        m = series.get(_label(cl["slice"]), {}).get(cl["metric"])
+        m = series.get(slice_label(cl["slice"]), {}).get(cl["metric"])
         if m is not None:
             m["marks"][pos[cl["arm"].split("=", 1)[1]]] = cl["verdict"]
     ablation_plot(series, c.metrics, c.axis, values, out / "ablation.png", f"{sf.spec.name}: {', '.join(c.metrics)} against {c.axis}")
@@ -218,21 +219,24 @@ def rate_distortion_section(sf: SweepFiles, out: Path) -> Section:
     return s
 
 
-def _f(x: Any, spec: str = ".4g") -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+def claims_missing(sf: SweepFiles) -> str:
+    """The missing note of a sweep without claims.json."""
+    return (f"{Sweep(sf.sweep_dir).claims_json} not found: the sweep has not finished, so there are no verdicts, arm summaries or ANOVAs yet; "
+            f"run `posthoc-vq ablate {Sweep(sf.sweep_dir).spec_file} --out {sf.sweep_dir}` again (it resumes: done cells are skipped, and it rewrites the claims).")
 
 
 def tables_section(sf: SweepFiles) -> Section:
-    """Arm summaries, ANOVAs and cell statuses."""
+    """Arm summaries, ANOVAs (from claims.json) and cell statuses."""
     s = Section("tables", "Tables")
-    arms = [{"slice": _label(a["slice"]), "metric": a["metric"], "arm": a["arm"], "n": str(a["n"]), "mean": _f(a["mean"]), "std": _f(a["std"], ".3g"),
-             "95% CI": f"[{_f(a['ci_low'])}, {_f(a['ci_high'])}]"} for a in sf.claims["arms"]]
-    s.tables.append(Table(("slice", "metric", "arm", "n", "mean", "std", "95% CI"), arms, "Arms (mean, sample std, 95% t CI over seeds)", key="arms"))
-    if sf.claims.get("anova"):
-        rows = [{"slice": _label(a["slice"]), "metric": a["metric"], "arms": ", ".join(a["arms"]), "F": _f(a["F"], ".3g"), "p": _f(a["p"], ".2g")} for a in sf.claims["anova"]]
-        s.tables.append(Table(("slice", "metric", "arms", "F", "p"), rows, "One-way ANOVA across arms", key="anova"))
+    if sf.claims is None:
+        s.missing.append("no claims.json, so no arm summaries or ANOVAs (see Claims and limitations).")
     else:
-        s.missing.append("no ANOVA: it needs two or more arms with at least two observations each.")
+        tables = claims_tables(sf.claims)
+        s.tables.append(tables["arms"])
+        if "anova" in tables:
+            s.tables.append(tables["anova"])
+        else:
+            s.missing.append("no ANOVA: it needs two or more arms with at least two observations each.")
     status = defaultdict(int)
     for r in sf.rows:
         status[r["status"]] += 1
@@ -241,29 +245,25 @@ def tables_section(sf: SweepFiles) -> Section:
 
 
 def claims_section(sf: SweepFiles) -> Section:
-    """Every claim with its verdict and reason, and the sweep's limitations."""
+    """Every claim with its verdict and reason as stored in claims.json, and the sweep's limitations."""
     s = Section("claims", "Claims and limitations")
-    counts = ", ".join(f"{v}: {n}" for v, n in sf.claims["counts"].items())
-    source = "claims.json" if sf.claims_from_file else "the done cells (claims.json is absent; computed by the report with the sweep's own rules)"
-    s.paragraphs.append(f"Every verdict from {source}, with its reason. Verdicts: {counts}.")
-    rows = [{"slice": _label(c["slice"]), "metric": c["metric"], "arm": c["arm"], "reference": c["reference"], "n": f"{c['n_arm']}/{c['n_reference']}",
-             "mean arm": _f(c["mean_arm"]), "mean reference": _f(c["mean_reference"]), "p adjusted": _f(c.get("p_adjusted"), ".2g"),
-             "verdict": c["verdict"], "reason": c["reason"]} for c in sf.claims["claims"]]
-    s.tables.append(Table(("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "p adjusted", "verdict", "reason"), rows,
-                          "Claims", key="claims", row_class="verdict"))
-    if not rows:
-        s.missing.append("no claim: the compared axis has a single arm with done cells, or no cell is done.")
-    if not sf.claims_from_file:
-        s.missing.append(f"{sf.sweep_dir / 'claims.json'} not found: the sweep has not finished; re-run `posthoc-vq ablate` to write it.")
-    s.items = sweep_limitations(rows=sf.rows, n_cells=sf.claims.get("n_cells", len(sf.rows)), compare=sf.compare.model_dump(mode="json"),
-                                claims_n_done=sf.claims.get("n_done") if sf.claims_from_file else None,
+    if sf.claims is None:
+        s.missing.append(claims_missing(sf))
+    else:
+        s.paragraphs.append(f"Every verdict from claims.json, with its reason. Verdicts: {verdict_counts(sf.claims)}.")
+        table = claims_tables(sf.claims)["claims"]
+        s.tables.append(table)
+        if not table.rows:
+            s.missing.append("no claim: the compared axis has a single arm with done cells, or no cell is done.")
+    s.items = sweep_limitations(rows=sf.rows, n_cells=(sf.claims or {}).get("n_cells", len(sf.rows)), compare=sf.compare.model_dump(mode="json"),
+                                claims_n_done=sf.claims.get("n_done") if sf.claims is not None else None,
                                 runs_missing=sorted({r["train_key"] for r in sf.rows if r["status"] == "done"} - set(sf.runs)))
     return s
 
 
-def image_sections(sf: SweepFiles, arms: dict[str, list[tuple[str, str]]], reps: dict[str, RunFiles], out: Path, data_dir: str | None,
-                   step: Callable[[str], None]) -> list[Section]:
-    """One reconstruction grid and one interpolation strip across the arms (the first seed of each), codebook figures per arm."""
+def image_sections(sf: SweepFiles, arms: dict[str, list[tuple[str, str]]], reps: dict[str, RunFiles], out: Path) -> list[Section]:
+    """One reconstruction grid and one interpolation strip across the arms (the first seed of each), codebook figures per arm,
+    all from the runs' stored sample sets."""
     grid = Section("reconstructions", "Reconstructions (first seed of each arm)")
     books = Section("codebooks", "Codebooks (first seed of each arm)")
     interp = Section("interpolation", "Latent interpolation (first seed of each arm)")
@@ -271,37 +271,39 @@ def image_sections(sf: SweepFiles, arms: dict[str, list[tuple[str, str]]], reps:
         for s in (grid, books, interp):
             s.missing.append(f"no trained run under {sf.sweep_dir / 'runs'} yet.")
         return [grid, books, interp]
-    rows, strips, idx, first = [], [], None, None
+    rows, strips, first = [], [], None
     for i, (arm, rf) in enumerate(reps.items()):
-        step(f"images of {arm}")
-        try:
-            rm = open_run_models(rf.run_dir, rf.split, data_dir)
-        except DatasetError as err:
-            grid.missing.append(f"{arm}: the dataset could not be loaded, so its images are left out ({err}); give --data-dir.")
-            continue
-        if idx is None:
-            idx, first = rm.idx, rm
-            rows.append(ImageRow("ground truth", rm.x[idx]))
         short = f"{arm.split('.')[-1]}: "
-        rows += reconstruction_rows(rm, psnr_notes(rf), prefix=short)
-        strips += interpolation_rows(rm, prefix=short)
-        books.figures += [Figure(f.file, f"{arm} ({arms[arm][0][0]}): {f.title}", f.caption) for f in codebook_figures(rf, rm, out, prefix=f"arm{i}-")]
-        if not rm.codebooks:
+        grid.missing += [f"{arm}: {m}" for m in rf.samples.missing]
+        books.figures += [Figure(f.file, f"{arm} ({arms[arm][0][0]}): {f.title}", f.caption) for f in codebook_figures(rf, out, prefix=f"arm{i}-")]
+        if not rf.codebooks:
             books.missing.append(f"{arm}: {no_codebook(rf.run_dir)}")
-    if idx is None:
+        if rf.samples.continuous is None:
+            continue
+        if first is None:
+            first = rf.samples
+            rows.append(ImageRow("ground truth", first.continuous["ground_truth"]))
+        elif rf.samples.idx != first.idx:
+            grid.missing.append(f"{arm}: its stored samples show other {sf.spec.split} images than the first arm's; it is left out of the grid.")
+            continue
+        rows += reconstruction_rows(rf, psnr_notes(rf), prefix=short)
+        strips += interpolation_rows(rf, prefix=short)
+    if first is None:
+        interp.missing.append(f"no arm's run has stored samples on {sf.spec.split}: no interpolation strip.")
         return [grid, books, interp]
+    idx, labels = first.idx, first.labels
     image_grid(rows, out / "reconstructions.png", f"{sf.spec.name}: the same {len(idx)} {sf.spec.split} images, one run per arm",
-               [f"#{i} class {first.labels[i]}" for i in idx])
+               [f"#{i} class {c}" for i, c in zip(idx, labels)])
     grid.figures.append(Figure("reconstructions.png", "Reconstruction grid across arms", GRID_CAPTION.format(split=sf.spec.split)
                                + " Each arm's rows come from its first seed's run."))
-    a, b = int(idx[0]), int(idx[-1])
-    image_grid(strips, out / "interpolation.png", f"{sf.spec.name}: {sf.spec.split} image #{a} to #{b}, one run per arm", T_TITLES)
+    a, b = idx[0], idx[-1]
+    image_grid(strips, out / "interpolation.png", f"{sf.spec.name}: {sf.spec.split} image #{a} to #{b}, one run per arm", t_titles(strips[0].images.shape[0]))
     interp.figures.append(Figure("interpolation.png", "Latent interpolation strips across arms",
-                                 INTERP_CAPTION.format(split=sf.spec.split, a=a, b=b, ca=first.labels[a], cb=first.labels[b])))
+                                 INTERP_CAPTION.format(split=sf.spec.split, a=a, b=b, ca=labels[0], cb=labels[-1])))
     return [grid, books, interp]
 
 
-def sweep_sections(sf: SweepFiles, out: Path, *, data_dir: str | None = None, step: Callable[[str], None] = lambda _: None) -> tuple[list[Section], list[tuple[str, str]]]:
+def sweep_sections(sf: SweepFiles, out: Path, *, step: Callable[[str], None] = lambda _: None) -> tuple[list[Section], list[tuple[str, str]]]:
     """Every section of a sweep report (figures written into ``out``) and its header."""
     arms = arm_runs(sf)
     reps = {arm: read_run(sf.runs[runs[0][1]], sf.spec.split) for arm, runs in arms.items()}
@@ -309,6 +311,7 @@ def sweep_sections(sf: SweepFiles, out: Path, *, data_dir: str | None = None, st
     sections = [training_section(sf, arms, out)]
     step("ablation and rate-distortion")
     sections += [ablation_section(sf, out), rate_distortion_section(sf, out)]
-    sections += image_sections(sf, arms, reps, out, data_dir, step)
+    step("images of one run per arm (stored samples)")
+    sections += image_sections(sf, arms, reps, out)
     step("tables and claims")
     return sections + [tables_section(sf), claims_section(sf)], sweep_header(sf, reps)

@@ -25,11 +25,11 @@ from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.models import ConvVAE, build_vae
 from posthoc_vq.provenance import provenance
+from posthoc_vq.run import Run
 from posthoc_vq.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
-from posthoc_vq.train.history import write_history
-from posthoc_vq.train.seeding import generator, seed_everything
+from posthoc_vq.train.history import format_changes, record_config_changes, write_history
+from posthoc_vq.seeding import generator, seed_everything
 
-SUMMARY_FILE = "train_summary.json"
 
 
 @dataclass
@@ -91,7 +91,8 @@ class Trainer:
         d = config.data
         self.splits = splits or load_config_dataset(d)
         self.config = resolve_model_config(config, self.splits)
-        self.run_dir = Path(run_dir)
+        self.run = Run.create(run_dir)
+        self.run_dir = self.run.root
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.train_x = images_tensor(self.splits, "train")
@@ -121,9 +122,7 @@ class Trainer:
             loss_value = losses.loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingError(
-                    f"loss became {loss_value} at epoch {epoch}, step {i + 1} of {n_batches} (global step {self.step + 1}). "
-                    f"The last good checkpoint is kept in {self.run_dir / 'checkpoints'}; lower train.lr or set "
-                    "train.grad_clip, then continue with --resume"
+                    f"loss became {loss_value} at epoch {epoch}, step {i + 1} of {n_batches} (global step {self.step + 1}). " + self._divergence_advice()
                 )
             self.optimizer.zero_grad(set_to_none=True)
             losses.loss.backward()
@@ -152,16 +151,76 @@ class Trainer:
             sums += torch.tensor([losses.loss.item(), losses.recon.item(), losses.kl.item()], dtype=torch.float64) * len(x)
         loss, recon, kl = (sums / len(self.val_x)).tolist()
         if not math.isfinite(loss):
-            raise TrainingError(f"validation loss became {loss}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}")
+            raise TrainingError(f"validation loss became {loss}. " + self._divergence_advice())
         return {"val_loss": loss, "val_recon": recon, "val_kl": kl}
+
+    def _divergence_advice(self) -> str:
+        """What to do after a NaN/inf loss: resume from the last checkpoint with a lower lr, or start over if there is none."""
+        t = self.config.train
+        remedy = f"--set train.lr={t.lr / 10:g} --set train.grad_clip={1.0 if t.grad_clip is None else t.grad_clip / 2:g}"
+        ckpt = getattr(self, "last_checkpoint", None)
+        if ckpt is not None:
+            return (
+                f"The last good checkpoint is kept in {ckpt}; continue from it with a lower learning rate and/or gradient clipping "
+                f"(train.lr and train.grad_clip may change on resume): posthoc-vq train --out {self.run_dir} --resume {remedy}"
+            )
+        return (
+            "No checkpoint was saved yet (the first epoch did not finish), so there is nothing to continue: train again from scratch "
+            f"with a lower learning rate and/or gradient clipping (for example {remedy}), after removing {self.run_dir} or with another --out. "
+            f"Or keep the run's other settings with --resume, which starts over when there is no checkpoint: "
+            f"posthoc-vq train --out {self.run_dir} --resume {remedy}"
+        )
+
+    def _resume_changes(self, trained: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+        """Config values that differ between the checkpoint's config (``trained``) and this one: dotted key -> from/to."""
+        if trained is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+
+        def walk(a: dict, b: dict, prefix: str) -> None:
+            for key in sorted(set(a) | set(b)):
+                va, vb = a.get(key), b.get(key)
+                if isinstance(va, dict) and isinstance(vb, dict):
+                    walk(va, vb, f"{prefix}{key}.")
+                elif va != vb:
+                    out[f"{prefix}{key}"] = {"from": va, "to": vb}
+
+        walk(trained, self.config.to_dict(), "")
+        return out
+
+    def _apply_resume_changes(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Put a changed ``train.lr`` into the optimizer restored from the checkpoint (it carries the old lr).
+
+        Without a schedule every step uses the new lr; with one, the schedule keeps its position
+        and is rescaled to start from the new lr (its base lr becomes ``train.lr``).
+        """
+        if "train.lr" not in changes:
+            return  # grad_clip, epochs and patience are read from the config as training goes
+        old, new = changes["train.lr"]["from"], self.config.train.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = new if self.scheduler is None else new * (group["lr"] / old)
+            if "initial_lr" in group:
+                group["initial_lr"] = new
+        if self.scheduler is not None:
+            if hasattr(self.scheduler, "base_lrs"):
+                self.scheduler.base_lrs = [new * (base / old) for base in self.scheduler.base_lrs]
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------ the run
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train until early stopping or ``train.epochs``; resume from the newest checkpoint if asked."""
+        """Train until early stopping or ``train.epochs``; resume from the newest checkpoint if asked.
+
+        Holds the run's writer lock throughout (:meth:`posthoc_vq.run.Run.lock`).
+        """
+        with self.run.lock("train"):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         t = self.config.train
         self.step, start_epoch, history = 0, 1, []
         best_val, best_epoch, bad_epochs, seconds = math.inf, 0, 0, 0.0
-        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        ckpt = latest_checkpoint(self.run) if resume else None
+        self.last_checkpoint, changes = ckpt, {}
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.model, self.optimizer)
             if self.scheduler is not None and state.get("scheduler"):
@@ -170,6 +229,13 @@ class Trainer:
             best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
             start_epoch, seconds = state["epoch"] + 1, state["seconds"]
             self.console.print(f"resuming {self.run_dir} after epoch {state['epoch']}")
+            # what the checkpoint was trained with (older checkpoints: the config.json not yet rewritten)
+            trained = state.get("config") or (self.run.config().to_dict() if self.run.exists() else None)
+            changes = self._resume_changes(trained)
+            if changes:
+                self._apply_resume_changes(changes)
+                record_config_changes(self.run, trained, start_epoch, state["epoch"], changes)
+                self.console.print(f"changed from epoch {start_epoch} on: {format_changes(changes)}", highlight=False)
         self._write_run_files(resumed=ckpt is not None)
 
         stop_reason = "max_epochs"
@@ -188,6 +254,8 @@ class Trainer:
                 row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
                 row |= self.train_epoch(epoch, on_batch=lambda loss, task=task: bar.update(task, advance=1, loss=loss))
                 row |= self.validate()
+                if changes and epoch == start_epoch:
+                    row["changes"] = changes
                 row["seconds"] = time.perf_counter() - tic
                 seconds += row["seconds"]
                 improved = row["val_loss"] < best_val - t.min_delta
@@ -195,16 +263,17 @@ class Trainer:
                 history.append(row)
                 if improved:
                     best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-                    save_model(self.run_dir, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step})
+                    save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step})
                 else:
                     bad_epochs += 1
                 if self.scheduler is not None:
                     self.scheduler.step(row["val_loss"]) if t.lr_schedule == "plateau" else self.scheduler.step()
-                write_history(self.run_dir, history)
-                save_checkpoint(self.run_dir, epoch, self.model, self.optimizer, {
+                write_history(self.run, history)
+                self.last_checkpoint = save_checkpoint(self.run, epoch, self.model, self.optimizer, {
                     "step": self.step, "history": history, "best_val": best_val, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "seconds": seconds,
                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                    "config": self.config.to_dict(),  # what this checkpoint was trained with: resume records changes against it
                 })
                 bar.remove_task(task)
                 bar.update(run_task, advance=1, loss=row["val_loss"])
@@ -223,11 +292,10 @@ class Trainer:
             converged=stop_reason == "early_stopping", stop_reason=stop_reason, steps=self.step, seconds=seconds,
             images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0,
         )
-        write_json(self.run_dir / SUMMARY_FILE, asdict(result))
+        write_json(self.run.summary_file, asdict(result))
         return result
 
     def _write_run_files(self, resumed: bool) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", self.config.to_dict())
+        write_json(self.run.config_file, self.config.to_dict())
         info = provenance(seed=self.config.seed, resumed=resumed, dataset_sizes={s: len(self.splits.split(s)) for s in ("train", "val", "test")})
-        write_json(self.run_dir / ("provenance-resume.json" if resumed else "provenance.json"), info)
+        write_json(self.run.provenance_file(resumed), info)

@@ -4,6 +4,7 @@
 ending in ``_`` and returns ``self``. After fitting:
 
 * ``codebook_``: (K, D) float32, the vectors a code index stands for;
+* ``labels_``: codes of the fitted points, as ``predict`` gives them; ``n_features_in_``: D;
 * ``predict(Z)``: (N,) int64 code indices (residual quantizers: (N, M), one per stage);
 * ``transform(Z)``: (N, K) float32 distances to the codebook entries (residual: (N, M, K),
   each stage's residual against that stage's codebook); ``transform(Z).argmin(-1) == predict(Z)``;
@@ -12,6 +13,16 @@ ending in ``_`` and returns ``self``. After fitting:
 
 Latents go in as (N, D) float32 arrays (NumPy or torch); results come out as NumPy.
 Each estimator is deterministic for a given ``random_state``.
+
+scikit-learn conformance (``sklearn.utils.estimator_checks.check_estimator``, see
+``tests/contract/test_sklearn_conformance.py``): hyperparameters are checked on ``fit``
+against each class's declarative ``_parameter_constraints``; input goes through
+``sklearn.utils.validation.validate_data`` (:meth:`CodebookEstimator._validate_latents`), so
+``fit`` sets ``n_features_in_`` and sparse, complex and NaN/inf input (and an empty fit set)
+get scikit-learn's standard errors (``validate_data`` and tags need scikit-learn >= 1.6). Input is converted to C-contiguous float32 once, without a
+copy when it already is. Tags: a clusterer (``predict`` gives code indices, ``labels_``
+those of the fitted points) and a transformer (``transform`` gives distances) that
+preserves float32 only (every result is float32).
 
 Persistence: ``state_tensors()``/``from_state()`` give the learned state as plain
 tensors, so a fitted estimator is saved as safetensors plus JSON (see ``store.py``).
@@ -24,14 +35,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import _num_features, validate_data
 
 
 def as_latents(Z: Any, dim: int | None = None, name: str = "Z") -> np.ndarray:
     """(N, D) float32 C-contiguous NumPy view of ``Z``; checks rank, finiteness and, if given, D."""
     if isinstance(Z, torch.Tensor):
         Z = Z.detach().cpu().numpy()
+    if np.iscomplexobj(Z):
+        raise ValueError(f"Complex data not supported: {name} must be real (N, D) latent vectors")
     Z = np.ascontiguousarray(Z, dtype=np.float32)
     if Z.ndim != 2:
         raise ValueError(f"{name} must be (N, D) latent vectors, got shape {Z.shape}")
@@ -62,22 +76,68 @@ def nearest(Z: np.ndarray, C: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray
     return idx.numpy(), dist.numpy()
 
 
-class CodebookEstimator(BaseEstimator):
+class CodebookEstimator(ClusterMixin, TransformerMixin, BaseEstimator):
     """Base class: nearest-codebook-vector quantization in Euclidean space.
 
-    Subclasses implement ``fit`` (setting ``codebook_``) and may override
-    ``predict``/``transform`` (the geodesic quantizer assigns along a graph).
+    Subclasses declare ``_parameter_constraints``, implement ``fit`` (decorated with
+    ``sklearn.base._fit_context``; it validates ``Z`` with ``_validate_latents(Z, reset=True)``
+    and sets ``codebook_`` and ``labels_``) and may override ``predict``/``transform`` (the
+    geodesic quantizer assigns along a graph).
     """
 
     method: ClassVar[str] = ""
+    _parameter_constraints: ClassVar[dict] = {}
 
     # ------------------------------------------------------------------ contract
     def fit(self, Z, y=None) -> "CodebookEstimator":  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # results are float32 whatever the input
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "codebook_")
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "codebook_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(Z) first")
+
+    def _validate_latents(self, Z, *, reset: bool) -> np.ndarray:
+        """``Z`` as an (N, D) float32 C-contiguous array (no copy if it already is one).
+
+        ``reset=True`` (fit): at least one sample and one feature; sets ``n_features_in_``.
+        ``reset=False`` (predict, transform): D must be the fitted dimension; zero rows are
+        allowed (an empty batch gives an empty result). NaN/inf, complex and sparse input raise
+        scikit-learn's standard errors; torch tensors are read as NumPy.
+        """
+        if isinstance(Z, torch.Tensor):
+            Z = Z.detach().cpu().numpy()
+        if reset:
+            return validate_data(self, Z, dtype=np.float32, order="C")
+        self._check_fitted()
+        try:
+            X = validate_data(self, Z, reset=False, dtype=np.float32, order="C", ensure_min_samples=0)
+        except ValueError as err:
+            try:
+                d = _num_features(Z)
+            except TypeError:  # not 2-D: validate_data's error says so
+                d = self.dim
+            if d == self.dim:
+                raise
+            raise ValueError(f"{err} (Z has dimension {d} but the codebook was fitted on dimension {self.dim})") from err
+        if X.shape[1] != self.dim:  # state set without n_features_in_ (an estimator pickled before it existed)
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {self.dim} features as input. "
+                f"(Z has dimension {X.shape[1]} but the codebook was fitted on dimension {self.dim})"
+            )
+        return X
+
+    def _check_n_samples(self, n: int) -> None:
+        """A codebook of K real points (or centroids of non-empty clusters) needs K <= N."""
+        if n < self.n_clusters:
+            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
 
     @property
     def n_codes(self) -> int:
@@ -95,13 +155,11 @@ class CodebookEstimator(BaseEstimator):
 
     def predict(self, Z) -> np.ndarray:
         """(N,) int64 index of the nearest codebook vector."""
-        self._check_fitted()
-        return nearest(as_latents(Z, self.dim), self.codebook_)[0]
+        return nearest(self._validate_latents(Z, reset=False), self.codebook_)[0]
 
     def transform(self, Z) -> np.ndarray:
         """(N, K) float32 Euclidean distances to every codebook vector."""
-        self._check_fitted()
-        Zt = torch.from_numpy(as_latents(Z, self.dim))
+        Zt = torch.from_numpy(self._validate_latents(Z, reset=False))
         return squared_distances(Zt, torch.from_numpy(self.codebook_)).sqrt_().numpy()
 
     def inverse_transform(self, codes) -> np.ndarray:
@@ -130,3 +188,4 @@ class CodebookEstimator(BaseEstimator):
 
     def load_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         self.codebook_ = tensors["codebook"].numpy().astype(np.float32)
+        self.n_features_in_ = self.dim

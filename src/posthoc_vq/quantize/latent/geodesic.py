@@ -16,14 +16,17 @@ reachable nodes keep infinite distances to medoids in other components.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import dijkstra
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from posthoc_vq.quantize.latent.base import CodebookEstimator, as_latents, squared_distances
+from posthoc_vq.quantize.latent.base import CodebookEstimator, squared_distances
 from posthoc_vq.quantize.latent.graph import KNNGraph, build_knn_graph, graph_stats
 from posthoc_vq.quantize.latent.knn import knn_query
 
@@ -82,6 +85,17 @@ class GeodesicKMedoids(CodebookEstimator):
 
     method = "geodesic"
 
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "symmetry": [StrOptions({"union", "mutual"})],
+        "graph": [StrOptions({"exact", "hnsw"})],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "init": [StrOptions({"spread"}), "array-like"],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],  # a numpy.random.default_rng seed
+        "join_components": ["boolean"],
+    }
+
     def __init__(
         self,
         n_clusters: int = 1024,
@@ -104,13 +118,10 @@ class GeodesicKMedoids(CodebookEstimator):
         self.join_components = join_components
 
     # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, Z, y=None) -> "GeodesicKMedoids":
-        Z = as_latents(Z)
-        n, k = len(Z), int(self.n_clusters)
-        if not 1 <= k <= n:
-            raise ValueError(f"n_clusters must lie in [1, N={n}], got {self.n_clusters}")
-        if self.max_iter < 0:
-            raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
+        Z = self._validate_latents(Z, reset=True)
+        self._check_n_samples(len(Z))
         graph = build_knn_graph(
             Z,
             self.n_neighbors,
@@ -141,9 +152,7 @@ class GeodesicKMedoids(CodebookEstimator):
     def _initial_medoids(self, Z: np.ndarray, adj: sp.csr_matrix, rng: np.random.Generator) -> np.ndarray:
         """(K,) int64 distinct node indices to start from."""
         n, k = len(Z), int(self.n_clusters)
-        if isinstance(self.init, str):
-            if self.init != "spread":
-                raise ValueError(f"init must be 'spread' or an array of {k} node indices, got {self.init!r}")
+        if isinstance(self.init, str):  # 'spread' (_parameter_constraints)
             return self._spread_seeds(Z, adj, k, rng)
         medoids = np.asarray(self.init)
         if medoids.shape != (k,) or not np.issubdtype(medoids.dtype, np.integer):
@@ -265,8 +274,7 @@ class GeodesicKMedoids(CodebookEstimator):
         labels : (N,) int64
         distance : (N,) float32 geodesic distance in latent units (if ``return_distance``).
         """
-        self._check_fitted()
-        idx, d = self._link(as_latents(Z, self.dim))
+        idx, d = self._link(self._validate_latents(Z, reset=False))
         total = d + self.node_distance_[idx]
         best = total.argmin(1)
         rows = np.arange(len(idx))
@@ -297,8 +305,7 @@ class GeodesicKMedoids(CodebookEstimator):
         Entries are inf for medoids in graph components the query cannot reach.
         ``transform(Z).argmin(1) == predict(Z)`` up to exact ties.
         """
-        self._check_fitted()
-        idx, d = self._link(as_latents(Z, self.dim))
+        idx, d = self._link(self._validate_latents(Z, reset=False))
         to_medoid = self._medoid_distance_matrix()
         out = np.empty((len(idx), self.n_codes), dtype=np.float32)
         for s in range(0, len(idx), _QUERY_CHUNK):
@@ -340,5 +347,6 @@ class GeodesicKMedoids(CodebookEstimator):
         stats = info["graph_stats"]
         graph = KNNGraph(adjacency, stats["n_neighbors"], stats["symmetry"], stats["joined_edges"])
         self._set_state(t["fit_points"].astype(np.float32), graph, t["medoid_indices"], t["labels"], t["node_distance"])
+        self.n_features_in_ = self.dim
         self.n_iter_ = int(info["n_iter"])
         self.objective_history_ = list(info.get("objective_history", [self.objective_]))

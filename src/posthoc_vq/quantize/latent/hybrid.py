@@ -7,8 +7,11 @@ medoid to the centre of its region along the kNN graph.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 import scipy.sparse as sp
+from sklearn.utils._param_validation import Interval
 
 from posthoc_vq.quantize.latent.geodesic import GeodesicKMedoids, euclidean_distances
 from posthoc_vq.quantize.latent.kmeans import KMeans
@@ -58,6 +61,11 @@ class HybridKMeansGeodesic(GeodesicKMedoids):
     """
 
     method = "hybrid"
+
+    _parameter_constraints: dict = {
+        **{name: c for name, c in GeodesicKMedoids._parameter_constraints.items() if name != "init"},
+        "kmeans_max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(
         self,

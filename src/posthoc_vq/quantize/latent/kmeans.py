@@ -17,12 +17,15 @@ Seeding is k-means++ (D^2 sampling, one candidate per step) on a random subsampl
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from posthoc_vq.quantize.latent.base import CodebookEstimator, as_latents
+from posthoc_vq.quantize.latent.base import CodebookEstimator
 
 GROUP_WIDTH = 64  # centroids per group: torch's amin is fast over >= 32 contiguous floats, slow over 16
 BLOCK_FLOATS = 1 << 21  # (chunk, K) distance block of 8 MiB: L3-resident, large enough for full-speed sgemm
@@ -326,6 +329,16 @@ class KMeans(CodebookEstimator):
 
     method = "kmeans"
 
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"}), "array-like"],
+        "init_sample_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],  # a numpy.random.default_rng seed
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
     def __init__(self, n_clusters: int = 1024, *, init: Any = "k-means++", init_sample_size: int | None = None, max_iter: int = 100, tol: float = 1e-4, random_state: int = 0, chunk_size: int | None = None):
         self.n_clusters, self.init, self.init_sample_size = n_clusters, init, init_sample_size
         self.max_iter, self.tol, self.random_state, self.chunk_size = max_iter, tol, random_state, chunk_size
@@ -339,22 +352,18 @@ class KMeans(CodebookEstimator):
             n = min(N, max(int(self.init_sample_size or max(20 * K, 10_000)), K))
             S = X[torch.from_numpy(np.sort(rng.choice(N, n, replace=False)))] if n < N else X
             return S[kmeans_plusplus(S, K, rng)].clone()
-        if isinstance(self.init, str):
-            raise ValueError(f"init must be 'k-means++', 'random' or a (K, D) array, got '{self.init}'")
         C = np.asarray(self.init, dtype=np.float64)
         if C.shape != (K, D):
             raise ValueError(f"explicit init must have shape (n_clusters, D) = {(K, D)}, got {C.shape}")
         return torch.from_numpy((C - mean).astype(np.float32))
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, Z, y=None) -> "KMeans":
         """Learn K centroids from ``Z`` (N, D) float32; returns ``self``."""
-        Z = as_latents(Z)
+        Z = self._validate_latents(Z, reset=True)
         N, D = Z.shape
         K = int(self.n_clusters)
-        if not 1 <= K <= N:
-            raise ValueError(f"n_clusters must lie in [1, N={N}], got {self.n_clusters}")
-        if int(self.max_iter) < 1 or float(self.tol) < 0:
-            raise ValueError(f"need max_iter >= 1 and tol >= 0, got max_iter={self.max_iter}, tol={self.tol}")
+        self._check_n_samples(N)
         rng = np.random.default_rng(self.random_state)
         mean = Z.mean(0, dtype=np.float64)
         X = torch.from_numpy(Z - mean.astype(np.float32))

@@ -1,9 +1,11 @@
 """Codebook registry (by method name) and persistence as safetensors + JSON.
 
-A saved codebook is two files with one stem: ``<stem>.safetensors`` (the learned
-tensors) and ``<stem>.json`` (method, hyperparameters, shapes, checksum, and
-whatever the caller records: latents, fit set, run, statistics). Loading checks
-that the two agree with each other and, when asked, with the model's latent size.
+A saved codebook is one folder holding two files: ``codebook.safetensors`` (the learned
+tensors) and ``codebook.json`` (method, hyperparameters, shapes, checksum, and whatever
+the caller records: latents, fit set, run, statistics). In a run, the folder is written
+aside and published with one rename (:meth:`posthoc_vq.run.Run.new_artifact`), so the pair
+is always consistent. Loading checks that the two agree with each other and, when asked,
+with the model's latent size.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from posthoc_vq.errors import CheckpointError, ConfigError
-from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
+from posthoc_vq.io import atomic_folder, save_tensors, write_json
 from posthoc_vq.quantize.latent.base import CodebookEstimator
+from posthoc_vq.records import CodebookRecord, read_pair
+from posthoc_vq.run import CODEBOOK_RECORD, CODEBOOK_TENSORS
 
 # method name -> "module:Class"; imported on use so a method's dependencies load only when needed
 METHODS: dict[str, str] = {
@@ -43,11 +47,17 @@ def make_estimator(method: str, **params: Any) -> CodebookEstimator:
     return cls(**params)
 
 
-def save_codebook(stem: str | Path, estimator: CodebookEstimator, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``<stem>.safetensors`` then ``<stem>.json``; returns the JSON path."""
-    stem = Path(stem)
+def save_codebook(folder: str | Path, estimator: CodebookEstimator, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``<folder>/codebook.safetensors`` and ``codebook.json`` as one unit (:func:`~posthoc_vq.io.atomic_folder`); returns the JSON path."""
+    final = Path(folder)
     tensors = estimator.state_tensors()
-    sha = save_tensors(stem.with_suffix(".safetensors"), tensors)
+    with atomic_folder(final) as folder:
+        _write(folder, estimator, tensors, meta)
+    return final / CODEBOOK_RECORD
+
+
+def _write(folder: Path, estimator: CodebookEstimator, tensors: dict[str, Any], meta: dict[str, Any] | None) -> None:
+    sha = save_tensors(folder / CODEBOOK_TENSORS, tensors)
     record = {
         "method": estimator.method,
         "params": estimator.get_params(),
@@ -59,33 +69,34 @@ def save_codebook(stem: str | Path, estimator: CodebookEstimator, meta: dict[str
         "state": estimator.state_info(),
         **(meta or {}),
     }
-    return write_json(stem.with_suffix(".json"), record)
+    write_json(folder / CODEBOOK_RECORD, record)
 
 
-def load_codebook(stem: str | Path, *, expected_dim: int | None = None) -> tuple[CodebookEstimator, dict[str, Any]]:
+def load_codebook(folder: str | Path, *, expected_dim: int | None = None) -> tuple[CodebookEstimator, dict[str, Any]]:
     """Load a saved codebook; damaged or mismatched files raise CheckpointError naming the file.
 
     Parameters
     ----------
-    stem : path without suffix (``runs/x/codebooks/kmeans-K1024``), or either file's path.
+    folder : the codebook's folder (``runs/x/codebooks/kmeans-K1024-mu-train``), or either file in it.
     expected_dim : latent dimension of the model it will be used with.
     """
-    stem = Path(stem)
-    if stem.suffix in (".json", ".safetensors"):
-        stem = stem.with_suffix("")
-    meta = read_json(stem.with_suffix(".json"), what="codebook")
-    tensor_path = stem.with_suffix(".safetensors")
-    tensors = load_tensors(tensor_path, sha256=meta.get("sha256"))
+    folder = Path(folder)
+    if folder.name in (CODEBOOK_RECORD, CODEBOOK_TENSORS):
+        folder = folder.parent
+    record_path, tensor_path = folder / CODEBOOK_RECORD, folder / CODEBOOK_TENSORS
+    if not folder.is_dir() and folder.with_suffix(".json").is_file():
+        raise CheckpointError(f"{folder.with_suffix('.json')} is a codebook in the old two-file layout; re-fit it with `posthoc-vq quantize` (codebooks are now folders)")
+    meta, tensors = read_pair(record_path, CodebookRecord, "codebook record", tensor_path)
     shapes = {k: list(v.shape) for k, v in tensors.items()}
-    if shapes != meta.get("tensor_shapes"):
-        raise CheckpointError(f"{tensor_path} holds tensors {shapes} but {stem.with_suffix('.json')} records {meta.get('tensor_shapes')}; the pair is inconsistent, re-create the codebook")
+    if shapes != meta["tensor_shapes"]:
+        raise CheckpointError(f"{tensor_path} holds tensors {shapes} but {record_path} records {meta['tensor_shapes']}; the pair is inconsistent, re-create the codebook")
     try:
-        estimator = make_estimator(meta["method"], **meta.get("params", {}))
+        estimator = make_estimator(meta["method"], **meta["params"])
         estimator.load_state(tensors, meta.get("state", {}))
-    except (KeyError, ConfigError) as err:
-        raise CheckpointError(f"{stem.with_suffix('.json')} is not a valid codebook record ({err})") from None
-    if (estimator.n_codes, estimator.dim) != (meta.get("n_codes"), meta.get("dim")):
-        raise CheckpointError(f"{tensor_path}: codebook is K={estimator.n_codes}, D={estimator.dim} but its JSON says K={meta.get('n_codes')}, D={meta.get('dim')}")
+    except (KeyError, ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{record_path} is not a valid codebook record ({err}); re-create the codebook") from None
+    if (estimator.n_codes, estimator.dim) != (meta["n_codes"], meta["dim"]):
+        raise CheckpointError(f"{tensor_path}: codebook is K={estimator.n_codes}, D={estimator.dim} but its JSON says K={meta['n_codes']}, D={meta['dim']}")
     if expected_dim is not None and estimator.dim != expected_dim:
         raise CheckpointError(
             f"{tensor_path} has latent dimension D={estimator.dim} but the model's latent_dim is {expected_dim}; "

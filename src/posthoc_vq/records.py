@@ -1,0 +1,205 @@
+"""Schemas of every JSON file the project reads back, and the one reader that checks them.
+
+A file can be valid JSON and still be wrong: ``[]``, ``null``, a record with its checksum
+removed, a pointer at another run. :func:`read_record` parses a file through its pydantic
+schema and turns every such case into a one-line :class:`~posthoc_vq.errors.CheckpointError`
+that names the file and the field. Records keep the fields they do not declare
+(``extra="allow"``): a schema states what a reader relies on, not everything a writer adds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from posthoc_vq.errors import CheckpointError
+from posthoc_vq.io import read_json
+
+SHA256 = r"^[0-9a-f]{64}$"
+CHECKPOINT_NAME = r"^epoch-[0-9]{4,}$"
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=True)
+
+
+class Warning_(BaseModel):
+    code: str
+    message: str
+
+
+class ModelRecord(Record):
+    """``model.json``: the usable model's architecture, size and the weights' checksum."""
+
+    model: dict[str, Any]
+    num_parameters: int = Field(ge=0)
+    fp32_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256)
+    epoch: int | None = None
+    trained_steps: int | None = Field(None, ge=0)
+
+
+class CheckpointPointer(Record):
+    """``checkpoints/latest.json``: the newest complete resume checkpoint of this run."""
+
+    checkpoint: str = Field(pattern=CHECKPOINT_NAME)
+    epoch: int = Field(ge=0)
+
+
+class CheckpointChecksums(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    model: str = Field(alias="model.safetensors", pattern=SHA256)
+    optimizer: str = Field(alias="optimizer.safetensors", pattern=SHA256)
+
+
+class OptimizerState(Record):
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckpointState(Record):
+    """``checkpoints/epoch-NNNN/state.json``."""
+
+    epoch: int = Field(ge=0)
+    sha256: CheckpointChecksums
+    optimizer: OptimizerState
+
+
+class LatentCacheRecord(Record):
+    """``latents/<kind>-<split>[-seedS].json``: which model and data the cached latents came from."""
+
+    split: str
+    kind: Literal["mu", "z"]
+    seed: int | None = None
+    n: int = Field(ge=0)
+    shape: list[int]
+    model_sha256: str = Field(pattern=SHA256)
+    sha256: str = Field(pattern=SHA256)
+
+
+class CodebookRecord(Record):
+    """``codebooks/<name>/codebook.json``."""
+
+    method: str
+    params: dict[str, Any]
+    n_codes: int = Field(ge=1)
+    dim: int = Field(ge=1)
+    bits_per_vector: float = Field(ge=0)
+    tensor_shapes: dict[str, list[int]]
+    sha256: str = Field(pattern=SHA256)
+    state: dict[str, Any] = Field(default_factory=dict)
+
+
+class PackedWeightsRecord(Record):
+    """``weights/<name>/weights.json``: sizes measured from the files, errors, checksums."""
+
+    name: str
+    weights: dict[str, Any]
+    source_model_sha256: str = Field(pattern=SHA256)
+    sha256: str = Field(pattern=SHA256)
+    packed_file_bytes: int = Field(ge=0)
+    fp32_file_bytes: int = Field(ge=0)
+    layers: dict[str, dict[str, Any]]
+
+
+class EvaluationRecord(Record):
+    """``eval/*.json``: any evaluation result (pixel, codebook, weights, perceptual)."""
+
+    split: str
+    warnings: list[Warning_]
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainSummary(Record):
+    """``train_summary.json``."""
+
+    converged: bool
+    stop_reason: str
+    epochs: int = Field(ge=0)
+    best_epoch: int = Field(ge=0)
+    steps: int = Field(ge=0)
+
+
+class HistoryRow(Record):
+    epoch: int = Field(ge=1)
+
+
+class History(BaseModel):
+    rows: list[HistoryRow]
+
+
+class Provenance(Record):
+    seed: int | None = None
+    git_commit: str | None = None
+    versions: dict[str, str | None]
+
+
+class SweepCellAxes(BaseModel):
+    """The axis values of a sweep cell: a JSON object."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SweepCellMetrics(Record):
+    """The metrics stored for a ``done`` cell of a sweep's results database."""
+
+    psnr_db: float
+    ssim: float
+    continuous_psnr_db: float
+    warnings: list[str]
+
+
+def check_record(data: Any, schema: type[R], path: str | os.PathLike, what: str) -> R:
+    """``data`` validated against ``schema``; a wrong shape is a CheckpointError naming ``path``."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = type(data).__name__ if not e["loc"] else repr(e.get("input"))[:60]
+        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        raise CheckpointError(f"{path} is not a valid {what}: {loc}: {e['msg']} (got {got}){more}; restore it or re-create the {what}") from None
+
+
+def read_record(path: str | os.PathLike, schema: type[R], what: str) -> R:
+    """Read JSON at ``path`` through ``schema``; missing, damaged or wrongly shaped files raise CheckpointError."""
+    data = read_json(path, what=what)
+    if schema is History:
+        data = {"rows": data} if isinstance(data, list) else data
+    return check_record(data, schema, Path(path), what)
+
+
+def read_dict(path: str | os.PathLike, schema: type[BaseModel], what: str) -> dict[str, Any]:
+    """The file's JSON object as a plain dict, after :func:`read_record` checked it against ``schema``."""
+    data = read_json(path, what=what)
+    check_record({"rows": data} if schema is History and isinstance(data, list) else data, schema, Path(path), what)
+    return data
+
+
+def read_pair(record_path: str | os.PathLike, schema: type[BaseModel], what: str, tensor_path: str | os.PathLike, attempts: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An artifact's record and its tensors (checked against the record's sha256), read as one consistent pair.
+
+    A writer may publish a new version of the artifact folder between the two reads (readers take
+    no lock); then the record has changed since it was read, and the pair is read again.
+    """
+    from posthoc_vq.io import load_tensors
+
+    for attempt in range(attempts):
+        meta = read_dict(record_path, schema, what)
+        try:
+            return meta, load_tensors(tensor_path, sha256=meta["sha256"])
+        except CheckpointError:
+            try:
+                replaced = read_json(record_path, what=what).get("sha256") != meta["sha256"]
+            except CheckpointError:  # the folder is being replaced right now
+                replaced = True
+            if not replaced or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
