@@ -7,7 +7,10 @@ Measured in one run, on the same model, batch size and data:
 * bound: training FLOPs per image (forward counted by ``torch.utils.flop_counter``, x3 for
   forward + backward) divided by this machine's sgemm rate on a 2048x2048 matmul;
 * bf16: the trainer with ``train.precision=bf16`` (autocast), its speed and its effect on test
-  PSNR after the same number of epochs as an fp32 run (``--epochs``).
+  PSNR after the same number of epochs as an fp32 run (``--epochs``);
+* ``--quantizer vq,rvq,fsq``: the trainer of the same model with each jointly trained quantizer
+  (``model.quantizer``; ``--quantizer-set`` for its keys, e.g. model.codebook_size=1024), its images/s
+  against the continuous trainer's in the same run.
 
 Each timing runs in a fresh process, so its peak resident memory (ru_maxrss) is its own.
 Writes JSON (``--out``) and prints the ratios.
@@ -18,7 +21,6 @@ Writes JSON (``--out``) and prints the ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import platform
 import resource
@@ -127,6 +129,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=12_800, help="train images per timed epoch")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3, help="epochs of the fp32 vs bf16 quality comparison (0 skips it)")
+    p.add_argument("--quantizer", default="none", help="also time the trainer with these trained quantizers: a comma list of vq, rvq, fsq")
+    p.add_argument("--quantizer-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="quantizer keys for every --quantizer (default: vq model.codebook_size=1024; rvq also model.stages=2; fsq model.fsq_levels=[8,8,4,4])")
     p.add_argument("--out", default="bench/results/train_throughput.json")
     args = p.parse_args(argv)
 
@@ -142,6 +147,13 @@ def main(argv=None) -> int:
         "trainer_fp32": in_process(_time_trainer, config, splits, args.repeats),
         "trainer_bf16": in_process(_time_trainer, bf16, splits, args.repeats),
     }
+    quantizers = [q for q in args.quantizer.split(",") if q and q != "none"]
+    defaults = {"vq": ["model.codebook_size=1024"], "rvq": ["model.codebook_size=1024", "model.stages=2"], "fsq": ["model.fsq_levels=[8,8,4,4]"]}
+    for q in quantizers:
+        if q not in defaults:
+            p.error(f"--quantizer: unknown quantizer '{q}'; choose from vq, rvq, fsq")
+        q_config = load_run_config(args.preset, [f"data.data_dir={args.data_dir}", f"model.quantizer={q}", *(args.quantizer_set or defaults[q])])
+        res[f"trainer_{q}"] = in_process(_time_trainer, q_config, splits, args.repeats)
     ips = {k: args.images / min(v["seconds"]) for k, v in res.items()}
     # the machine's rate is the better of two measurements: a load spike during one would understate the bound
     gflops = max(gflops_start, sgemm_gflops(threads=threads))
@@ -162,7 +174,9 @@ def main(argv=None) -> int:
             "trainer_fp32_vs_plain_loop": ips["trainer_fp32"] / ips["plain_loop"],
             "trainer_bf16_vs_fp32": ips["trainer_bf16"] / ips["trainer_fp32"],
             "trainer_fp32_vs_bound": ips["trainer_fp32"] / bound_ips,
+            **{f"trainer_{q}_vs_fp32": ips[f"trainer_{q}"] / ips["trainer_fp32"] for q in quantizers},
         },
+        "quantizers": {q: args.quantizer_set or defaults[q] for q in quantizers},
         "raw_seconds": {k: v["seconds"] for k, v in res.items()},
     }
     if args.epochs:
@@ -178,6 +192,8 @@ def main(argv=None) -> int:
     for k, v in ips.items():
         print(f"{k:14s} {v:8.0f} img/s   peak RSS {report['peak_rss_mib'][k]:.0f} MiB")
     print(f"trainer / plain loop = {r['trainer_fp32_vs_plain_loop']:.3f}   bf16 / fp32 = {r['trainer_bf16_vs_fp32']:.3f}   trainer / bound = {r['trainer_fp32_vs_bound']:.3f}")
+    for q in quantizers:
+        print(f"trainer with a trained {q} ({' '.join(report['quantizers'][q])}) / continuous trainer = {r[f'trainer_{q}_vs_fp32']:.3f}")
     if args.epochs:
         q = report["quality_after_equal_epochs"]
         print(f"test PSNR after {args.epochs} epochs: fp32 {q['fp32']['psnr_db']['mean']:.2f} dB, bf16 {q['bf16']['psnr_db']['mean']:.2f} dB (change {report['bf16_psnr_change_db']:+.2f} dB)")

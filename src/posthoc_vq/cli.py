@@ -70,13 +70,14 @@ def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
     from posthoc_vq.evaluation.perceptual import perceptual_metrics
 
     r = perceptual_metrics(
-        args.run, codebook=args.codebook, split=args.split, metrics=metrics, features=args.features, data_dir=args.data_dir,
+        args.run, codebook=args.codebook, weights=args.weights, split=args.split, metrics=metrics, features=args.features, data_dir=args.data_dir,
         n_samples=args.samples, n_pairs=args.pairs, seed=args.seed, lpips_weights=args.lpips_weights, progress=not args.json,
     )
     if args.json:
         return r
     fd_name, kid_name = r["metric_names"]["fd"], r["metric_names"]["kid"]
-    table = Table(title=f"{args.run} {args.codebook or 'continuous'} vs {r['dataset']} {args.split} images: {fd_name}, {kid_name} x1e3 (± std over subsets), "
+    what = " + ".join(filter(None, (args.weights, args.codebook))) or "continuous"
+    table = Table(title=f"{args.run} {what} vs {r['dataset']} {args.split} images: {fd_name}, {kid_name} x1e3 (± std over subsets), "
                         f"k-NN precision/recall, feature spread, distinct samples and classes; features {r['feature_net']['path']} (test accuracy {r['feature_net']['test_accuracy']:.2%})")
     for col in ("set", "n", "FD", "KID", "prec.", "recall", "spread", "distinct", "classes"):
         table.add_column(col, overflow="fold")
@@ -103,16 +104,36 @@ def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
             table.add_row(name, pm(p["step_change_mean"], 4), pm(p["step_change_max"], 4), ratio, pm(p["endpoint_class_fraction"], 3))
         console.print(table)
     console.print(f"{fd_name} is a Fréchet distance in a {r['dataset']} classifier's feature space, not comparable with Inception FID. "
-                  f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook, kind='perceptual')}")
+                  f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook, weights=args.weights, kind='perceptual')}")
     for w in r["warnings"]:
         err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
     return r
+
+
+def _evaluate_weight_pixels(args: argparse.Namespace) -> dict:
+    from posthoc_vq.evaluation.samples import write_samples
+    from posthoc_vq.evaluation.weights import evaluate_weights
+
+    result = evaluate_weights(args.run, args.weights, split=args.split, data_dir=args.data_dir, codebook=args.codebook)
+    if args.codebook is None:
+        write_samples(args.run, args.split, weights=args.weights, data_dir=args.data_dir)  # the report's images of this model
+    if args.json:
+        return result
+    for label, r in [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else []):
+        console.print(f"{args.weights}{label}: PSNR {_ci(r['quantized']['psnr_db'], 2)} dB, SSIM {_ci(r['quantized']['ssim'], 4)} vs ground truth "
+                      f"(fp32 {r['continuous']['psnr_db']['mean']:.2f} dB; change {_ci(r['psnr_change_db'], 3)} dB); PSNR {_ci(r['penalty']['psnr_db'], 2)} dB vs the fp32 output")
+    console.print(f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=args.weights, codebook=args.codebook)}")
+    for w in result["warnings"]:
+        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+    return result
 
 
 def _evaluate_pixels(args: argparse.Namespace) -> dict:
     from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
     from posthoc_vq.evaluation.samples import write_samples
 
+    if args.weights:
+        return _evaluate_weight_pixels(args)
     if args.codebook:
         result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir)
     else:
@@ -173,6 +194,22 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     )
     _print_graph(meta.get("graph"))
     console.print(f"saved {Run.open(args.run).artifact_dir('codebooks', name)}/")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from posthoc_vq.train import finetune
+
+    r = finetune(args.run, args.codebook, args.out, epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience, resume=args.resume,
+                 data_dir=args.data_dir, progress=not args.no_progress, console=err_console)
+    state = "converged (early stopping)" if r.converged else "stopped at max epochs (not converged)"
+    c = r.compute
+    console.print(
+        f"{args.out}: fine-tuned {r.part} on codebook {r.codebook} of {r.source}: {r.epochs} epochs, val recon {r.val_loss_before:.4f} -> "
+        f"{r.best_val_loss:.4f} (best epoch {r.best_epoch}), {state}; compute {c['wall_seconds']:.1f}s, {c['optimizer_steps']} steps, "
+        f"{c['images_seen']} images; evaluate with `posthoc-vq evaluate {args.out} --codebook {r.codebook}`",
+        highlight=False, soft_wrap=True,
+    )
     return 0
 
 
@@ -319,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--codebook", default=None, help="evaluate this codebook of the run (name under RUN/codebooks)")
+    p.add_argument("--weights", default=None, help="evaluate the run's packed weights NAME (under RUN/weights, from compress-weights) in place of the fp32 model; with --codebook, both")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
     p.add_argument("--metrics", default="psnr,ssim", help="comma list of mse,psnr,ssim (pixel) and fd,kid,pr,diversity,interp,lpips (offline, in a domain classifier's feature space)")
     p.add_argument("--features", default=None, help="feature-network folder for fd/kid/pr/diversity/interp (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
@@ -341,6 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. quantize.max_iter=20")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("finetune", help="fine-tune a run's decoder (and optionally its codebook) on a codebook's quantized latents, into a new run")
+    p.add_argument("run", help="source run directory (only read)")
+    p.add_argument("--codebook", required=True, help="codebook of the source run (name under RUN/codebooks)")
+    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--epochs", type=int, default=20, help="most epochs (early stopping on the val reconstruction loss)")
+    p.add_argument("--part", default="decoder", choices=("decoder", "decoder+codebook"), help="what is trained; the encoder is always frozen")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the run's train.lr)")
+    p.add_argument("--patience", type=int, default=None, help="epochs without val improvement before stopping (default: the run's train.patience)")
+    p.add_argument("--data-dir", default=None, help="data root (else $POSTHOC_VQ_DATA, else ~/.cache/posthoc_vq)")
+    p.add_argument("--resume", action="store_true", help="continue the fine-tune in --out from its newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("table", help="study-style table of a run's evaluated codebooks, and the rate-distortion figure")
     p.add_argument("run", help="run directory")

@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,12 @@ class VAEConfig(_Strict):
     Families: ``conv`` and ``tiny`` (narrow channels) encode an image into one
     ``latent_dim`` vector; ``spatial`` into a (latent_dim, h, w) grid with
     h = w = image_size / 2**len(channels), one latent_dim-vector (token) per position.
+
+    ``quantizer``: ``none`` is the continuous VAE. ``vq`` (``codebook_size`` K codes), ``rvq``
+    (``stages`` M residual stages of K codes) and ``fsq`` (finite scalar quantization with
+    ``fsq_levels``) train a quantizer jointly with the model (a VQ-VAE: no sampling, no KL term;
+    see :mod:`posthoc_vq.models.quantizers`); the spatial family quantizes each grid position.
+    ``commitment``, ``ema_decay``, ``dead_code_threshold`` and ``kmeans_init`` set the VQ codebooks.
     """
 
     family: Literal["conv", "tiny", "spatial"] = "conv"
@@ -60,6 +67,37 @@ class VAEConfig(_Strict):
     beta: float = Field(1.0, ge=0.0)
     image_size: int | None = Field(None, ge=2)
     in_channels: int | None = Field(None, ge=1)
+    quantizer: Literal["none", "vq", "rvq", "fsq"] = Field("none", description="none: continuous VAE; vq, rvq, fsq: a quantizer trained with the model")
+    codebook_size: int | None = Field(None, ge=2, description="K codes (per stage for rvq); vq and rvq only")
+    stages: int | None = Field(None, ge=1, description="residual stages M; rvq only")
+    fsq_levels: list[int] | None = Field(None, min_length=1, description="levels per FSQ dimension, each >= 2 (e.g. [8, 8, 4, 4] = 1024 codes = 10 bits); fsq only")
+    commitment: float = Field(0.25, ge=0.0, description="commitment-loss weight (vq, rvq)")
+    ema_decay: float = Field(0.99, gt=0.0, lt=1.0, description="decay of the EMA codebook updates (vq, rvq)")
+    dead_code_threshold: float = Field(
+        0.25, ge=0.0,
+        description="a code whose EMA cluster size falls below this fraction of the uniform share (vectors per batch / K) is restarted from the batch (0: never; vq, rvq)",
+    )
+    kmeans_init: bool = Field(True, description="initialise the codebooks by k-means on the first training batch (vq, rvq)")
+
+    @model_validator(mode="after")
+    def _check_quantizer(self) -> "VAEConfig":
+        q = self.quantizer
+        needs = {"codebook_size": q in ("vq", "rvq"), "stages": q == "rvq", "fsq_levels": q == "fsq"}
+        for key, needed in needs.items():
+            given = getattr(self, key) is not None
+            if given and not needed:
+                uses = {"codebook_size": "vq or rvq", "stages": "rvq", "fsq_levels": "fsq"}[key]
+                raise ValueError(f"model.{key} is set, but model.quantizer is '{q}' and only {uses} uses it; remove model.{key} or change model.quantizer")
+            if needed and not given:
+                example = {"codebook_size": "model.codebook_size=1024", "stages": "model.stages=2", "fsq_levels": "model.fsq_levels=[8,8,4,4]"}[key]
+                raise ValueError(f"model.quantizer '{q}' needs model.{key} (for example {example})")
+        if self.fsq_levels is not None:
+            bad = [level for level in self.fsq_levels if level < 2]
+            if bad:
+                raise ValueError(f"model.fsq_levels {self.fsq_levels}: every level must be at least 2 (got {bad}); a dimension with one level carries no information")
+            if sum(math.log2(level) for level in self.fsq_levels) > 62:
+                raise ValueError(f"model.fsq_levels {self.fsq_levels} make more than 2**62 codes; code indices must fit in int64: use fewer or smaller levels")
+        return self
 
     @model_validator(mode="after")
     def _check_geometry(self) -> "VAEConfig":
@@ -182,6 +220,20 @@ class WeightsConfig(_Strict):
         if self.float_dtype == "fp16":
             parts.append("fp16")
         return "-".join(parts)
+
+
+class FinetuneConfig(_Strict):
+    """Decoder fine-tuning on a post-hoc codebook's quantized latents (``posthoc-vq finetune``; a sweep's ``finetune.*``).
+
+    ``epochs`` 0 means no fine-tuning. ``part``: train the decoder only, or the decoder and the
+    codebook's vectors. ``lr`` defaults to the run's ``train.lr``.
+    """
+
+    epochs: int = Field(0, ge=0, description="0: no fine-tuning")
+    part: Literal["decoder", "decoder+codebook"] = "decoder"
+    lr: float | None = Field(None, gt=0)
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0, description="val-loss gain per image that counts as an improvement")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -345,8 +397,13 @@ def check_keys(data: dict[str, Any], schema: type[BaseModel], source: str, prefi
             did = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             valid = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key '{dotted}' in {source}{did}. Valid keys here: {valid}")
-        sub = _submodel(fields[key].annotation)
-        if sub is not None and isinstance(value, dict):
+        annotation = fields[key].annotation
+        sub = _submodel(annotation)
+        if sub is not None and isinstance(value, dict) and typing.get_origin(annotation) is dict:  # a mapping of name -> submodel
+            for name, item in value.items():
+                if isinstance(item, dict):
+                    check_keys(item, sub, source, prefix=f"{dotted}.{name}.")
+        elif sub is not None and isinstance(value, dict):
             check_keys(value, sub, source, prefix=f"{dotted}.")
 
 

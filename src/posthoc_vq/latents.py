@@ -2,7 +2,9 @@
 
 ``z = mu + sigma * eps`` draws ``eps`` from a generator seeded by ``seed``, recorded
 with the latents. A run's latents are cached in ``<run>/latents/`` as safetensors with the
-model's checksum, so a retrained model never reuses stale latents.
+model's checksum, so a retrained model never reuses stale latents, and with what encoding them
+cost (``compute``: wall seconds, images; a :class:`LatentSet` carries it on, read back from the
+cache, so a codebook records the encoding it used).
 
 A latent is one vector per image, (N, D), or a grid, (N, C, h, w). Codebooks work on
 *tokens*: the C-vector at each grid position, ``LatentSet.tokens()`` (N * h * w, C) in
@@ -12,6 +14,7 @@ grid). For (N, D) latents the tokens are the latents themselves.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +26,7 @@ from posthoc_vq.autoencoders import as_autoencoder, encode_images
 from posthoc_vq.data import DatasetSplits, load_config_dataset
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.io import load_tensors, save_tensors, write_json
-from posthoc_vq.records import LatentCacheRecord, read_dict
+from posthoc_vq.records import LatentCacheRecord, compute_record, read_dict, total_compute
 from posthoc_vq.run import SPLITS, Run
 
 LatentKind = Literal["mu", "z"]
@@ -51,6 +54,7 @@ class LatentSet:
     split: str  # 'train', 'val', 'test', a '+'-joined union such as 'train+test', or a caller's name
     kind: str  # 'mu' or 'z'
     seed: int | None  # sampling seed for 'z'
+    compute: dict[str, Any] | None = None  # what encoding them cost (records.compute_record); None where unknown
 
     def __len__(self) -> int:
         return len(self.values)
@@ -83,9 +87,11 @@ def model_latents(model: Any, images: torch.Tensor, labels: np.ndarray | None = 
     """:class:`LatentSet` of images (N, C, H, W) in [0, 1] under any autoencoder; labels default to 0."""
     if kind not in ("mu", "z"):
         raise ConfigError(f"latents must be 'mu' or 'z', got '{kind}'")
+    tic = time.perf_counter()
     values = encode_split(model, images, kind, seed, batch_size).numpy()
+    compute = compute_record(time.perf_counter() - tic, 0, len(values))
     labels = np.zeros(len(values), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
-    return LatentSet(values, labels, split, kind, seed if kind == "z" else None)
+    return LatentSet(values, labels, split, kind, seed if kind == "z" else None, compute)
 
 
 def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> DatasetSplits:
@@ -97,7 +103,11 @@ def run_latents(
     run_dir: str | Path, split: str = "train", kind: LatentKind = "mu", *, seed: int = 0,
     splits: DatasetSplits | None = None, data_dir: str | None = None, model: Any | None = None,
 ) -> LatentSet:
-    """Latents of one split (or a '+'-joined union like 'train+test'), cached in the run directory."""
+    """Latents of one split (or a '+'-joined union like 'train+test'), cached in the run directory.
+
+    The set's ``compute`` is what encoding it cost when it was cached (summed over a union's
+    splits); None when a cache predates compute accounting.
+    """
     if kind not in ("mu", "z"):
         raise ConfigError(f"latents must be 'mu' or 'z', got '{kind}'")
     parts = split.split("+")
@@ -106,8 +116,10 @@ def run_latents(
         raise ConfigError(f"unknown split(s) {bad} in '{split}'; use train, val, test or a union such as train+test")
     run = Run.open(run_dir)
     sets = [_one_split(run, p, kind, seed, splits, data_dir, model) for p in parts]
+    compute = total_compute({s.split: s.compute for s in sets})
     return LatentSet(
-        np.concatenate([s.values for s in sets]), np.concatenate([s.labels for s in sets]), split, kind, seed if kind == "z" else None
+        np.concatenate([s.values for s in sets]), np.concatenate([s.labels for s in sets]), split, kind, seed if kind == "z" else None,
+        compute["total"] if compute["complete"] else None,
     )
 
 
@@ -119,17 +131,19 @@ def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, mod
         meta = read_dict(record_path, LatentCacheRecord, "latent cache")
         if meta["model_sha256"] == model_sha:
             t = load_tensors(tensor_path, sha256=meta["sha256"])
-            return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None)
+            return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None, meta.get("compute"))
     if model is None:
         model, _ = run.load_model()
     splits = splits or load_run_splits(run.root, data_dir)
     images = splits.split(split)
+    tic = time.perf_counter()
     values = encode_split(model, images.to_tensor(), kind, seed)  # (N, *L)
+    compute = compute_record(time.perf_counter() - tic, 0, len(values))  # the forward passes only, not loading the data
     labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
     with run.lock("encode latents"):
         sha = save_tensors(tensor_path, {"latents": values.contiguous(), "labels": labels})
         write_json(record_path, {
             "split": split, "kind": kind, "seed": seed if kind == "z" else None, "n": len(values), "dim": values.shape[1],
-            "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha,
+            "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha, "compute": compute,
         })
-    return LatentSet(values.numpy(), labels.numpy(), split, kind, seed if kind == "z" else None)
+    return LatentSet(values.numpy(), labels.numpy(), split, kind, seed if kind == "z" else None, compute)

@@ -29,6 +29,45 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=True)
 
 
+class Compute(Record):
+    """What one step cost, for a quality-vs-compute plot: training, a latent encoding, a codebook fit, a fine-tune."""
+
+    wall_seconds: float = Field(ge=0)
+    optimizer_steps: int = Field(ge=0)
+    images_seen: int = Field(ge=0)  # images passed through the model (training: per epoch, so epochs x train images)
+
+
+def compute_record(wall_seconds: float, optimizer_steps: int = 0, images_seen: int = 0, **extra: Any) -> dict[str, Any]:
+    """A :class:`Compute` record as written into JSON files (``extra``: step-specific counts, e.g. ``vectors_fitted``)."""
+    return {"wall_seconds": float(wall_seconds), "optimizer_steps": int(optimizer_steps), "images_seen": int(images_seen), **extra}
+
+
+def total_compute(parts: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """``parts`` (name -> compute record, None where unknown) with their ``total`` and whether it is ``complete``.
+
+    The total sums the known parts; ``complete`` is False when a part is unknown (a run trained, a
+    codebook fitted or latents cached before compute accounting), and ``missing`` names those parts.
+    """
+    known = [p for p in parts.values() if p is not None]
+    total = compute_record(sum(p["wall_seconds"] for p in known), sum(p["optimizer_steps"] for p in known), sum(p["images_seen"] for p in known))
+    missing = [name for name, p in parts.items() if p is None]
+    return {**parts, "total": total, "complete": not missing, "missing": missing}
+
+
+def model_compute(summary: dict[str, Any] | None) -> dict[str, dict[str, Any] | None]:
+    """The parts of what produced a run's model, from its ``train_summary.json`` (None: unfinished):
+    ``training``, plus ``finetune`` for a fine-tuned run; sum them with :func:`total_compute`.
+
+    A fine-tuned run's ``training`` is its source model's (``upstream.training``); the codebook the
+    fine-tune started from is counted by that codebook's record (``compute``, ``encoding_compute``), not here.
+    """
+    summary = summary or {}
+    upstream = summary.get("upstream")
+    if upstream is not None:
+        return {"training": upstream.get("training"), "finetune": summary.get("compute")}
+    return {"training": summary.get("compute")}
+
+
 class Warning_(BaseModel):
     code: str
     message: str
@@ -81,6 +120,7 @@ class LatentCacheRecord(Record):
     shape: list[int]
     model_sha256: str = Field(pattern=SHA256)
     sha256: str = Field(pattern=SHA256)
+    compute: Compute | None = None  # the encoding (absent in caches written before compute accounting)
 
 
 class CodebookRecord(Record):
@@ -94,6 +134,8 @@ class CodebookRecord(Record):
     tensor_shapes: dict[str, list[int]]
     sha256: str = Field(pattern=SHA256)
     state: dict[str, Any] = Field(default_factory=dict)
+    compute: Compute | None = None  # the fit (absent in codebooks fitted before compute accounting)
+    encoding_compute: Compute | None = None  # the encoding of the latents it was fitted on
 
 
 class PackedWeightsRecord(Record):
@@ -124,6 +166,21 @@ class TrainSummary(Record):
     epochs: int = Field(ge=0)
     best_epoch: int = Field(ge=0)
     steps: int = Field(ge=0)
+    compute: Compute | None = None  # this run's own training (a fine-tune's: the fine-tune); absent before compute accounting
+    upstream: dict[str, Compute | None] | None = None  # a fine-tune: what its source model and codebook cost
+
+
+class FinetuneRecord(Record):
+    """``finetune.json``: where a fine-tuned run came from and how it is trained (``posthoc-vq finetune``)."""
+
+    source_run: str
+    source_model_sha256: str = Field(pattern=SHA256)
+    codebook: str
+    codebook_sha256: str = Field(pattern=SHA256)
+    part: Literal["decoder", "decoder+codebook"]
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    patience: int = Field(ge=1)
 
 
 class HistoryRow(Record):

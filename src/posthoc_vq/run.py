@@ -10,7 +10,8 @@ Layout::
     provenance.json                  seed, versions, git commit, command (provenance-resume.json on resume)
     model.safetensors / model.json   the usable model (best validation epoch) and its record (sha256)
     history.json / history.csv       per-epoch curves
-    train_summary.json               converged?, stop reason, epochs, steps, time
+    train_summary.json               converged?, stop reason, epochs, steps, time, compute (wall seconds, optimizer steps, images seen)
+    finetune.json                    a fine-tuned run (posthoc-vq finetune): its source run and codebook, the part trained, settings
     checkpoints/latest.json          points at the newest complete resume checkpoint
     checkpoints/epoch-NNNN/          model.safetensors, optimizer.safetensors, state.json
     latents/<kind>-<split>[-seedS].{safetensors,json}   cached latents, tied to model.json's sha256
@@ -18,8 +19,8 @@ Layout::
     weights/<name>/                  weights.safetensors (the packed file that ships) + weights.json
     eval/continuous-<split>.json     evaluation results (see :meth:`Run.eval_file`)
     eval/<codebook>-<split>.json
-    eval/weights-<w>[-<codebook>]-<split>.json
-    eval/perceptual-<codebook|continuous>-<split>.json
+    eval/weights-<w>[@<codebook>]-<split>.json
+    eval/perceptual-<codebook|continuous|weights-<w>[@<codebook>]>-<split>.json
     eval/samples-<codebook|continuous|weights-<w>>-<split>.safetensors   decoded sample images for reports
     export/                          ONNX files
     report/                          tables, figures, report.md / report.html
@@ -69,6 +70,7 @@ LATENTS, CODEBOOKS, WEIGHTS, EVAL, EXPORT, REPORT = "latents", "codebooks", "wei
 CODEBOOK_TENSORS, CODEBOOK_RECORD = "codebook.safetensors", "codebook.json"
 WEIGHTS_TENSORS, WEIGHTS_RECORD = "weights.safetensors", "weights.json"
 SPLITS = ("train", "val", "test")
+FINETUNE = "finetune.json"
 
 ArtifactKind = Literal["codebooks", "weights"]
 
@@ -204,6 +206,10 @@ class Run:
         return self._path(SUMMARY)
 
     @property
+    def finetune_file(self) -> Path:
+        return self._path(FINETUNE)
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self._path(CHECKPOINTS)
 
@@ -265,8 +271,9 @@ class Run:
     def eval_file(self, split: str, *, codebook: str | None = None, weights: str | None = None, kind: Literal["pixel", "perceptual", "samples"] = "pixel") -> Path:
         """Where an evaluation result lives.
 
-        ``pixel``: ``continuous-<split>``, ``<codebook>-<split>``, ``weights-<w>[-<codebook>]-<split>`` (.json);
-        ``perceptual``: ``perceptual-<codebook|continuous>-<split>.json``;
+        ``pixel``: ``continuous-<split>``, ``<codebook>-<split>``, ``weights-<w>[@<codebook>]-<split>`` (.json);
+        ``perceptual``: ``perceptual-<codebook|continuous>-<split>.json``, ``perceptual-weights-<w>[@<codebook>]-<split>.json``;
+        ('@' is in no name, so packed weights ``a-b`` and weights ``a`` with codebook ``b`` never share a file).
         ``samples``: ``samples-<codebook|continuous|weights-<w>>-<split>.safetensors`` (decoded images for reports).
         """
         _split_name(split)
@@ -274,13 +281,14 @@ class Run:
             check_codebook_name(codebook)
         if weights is not None:
             check_name(weights, "weights name")
-        if kind == "perceptual":
-            return self._path(EVAL, f"perceptual-{codebook or 'continuous'}-{split}.json")
+        if kind == "perceptual":  # no codebook name starts with 'weights-', so the fp32 and packed-weight files never collide
+            what = f"weights-{weights}{'@' + codebook if codebook else ''}" if weights is not None else codebook or "continuous"
+            return self._path(EVAL, f"perceptual-{what}-{split}.json")
         if kind == "samples":  # no codebook name starts with 'weights-', so the two never collide
             what = f"weights-{weights}" if weights is not None else codebook or "continuous"
             return self._path(EVAL, f"samples-{what}-{split}.safetensors")
         if weights is not None:
-            return self._path(EVAL, f"weights-{weights}{'-' + codebook if codebook else ''}-{split}.json")
+            return self._path(EVAL, f"weights-{weights}{'@' + codebook if codebook else ''}-{split}.json")
         return self._path(EVAL, f"{codebook or 'continuous'}-{split}.json")
 
     def codebook_eval_files(self, split: str) -> dict[str, Path]:
@@ -374,6 +382,7 @@ class Sweep:
         provenance.json      versions, git commit, command
         results.sqlite       one row per grid cell (experiments/store.py)
         runs/<train_key>/    one run directory per training config (a :class:`Run`)
+        runs/<train_key>-ft-<key>/  a decoder fine-tune of it on one codebook (``finetune.*`` cells)
         claims.json/.md      arm summaries, ANOVAs and verdicts
         .lock                the sweep driver's writer lock
     """
@@ -413,6 +422,12 @@ class Sweep:
     def run(self, train_key: str) -> Run:
         """The run directory of one training config (its key is checked like a name)."""
         return Run(self._path(SWEEP_RUNS, check_name(train_key, "training key")))
+
+    @staticmethod
+    def finetune_run(run: Run | str | os.PathLike, key: str) -> Run:
+        """The run directory, beside sweep run ``run``, of a decoder fine-tune of it (``key``: hash of codebook and fine-tune settings)."""
+        root = Path(run.root if isinstance(run, Run) else run)
+        return Run(root.with_name(check_name(f"{root.name}-ft-{key}", "fine-tune run name")))
 
     @contextmanager
     def lock(self, command: str) -> Iterator["Sweep"]:

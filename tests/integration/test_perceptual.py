@@ -5,10 +5,10 @@ import socket
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from posthoc_vq.cli import main
+from reference import fd_scipy
 from posthoc_vq.config import load_run_config
 from posthoc_vq.data import load_dataset
 from posthoc_vq.evaluation.perceptual import perceptual_metrics
@@ -22,12 +22,6 @@ METRICS = "psnr,ssim,fd,kid,pr,diversity,interp"
 
 def cli(*args):
     return main([str(a) for a in args])
-
-
-def fd_scipy(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1 + s2) - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
 
 
 def _keys(d):

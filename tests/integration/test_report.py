@@ -129,12 +129,12 @@ def test_run_report_has_every_section_and_valid_figures(run, run_report):
     tables = {t.key: t for t in section(report, "tables").tables}
     assert [r["codebook"] for r in tables["study"].rows] == ["-", *sorted(BOOKS)]
     rows = tables["compression"].rows
-    assert [r["run"] for r in rows] == ["fp32", f"int8-channel-sym + {BOOKS[0]}", "int8-channel-sym"]
+    assert [r["run"] for r in rows] == ["fp32", "int8-channel-sym", f"int8-channel-sym + {BOOKS[0]}"]
     plain = read_json(run / "eval" / "weights-int8-channel-sym-test.json")
-    with_book = read_json(run / "eval" / f"weights-int8-channel-sym-{BOOKS[0]}-test.json")["with_codebook"]
+    with_book = read_json(run / "eval" / f"weights-int8-channel-sym@{BOOKS[0]}-test.json")["with_codebook"]
     assert rows[2]["file bytes"] == rows[1]["file bytes"] == f"{plain['size']['packed_file_bytes']:,}"
-    assert rows[2]["PSNR (dB)"] == f"{plain['quantized']['psnr_db']['mean']:.2f}"
-    assert rows[1]["PSNR (dB)"] == f"{with_book['quantized']['psnr_db']['mean']:.2f}"
+    assert rows[1]["PSNR (dB)"] == f"{plain['quantized']['psnr_db']['mean']:.2f}"
+    assert rows[2]["PSNR (dB)"] == f"{with_book['quantized']['psnr_db']['mean']:.2f}"
     assert rows[0]["PSNR (dB)"] == f"{read_json(run / 'eval' / 'continuous-test.json')['continuous']['psnr_db']['mean']:.2f}"
 
 

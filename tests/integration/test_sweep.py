@@ -84,7 +84,7 @@ def test_results_query(killed_and_resumed, capsys):
 
 
 def test_offline_fd_is_a_sweep_metric(tmp_path):
-    """FD/KID from a domain feature network can be compared like PSNR; weight-quantized cells leave it out."""
+    """FD/KID from a domain feature network can be compared like PSNR, in every cell: fp32 and weight-quantized."""
     import json
 
     import yaml
@@ -102,15 +102,13 @@ def test_offline_fd_is_a_sweep_metric(tmp_path):
     claims = run_sweep(path, tmp_path / "sweep", progress=False)
     rows = _metrics_raw(tmp_path / "sweep")
     for axes, m in rows:
-        if axes["weights.bits"] == 32:
-            run_dir = next(p for p in (tmp_path / "sweep" / "runs").iterdir() if json.loads((p / "config.json").read_text())["seed"] == axes["seed"]
-                           and json.loads((p / "config.json").read_text())["model"]["latent_dim"] == axes["model.latent_dim"])
-            recorded = json.loads((run_dir / "eval" / "perceptual-continuous-test.json").read_text())["sets"]["reconstruction"]
-            assert m["fd"] == recorded["fd"] > 0 and m["kid"] == recorded["kid"]["mean"]
-        else:
-            assert m["fd"] is None and m["kid"] is None
+        run_dir = next(p for p in (tmp_path / "sweep" / "runs").iterdir() if json.loads((p / "config.json").read_text())["seed"] == axes["seed"]
+                       and json.loads((p / "config.json").read_text())["model"]["latent_dim"] == axes["model.latent_dim"])
+        what = "continuous" if axes["weights.bits"] == 32 else "weights-int8-channel-sym"
+        recorded = json.loads((run_dir / "eval" / f"perceptual-{what}-test.json").read_text())["sets"]["reconstruction"]
+        assert m["fd"] == recorded["fd"] > 0 and m["kid"] == recorded["kid"]["mean"]
     fd_claims = [c for c in claims["claims"] if c["metric"] == "fd"]
-    assert len(fd_claims) == 1 and fd_claims[0]["slice"] == {"weights.bits": "32"} and fd_claims[0]["n_arm"] == 3
+    assert sorted(c["slice"]["weights.bits"] for c in fd_claims) == ["32", "8"] and all(c["n_arm"] == 3 for c in fd_claims)
 
 
 def _metrics_raw(sweep):

@@ -75,7 +75,7 @@ def test_int8_with_folded_batchnorm_and_a_codebook(run):
     assert cli("quantize", run, "--method", "kmeans", "--K", 16) == 0
     assert cli("compress-weights", run, "--bits", 8, "--fold-bn", "--skip", "first", "--codebook", "kmeans-K16-mu-train") == 0
     name = "int8-channel-sym-bnfold-skip-first"
-    result = json.loads((run / "eval" / f"weights-{name}-kmeans-K16-mu-train-test.json").read_text())
+    result = json.loads((run / "eval" / f"weights-{name}@kmeans-K16-mu-train-test.json").read_text())
     record = json.loads((run / "weights" / name / "weights.json").read_text())
     assert set(record["folded_bn"]) == {"encoder.1", "encoder.4", "decoder.0", "decoder.3"}
     assert "encoder.0" not in record["layers"]  # skipped: kept in float

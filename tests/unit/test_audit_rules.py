@@ -128,3 +128,12 @@ def test_rule_texts_and_thresholds_are_written_only_in_the_audit_module():
             if t in text:
                 owners[t].append(str(path.relative_to(SRC)))
     assert {t: where for t, where in owners.items() if where != ["audit.py"]} == {}
+
+
+def test_a_fine_tuned_decoder_may_beat_its_own_decode_of_mu():
+    block = lambda db: {"psnr_db": {"mean": db, "low": db, "high": db}}  # noqa: E731
+    result = {"continuous": block(15.0), "quantized": block(16.0), "model": {"trained_steps": 10}, "training": {"converged": True}}
+    assert [w["code"] for w in rules.audit(result)] == ["quantized_beats_continuous"]
+    tuned = {**result, "finetune": {"source_run": "r", "codebook": "kmeans-K16-mu-train", "part": "decoder"}}
+    assert rules.audit(tuned) == []  # its decoder was trained on the codebook's vectors: decode(mu) is no longer its reference
+    assert [w["code"] for w in rules.audit({**tuned, "quantized": block(16.0), "fit_includes_test": True, "fit_on": "train+test"})] == ["test_leakage"]

@@ -71,6 +71,15 @@ def test_effect_sizes_anova_and_holm_by_hand():
     assert holm(p) == pytest.approx(list(adj))
 
 
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for p in [rng.uniform(0, 1, 7), rng.uniform(0, 0.1, 5), np.array([0.02, 0.02, 0.5, 0.01]), np.array([0.3]), np.array([0.6, 0.7, 0.9])]:
+        assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    assert holm([]) == []
+
+
 def _row(dim, seed, psnr, **metrics):
     base = {"psnr_db": psnr, "ssim": 0.5, "mse": 0.01, "converged": True, "trained_steps": 100, "warnings": [], "fit_includes_test": False, "protocol": "p"}
     return {"status": "done", "axes": {"model.latent_dim": dim, "seed": seed}, "metrics": base | metrics}

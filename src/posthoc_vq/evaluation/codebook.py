@@ -6,7 +6,9 @@ grids (N, C, h, w) are quantized per position: each C-vector token gets its own 
 Reported: absolute PSNR/SSIM of both against ground truth, the quantization
 penalty (x_quant against x_cont), the per-image PSNR change with its CI, code
 usage (counted over tokens) on the fit set and on these images, bits per image
-(tokens per image x bits per token), graph statistics, and the audit's warnings.
+(tokens per image x bits per token), graph statistics, and the audit's warnings. A run's
+result also holds ``compute``: what the quantized model cost to make (training, a fine-tune,
+encoding the fit set, fitting the codebook) and its total, for quality-vs-compute plots.
 
 :func:`codebook_result` is the core, for any autoencoder and any images;
 :func:`evaluate_codebook` is the run-directory layer over it (``posthoc-vq evaluate --codebook``).
@@ -26,6 +28,7 @@ from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_late
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator
+from posthoc_vq.records import model_compute, total_compute
 from posthoc_vq.run import Run
 
 
@@ -80,6 +83,14 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     }
 
 
+def codebook_compute(summary: dict[str, Any] | None, cb_meta: dict[str, Any]) -> dict[str, Any]:
+    """What a run's quantized model cost: ``training`` (and ``finetune``) from ``train_summary.json``,
+    ``latent_encoding`` and ``codebook_fit`` from the codebook's record, each a compute record
+    (wall seconds, optimiser steps, images seen; None where unknown), with their ``total``
+    (:func:`~posthoc_vq.records.total_compute`)."""
+    return total_compute({**model_compute(summary), "latent_encoding": cb_meta.get("encoding_compute"), "codebook_fit": cb_meta.get("compute")})
+
+
 def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate codebook ``name`` of a run on ``split``; writes ``eval/<name>-<split>.json`` and returns it."""
     run = Run.open(run_dir)
@@ -93,4 +104,5 @@ def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "tes
         latents = run_latents(run.root, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model)
         x = split_images(splits, split)
         result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split)}
+        result["compute"] = codebook_compute(run.summary(), cb_meta)
         return finish(result, config.seed, path)

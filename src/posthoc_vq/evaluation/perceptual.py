@@ -21,6 +21,13 @@ Metrics (``metrics``): ``fd`` (``FD-<dataset>``), ``kid`` (mean and std over sub
 ``pr`` (k-NN precision/recall), ``diversity`` (also of the split's images), ``interp``
 (:mod:`.interpolation`), ``lpips`` (reconstructions; needs ``lpips_weights``).
 Written to ``<run>/eval/perceptual-<continuous|codebook>-<split>.json``.
+
+With ``weights=NAME`` every set and path is made by the run's packed weights ``NAME``
+(:func:`~posthoc_vq.quantize.compressed.open_compressed`, the dequantized float model) in place
+of the fp32 model: its encoder gives the latents, its decoder the images. A codebook keeps the
+codes it was fitted with (on the fp32 model's latents): the packed encoder's latents are assigned
+to them and the packed decoder decodes them. Written to
+``<run>/eval/perceptual-weights-<NAME>[-<codebook>]-<split>.json`` (:meth:`Run.eval_file`).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from posthoc_vq.evaluation.interpolation import (
 )
 from posthoc_vq.evaluation.reconstruction import decode, run_header, split_images
 from posthoc_vq.io import write_json
-from posthoc_vq.latents import load_run_splits, run_latents
+from posthoc_vq.latents import load_run_splits, model_latents, run_latents
 from posthoc_vq.metrics.features import LoadedFeatureNet, default_features_dir, load_feature_net
 from posthoc_vq.metrics.frechet import KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_distance
 from posthoc_vq.metrics.intervals import mean_ci
@@ -50,6 +57,7 @@ from posthoc_vq.metrics.lpips import lpips_distance, require_lpips
 from posthoc_vq.metrics.precision_recall import DEFAULT_K, manifold_precision_recall
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
+from posthoc_vq.quantize.compressed import open_compressed, require_trained
 from posthoc_vq.run import Run
 
 PIXEL_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
@@ -91,6 +99,7 @@ def perceptual_metrics(
     run_dir: str | Path,
     *,
     codebook: str | None = None,
+    weights: str | None = None,
     split: str = "test",
     metrics: Iterable[str] = DEFAULT_PERCEPTUAL,
     features: str | Path | None = None,
@@ -105,12 +114,14 @@ def perceptual_metrics(
     lpips_weights: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Perceptual, generative and interpolation metrics of a run or of its codebook ``codebook``.
+    """Perceptual, generative and interpolation metrics of a run, of its codebook ``codebook``, of its packed weights ``weights``, or both.
 
     Parameters
     ----------
     run_dir : trained run directory.
     codebook : name of a codebook under ``<run>/codebooks`` (None: the continuous model).
+    weights : name of packed weights under ``<run>/weights`` (None: the fp32 model); their dequantized
+        model encodes and decodes everything, with or without ``codebook``.
     split : reference images ('test' by default).
     metrics : subset of :data:`PERCEPTUAL_METRICS` (pixel metrics in the list are ignored here).
     features : feature-network folder (default :func:`default_features_dir` of the run's dataset).
@@ -121,8 +132,8 @@ def perceptual_metrics(
 
     Returns
     -------
-    JSON-able dict (also written to ``<run>/eval/perceptual-<continuous|codebook>-<split>.json``):
-    run header, ``feature_net``, ``settings``, ``sets`` (per image set: fd, kid, precision_recall,
+    JSON-able dict (also written to ``Run.eval_file(split, codebook=, weights=, kind='perceptual')``):
+    run header, ``weights`` and ``bits`` (32 for the fp32 model), ``feature_net``, ``settings``, ``sets`` (per image set: fd, kid, precision_recall,
     diversity, lpips), ``reference`` (diversity of the split's images), ``interpolation`` (per path kind).
     """
     tic = time.perf_counter()
@@ -130,21 +141,28 @@ def perceptual_metrics(
     if not wanted:
         raise ConfigError(f"no perceptual metric in {list(metrics)}; choose from {', '.join(PERCEPTUAL_METRICS)}")
     run = Run.open(run_dir)
-    path = run.eval_file(split, codebook=codebook, kind="perceptual")
+    path = run.eval_file(split, codebook=codebook, weights=weights, kind="perceptual")
     with run.lock("evaluate"):
         config = run.config()
         dataset = config.data.name
         fnet = load_feature_net(features if features is not None else default_features_dir(dataset), dataset=dataset)
         if "lpips" in wanted:  # fail before any work when LPIPS cannot run
             require_lpips(lpips_weights)
-        model, meta = run.load_model()
+        fp32, meta = run.load_model()
+        model, record = fp32, None
+        if weights is not None:  # a bad name fails before any work
+            require_trained(run.root, meta)
+            model, record = open_compressed(run, weights)
         torch.set_num_threads(config.train.threads)
         splits = load_run_splits(run_dir, data_dir)
         x = split_images(splits, split)
         fnet.check_images(x, f"{dataset} {split} images")
         cb, cb_meta = open_codebook(run_dir, codebook) if codebook else (None, None)
         kind, latent_seed = (cb_meta["latents"], cb_meta.get("latent_seed") or 0) if cb_meta else ("mu", 0)
-        latents = run_latents(run_dir, split, kind, seed=latent_seed, splits=splits, model=model)
+        if weights is None:
+            latents = run_latents(run_dir, split, kind, seed=latent_seed, splits=splits, model=model)
+        else:  # the packed encoder's own latents: the run's latent cache holds the fp32 model's
+            latents = model_latents(model, x, splits.split(split).labels, kind=kind, seed=latent_seed, split=split)
         n = n_samples or len(x)
         kid_subset_size = min(kid_subset_size, max(2, len(x) // 2))  # subsets smaller than the sets, so their spread means something
         settings = {"seed": seed, "n_samples": n, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "pr_k": pr_k,
@@ -152,11 +170,13 @@ def perceptual_metrics(
         set_metrics = [m for m in wanted if m in _SET_METRICS]
 
         want_sets = bool(set_metrics) or "lpips" in wanted
-        jobs = _image_sets(run_dir, model, cb, cb_meta, latents, splits, split, n, seed, bool(set_metrics)) if want_sets else []
+        jobs = _image_sets(run_dir, model, fp32, cb, cb_meta, latents, splits, split, n, seed, bool(set_metrics)) if want_sets else []
 
         result: dict[str, Any] = {
             **run_header(run, config, meta, split),
             "codebook": codebook,
+            "weights": weights,
+            "bits": record["weights"]["bits"] if record else 32,
             "method": cb_meta["method"] if cb_meta else None,
             "K": cb_meta["n_codes"] if cb_meta else None,
             "fit_on": cb_meta["fit_on"] if cb_meta else None,
@@ -170,7 +190,7 @@ def perceptual_metrics(
         }
         stages = len(jobs) + ("interp" in wanted) + ("diversity" in wanted)
         with make_progress(enabled=progress) as bar:
-            task = bar.add_task(f"perceptual {codebook or 'continuous'}", total=stages)
+            task = bar.add_task(f"perceptual {' + '.join(filter(None, (weights, codebook))) or 'continuous'}", total=stages)
             real = fnet.embed(x)
             if "diversity" in wanted:
                 result["reference"] = {"diversity": diversity(*real, fnet.net.config.n_classes, seed=seed)}
@@ -192,9 +212,12 @@ def perceptual_metrics(
         return result
 
 
-def _image_sets(run_dir: Path, model, cb, cb_meta, latents, splits, split: str, n: int, seed: int,
+def _image_sets(run_dir: Path, model, fp32, cb, cb_meta, latents, splits, split: str, n: int, seed: int,
                 samples: bool) -> list[tuple[str, str, Callable[[], torch.Tensor]]]:
-    """(name, description, () -> images (N, C, H, W)) of every image set to compare with the split's images."""
+    """(name, description, () -> images (N, C, H, W)) of every image set to compare with the split's images.
+
+    ``model`` makes the images (the fp32 model or packed weights); ``fp32`` the codebook's fit latents (cached per run).
+    """
     kind, shape = latents.kind, tuple(latents.values.shape[1:])  # (D,) or a grid (C, h, w)
     if cb is None:
         z = torch.from_numpy(latents.values)
@@ -204,9 +227,10 @@ def _image_sets(run_dir: Path, model, cb, cb_meta, latents, splits, split: str, 
         jobs = [("reconstruction", f"decode(codebook vector of {kind}) of the {split} images", lambda: decode(model, zq))]
     if not samples:
         return jobs
-    jobs.append(("prior", "continuous VAE samples, z ~ N(0, I)", lambda: prior_samples(model, n, shape, seed)))
+    who = "continuous VAE" if model is fp32 else "packed-weights VAE"
+    jobs.append(("prior", f"{who} samples, z ~ N(0, I)", lambda: prior_samples(model, n, shape, seed)))
     if cb is not None:
-        fit = run_latents(run_dir, cb_meta["fit_on"], kind, seed=latents.seed or 0, splits=splits, model=model)
+        fit = run_latents(run_dir, cb_meta["fit_on"], kind, seed=latents.seed or 0, splits=splits, model=fp32)  # the codes' frequencies as fitted
         fit_codes = cb.predict(fit.tokens())
         for mode, what in (("empirical", f"codes drawn from their frequencies on the fit set ({cb_meta['fit_on']})"),
                            ("uniform", "codes drawn uniformly")):

@@ -6,6 +6,12 @@ range 1 and is averaged per image.
 
 The core works on any autoencoder and a tensor of images (:func:`continuous_result`,
 :func:`model_header`); :func:`evaluate_continuous` is the run-directory layer over it.
+
+A model with a trained quantizer (VQ, RVQ, FSQ) is evaluated like a codebook
+(:func:`trained_quantizer_result`): its ``continuous`` block is the model's own output
+(``decode`` quantizes z_e), ``quantized`` is the same block, and the result carries the
+quantizer, exact bits per image, and code usage on the split; ``pre_quantization`` (the decoder
+fed z_e, which it never saw in training) is for information only.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from posthoc_vq.autoencoders import as_autoencoder, decode_latents
@@ -20,10 +27,13 @@ from posthoc_vq.data import DatasetSplits
 from posthoc_vq.audit import audit
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
+from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
-from posthoc_vq.models import latent_shape_of
+from posthoc_vq.models import VAEBase, latent_shape_of
+from posthoc_vq.models.quantizers import MAX_BINCOUNT_CODES
 from posthoc_vq.provenance import provenance
+from posthoc_vq.records import model_compute, total_compute
 from posthoc_vq.run import Run
 
 PSNR_CAP_DB = 100.0  # per-image PSNR of a (near-)perfect reconstruction is capped here, not +inf
@@ -88,9 +98,18 @@ def run_header(run: Run, config, meta: dict[str, Any], split: str) -> dict[str, 
         "model": {
             "family": config.model.family, "latent_dim": config.model.latent_dim, "latent_shape": list(latent_shape_of(config.model)),
             "num_parameters": meta["num_parameters"], "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch"), "trained_steps": meta.get("trained_steps"),
+            **({"quantizer": config.model.quantizer} if config.model.quantizer != "none" else {}),  # trained with its quantizer: vq, rvq, fsq
         },
         "training": {k: summary[k] for k in ("converged", "stop_reason", "epochs", "best_epoch", "steps")} if summary else {"converged": None, "stop_reason": "unfinished"},
+        **({"finetune": _finetune_origin(run)} if run.finetune_file.exists() else {}),  # a decoder fine-tuned on a codebook's latents
     }
+
+
+def _finetune_origin(run: Run) -> dict[str, Any]:
+    from posthoc_vq.records import FinetuneRecord, read_dict
+
+    record = read_dict(run.finetune_file, FinetuneRecord, "fine-tune record")
+    return {k: record[k] for k in ("source_run", "codebook", "part")}
 
 
 def model_header(model: Any, split: str, latent_shape: tuple[int, ...], dataset: str | None = None) -> dict[str, Any]:
@@ -120,6 +139,59 @@ def continuous_result(model: Any, x: torch.Tensor, batch_size: int = 1000, z: to
     return {"latents": "mu", "continuous": image_quality(x, x_cont)}
 
 
+def code_usage(codes: np.ndarray, n_codes: int, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """:func:`~posthoc_vq.metrics.codebook.codebook_usage` of codes (N,) or (N, M), also for codebooks too large to
+    count densely (FSQ's prod(levels) codes): those are counted over the codes that occur, then the totals are set."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim > 1 or n_codes <= MAX_BINCOUNT_CODES:
+        return codebook_usage(codes, n_codes, labels)
+    occurring, dense = np.unique(codes, return_inverse=True)
+    out = codebook_usage(dense.reshape(-1), len(occurring), labels)  # every statistic of the used codes is unchanged
+    used = len(occurring)
+    return out | {"n_codes": n_codes, "dead": n_codes - used, "usage_fraction": used / n_codes, "max_entropy_bits": float(np.log2(float(n_codes)))}
+
+
+@torch.no_grad()
+def trained_quantizer_result(model: VAEBase, x: torch.Tensor, z: torch.Tensor, labels: np.ndarray, split: str, continuous: dict[str, Any],
+                             batch_size: int = 1000) -> dict[str, Any]:
+    """The codebook-like fields of a model with a trained quantizer, evaluated on images ``x`` (N, C, H, W) in [0, 1].
+
+    Parameters
+    ----------
+    z : (N, *L) the images' z_e (``encode(x).mu``).
+    labels : (N,) class of each image (usage per class counts tokens).
+    continuous : the result's ``continuous`` block, the model's own output; repeated as ``quantized``.
+
+    Returns
+    -------
+    ``quantizer`` (kind, codes per stage, stages, FSQ levels), ``bits_per_image`` (exact: tokens per image
+    x bits per token), ``bits_per_token``, ``tokens_per_image``, ``latent_shape``, ``quantized``,
+    ``pre_quantization`` (decoder fed z_e, informational), ``latent_mse`` (z_e against z_q) and
+    ``usage`` on ``split`` (over tokens; per stage for rvq).
+    """
+    quantizer, was_training = model.quantizer, model.training
+    model.eval()  # a lookup: no codebook update
+    try:
+        outs = [model.quantize(z[i : i + batch_size]) for i in range(0, len(z), batch_size)]
+        x_pre = torch.cat([model.decode_unquantized(z[i : i + batch_size]) for i in range(0, len(z), batch_size)])
+    finally:
+        model.train(was_training)
+    z_q, codes = torch.cat([o.z_q for o in outs]), torch.cat([o.codes for o in outs])
+    latent_shape = tuple(z.shape[1:])
+    tokens = int(np.prod(latent_shape[1:], dtype=np.int64))
+    flat = codes.reshape(len(z) * tokens, quantizer.n_stages).numpy()  # (N * T, M), image-major like latents' tokens
+    return {
+        "quantizer": quantizer.describe(),
+        "method": quantizer.kind, "K": quantizer.n_codes,
+        "bits_per_image": tokens * quantizer.bits_per_vector, "bits_per_token": quantizer.bits_per_vector, "tokens_per_image": tokens,
+        "latent_shape": list(latent_shape),
+        "quantized": continuous,
+        "pre_quantization": image_quality(x, x_pre),
+        "latent_mse": float(torch.mean((z - z_q) ** 2)),
+        "usage": {split: code_usage(flat[:, 0] if quantizer.n_stages == 1 else flat, quantizer.n_codes, np.repeat(np.asarray(labels, dtype=np.int64), tokens))},
+    }
+
+
 def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[str, Any]:
     """Add provenance and the audit's warnings to a result, and write it to ``path`` if given."""
     result["provenance"] = provenance(seed=seed)
@@ -132,7 +204,10 @@ def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[
 def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None) -> dict[str, Any]:
     """Evaluate decode(mu) against ground truth on ``split``; writes ``eval/continuous-<split>.json``.
 
-    Returns the JSON-able result (metrics with CIs, model size, training state, audit warnings).
+    A model with a trained quantizer also gets the fields of :func:`trained_quantizer_result`.
+
+    Returns the JSON-able result (metrics with CIs, model size, training state, audit warnings, and
+    ``compute``: what training (and a fine-tune) cost, see :func:`~posthoc_vq.records.model_compute`).
     """
     run = Run.open(run_dir)
     path = run.eval_file(split)
@@ -142,5 +217,9 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
         splits = splits or load_run_splits(run.root, data_dir)
         torch.set_num_threads(config.train.threads)
         x = split_images(splits, split)
-        result = {**run_header(run, config, meta, split), **continuous_result(model, x)}
+        z = encode_split(model, x, "mu")
+        result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z)}
+        if model.quantizer is not None:
+            result |= trained_quantizer_result(model, x, z, splits.split(split).labels, split, result["continuous"])
+        result["compute"] = total_compute(model_compute(run.summary()))
         return finish(result, config.seed, path)

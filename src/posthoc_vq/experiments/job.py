@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from posthoc_vq.config import QuantizeConfig, RunConfig, WeightsConfig
+from posthoc_vq.config import FinetuneConfig, QuantizeConfig, RunConfig, WeightsConfig
 from posthoc_vq.experiments.spec import config_hash
 from posthoc_vq.run import Run, Sweep
 
@@ -73,6 +73,8 @@ def evaluate_cell(
         codebook = q.default_name()
         if codebook not in list_codebooks(run_dir):
             fit_codebook_for_run(run_dir, q, data_dir=data_dir)
+    if cell.get("finetune"):  # the rest of the cell evaluates the fine-tuned run (a sibling run directory)
+        run_dir = _finetuned(run_dir, codebook, q, FinetuneConfig(**cell["finetune"]), data_dir)
     artifacts: dict[str, Any] = {"run_dir": str(run_dir), "codebook": codebook, "weights": None}
     if w.bits == 32:
         path = Run(run_dir).eval_file(split, codebook=codebook)
@@ -100,27 +102,49 @@ def evaluate_cell(
         **_quality(block),
         "psnr_db_ci": [block["psnr_db"]["low"], block["psnr_db"]["high"]],
         "continuous_psnr_db": reference["psnr_db"]["mean"],
-        "bits_per_image": (result if w.bits == 32 else inner).get("bits_per_image") if codebook else None,
+        # a post-hoc codebook's rate; without one, a trained quantizer's (None for a continuous model)
+        "bits_per_image": (result if w.bits == 32 else inner).get("bits_per_image") if codebook else cont.get("bits_per_image"),
         "fit_includes_test": bool((result if w.bits == 32 else inner).get("fit_includes_test")) if codebook else False,
         "warnings": sorted({x["code"] for x in warnings}),
+        # compute behind the cell's model: training (+ latent encoding, codebook fit, fine-tune), see evaluation "compute" blocks
+        **_compute((result if w.bits == 32 else cont).get("compute")),
     }
+    if cell.get("finetune"):  # both trainings must have converged: the source VAE's and the fine-tune's
+        metrics["converged"] = cont["training"].get("converged") is True and result["training"].get("converged") is True
+        metrics["continuous_psnr_db"] = cont["continuous"]["psnr_db"]["mean"]  # the source VAE's, as for the post-hoc codebook it started from
     if perceptual:
-        metrics |= _perceptual(run_dir, codebook, w.bits, perceptual, split, data_dir, features)
+        metrics |= _perceptual(run_dir, codebook, artifacts["weights"], perceptual, split, data_dir, features)
     return {"metrics": metrics, "artifacts": artifacts}
 
 
-def _perceptual(run_dir: Path, codebook: str | None, bits: int, wanted: list[str], split: str, data_dir: str | None, features: str | None) -> dict[str, Any]:
-    """FD / KID of the cell's reconstructions against the split; None for weight-quantized cells (not measured there)."""
-    if bits != 32:
-        return {m: None for m in wanted}
+def _perceptual(run_dir: Path, codebook: str | None, weights: str | None, wanted: list[str], split: str, data_dir: str | None, features: str | None) -> dict[str, Any]:
+    """FD / KID of the cell's reconstructions against the split, by the fp32 model or packed weights ``weights`` (a stored result is reused)."""
     from posthoc_vq.evaluation.perceptual import perceptual_metrics
 
-    path = Run(run_dir).eval_file(split, codebook=codebook, kind="perceptual")
+    path = Run(run_dir).eval_file(split, codebook=codebook, weights=weights, kind="perceptual")
     r = _reuse(path)
     if r is None or not all(m in r["sets"].get("reconstruction", {}) for m in wanted):
-        r = perceptual_metrics(run_dir, codebook=codebook, split=split, metrics=wanted, features=features, data_dir=data_dir, progress=False)
+        r = perceptual_metrics(run_dir, codebook=codebook, weights=weights, split=split, metrics=wanted, features=features, data_dir=data_dir,
+                               progress=False)
     rec = r["sets"]["reconstruction"]
     return {m: (rec[m]["mean"] if isinstance(rec[m], dict) else rec[m]) for m in wanted}
+
+
+def _compute(block: dict[str, Any] | None) -> dict[str, Any]:
+    total = (block or {}).get("total") or {}
+    return {"compute_seconds": total.get("wall_seconds"), "optimizer_steps": total.get("optimizer_steps"), "images_seen": total.get("images_seen")}
+
+
+def _finetuned(run_dir: Path, codebook: str, q: QuantizeConfig, ft: FinetuneConfig, data_dir: str | None) -> Path:
+    """The run whose decoder was fine-tuned on ``codebook``'s latents (made once, resumed if interrupted)."""
+    from posthoc_vq.train import finetune
+
+    key = config_hash({"quantize": q.model_dump(mode="json"), "finetune": ft.model_dump(mode="json")})
+    target = Sweep.finetune_run(run_dir, key)
+    if not target.summary_file.exists():
+        finetune(run_dir, codebook, target.root, epochs=ft.epochs, part=ft.part, lr=ft.lr, patience=ft.patience, min_delta=ft.min_delta,
+                 resume=target.exists(), data_dir=data_dir, progress=False)
+    return target.root
 
 
 def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,6 +177,6 @@ def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
             except Exception:  # one failing cell must not lose the others of the job
                 out.append({"cell_id": cell["cell_id"], "error": traceback.format_exc()})
                 continue
-            res["metrics"] |= shared
+            res["metrics"] = shared | res["metrics"]  # a cell's own value (a fine-tune's convergence) wins
             out.append({"cell_id": cell["cell_id"], **res, "seconds": time.perf_counter() - tic, "train_seconds": train_seconds})
         return out

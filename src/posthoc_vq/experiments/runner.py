@@ -42,6 +42,7 @@ def plan_tasks(spec: SweepSpec, sweep_dir: Path, todo: set[str], data_dir: str |
         task["cells"].append({
             "cell_id": cell.cell_id, "axes": cell.axes,
             "quantize": cell.quantize.model_dump(mode="json") if cell.quantize else None, "weights": cell.weights.model_dump(mode="json"),
+            "finetune": cell.finetune.model_dump(mode="json") if cell.finetune else None,
         })
     return list(groups.values())
 

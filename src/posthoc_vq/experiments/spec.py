@@ -27,21 +27,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from posthoc_vq.config import (
-    QuantizeConfig, RunConfig, WeightsConfig, _Strict, apply_overrides, check_keys, configs_root, load_run_config, read_yaml, validate,
+    FinetuneConfig, QuantizeConfig, RunConfig, WeightsConfig, _Strict, apply_overrides, check_keys, configs_root, load_run_config, read_yaml, validate,
 )
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.names import check_name
 
-METRICS = ("psnr_db", "ssim", "mse", "fd", "kid")  # fd/kid: offline FD/KID of reconstructions (fp32-weight cells)
+METRICS = ("psnr_db", "ssim", "mse", "fd", "kid")  # fd/kid: offline FD/KID of reconstructions (every cell)
 PERCEPTUAL = ("fd", "kid")
-STAGES = {"quantize": QuantizeConfig, "weights": WeightsConfig}
+STAGES = {"quantize": QuantizeConfig, "weights": WeightsConfig, "finetune": FinetuneConfig}
+ARM_AXIS = "arm"
 
 
 class CompareSpec(_Strict):
-    """Which axis is compared, against which arm, on which metrics, with which tests."""
+    """Which axis is compared, against which arm, on which metrics, with which tests.
+
+    ``margin`` (metric -> practical margin > 0 in the metric's units) and ``question`` turn the
+    verdicts on those metrics into equivalence or non-inferiority claims (see :mod:`posthoc_vq.experiments.claims`).
+    """
 
     axis: str
     reference: Any = Field(None, description="reference arm (a value of the axis); empty: every pair of arms")
@@ -51,12 +56,43 @@ class CompareSpec(_Strict):
     correction: Literal["holm", "none"] = "holm"
     min_n: int = Field(3, ge=2, description="fewer observations per arm than this: no significance claim")
     bootstrap: bool = Field(False, description="also report bootstrap CIs of each arm's mean")
+    margin: dict[str, float] = Field(default_factory=dict, description="metric -> practical margin > 0 in its units (e.g. psnr_db: 0.5)")
+    question: Literal["difference", "non-inferiority", "equivalence"] = Field(
+        "difference", description="what each arm is asked against the reference on the metrics with a margin (see experiments.claims)")
+
+    @field_validator("margin")
+    @classmethod
+    def _margins_of_compared_metrics(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        metrics = info.data.get("metrics", [])
+        for key, m in v.items():
+            if key not in metrics:
+                raise ValueError(f"compare.margin.{key}: '{key}' is not among compare.metrics ({', '.join(metrics)})")
+            if not m > 0:
+                raise ValueError(f"compare.margin.{key}: the margin must be a finite number > 0 (in the metric's units), got {m}")
+        return v
+
+    @field_validator("question")
+    @classmethod
+    def _question_has_margins(cls, v: str, info: ValidationInfo) -> str:
+        if v != "difference" and info.data.get("margin") == {}:  # absent: the margin itself was invalid, already reported
+            raise ValueError(f"compare.question '{v}' needs compare.margin for at least one metric, e.g. margin: {{psnr_db: 0.5}}")
+        if v == "non-inferiority" and info.data.get("reference") is None:
+            raise ValueError("compare.question 'non-inferiority' needs compare.reference: the arm every other arm must not be worse than")
+        return v
+
+
+class ArmSpec(_Strict):
+    """A named bundle of settings (a value of the ``arm`` axis): ``set`` always, ``per[axis][value]`` at that value of a tag axis."""
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    per: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
 class SweepSpec(_Strict):
     """A validated sweep: see the module docstring."""
 
     name: str
+    arms: dict[str, ArmSpec] = Field(default_factory=dict, description="named bundles of settings, the values of the 'arm' axis")
     base: str = "digits"
     set: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, list[Any]]
@@ -79,6 +115,7 @@ class Cell:
     run: RunConfig
     quantize: QuantizeConfig | None  # None: no latent codebook
     weights: WeightsConfig
+    finetune: FinetuneConfig | None = None  # None: the codebook is used as fitted
 
     @property
     def train_key(self) -> str:
@@ -89,6 +126,8 @@ class Cell:
     def cell_id(self) -> str:
         parts = {"run": portable(self.run), "quantize": self.quantize.model_dump(mode="json") if self.quantize else None,
                  "weights": self.weights.model_dump(mode="json")}
+        if self.finetune is not None:  # absent from the hash otherwise, so existing sweeps keep their cell ids
+            parts["finetune"] = self.finetune.model_dump(mode="json")
         return config_hash(parts)
 
 
@@ -145,8 +184,29 @@ def check_spec(spec: SweepSpec, source: str) -> None:
         raise ConfigError(f"{source}: 'axes' is empty; give at least one axis, e.g. seed: [0, 1, 2]")
     for key in spec.set:
         _check_key(key, f"{source} (set)")
+    tags = {t for arm in spec.arms.values() for t in arm.per}
+    for name, arm in spec.arms.items():
+        check_name(name, "arm name")
+        for key in arm.set:
+            _check_key(key, f"{source} (arms.{name}.set)")
+        for tag, by_value in arm.per.items():
+            if tag not in spec.axes:
+                raise ConfigError(f"{source}: arms.{name}.per.{tag}: '{tag}' is not an axis of the grid (axes: {', '.join(spec.axes)})")
+            known = {str(v) for v in spec.axes[tag]}
+            for value, settings in by_value.items():
+                if value not in known:
+                    raise ConfigError(f"{source}: arms.{name}.per.{tag}.{value}: {value!r} is not a value of axis '{tag}' ({sorted(known)})")
+                for key in settings:
+                    _check_key(key, f"{source} (arms.{name}.per.{tag}.{value})")
+    if spec.arms and ARM_AXIS not in spec.axes:
+        raise ConfigError(f"{source}: 'arms' are defined but there is no '{ARM_AXIS}' axis listing which of them to run ({', '.join(spec.arms)})")
     for key, values in spec.axes.items():
-        _check_key(key, f"{source} (axes)")
+        if key == ARM_AXIS:
+            unknown = [v for v in values if v not in spec.arms]
+            if unknown:
+                raise ConfigError(f"{source}: axis '{ARM_AXIS}' names arms {unknown} that 'arms' does not define (defined: {', '.join(spec.arms) or 'none'})")
+        elif key not in tags:  # a tag axis only selects arm settings
+            _check_key(key, f"{source} (axes)")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: axis '{key}' is empty; list at least one value")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
@@ -167,15 +227,24 @@ def _stage_config(kind: str, values: dict[str, Any], source: str) -> Any:
     return validate(values, STAGES[kind], source=source)
 
 
+def _tag_axes(spec: SweepSpec) -> set[str]:
+    return {t for arm in spec.arms.values() for t in arm.per}
+
+
 def expand(spec: SweepSpec, source: str = "sweep") -> list[Cell]:
     """Every grid point as a :class:`Cell`, in axis order (last axis fastest)."""
     keys = list(spec.axes)
     cells = []
     for combo in itertools.product(*(spec.axes[k] for k in keys)):
         axes = dict(zip(keys, combo))
-        settings = {**spec.set, **axes}
+        settings = {**spec.set, **{k: v for k, v in axes.items() if k != ARM_AXIS and k not in _tag_axes(spec)}}
+        if ARM_AXIS in axes:
+            arm = spec.arms[axes[ARM_AXIS]]
+            settings |= arm.set
+            for tag, by_value in arm.per.items():
+                settings |= by_value.get(str(axes[tag]), {})
         run_over: list[str] = []
-        stage: dict[str, dict[str, Any]] = {"quantize": {}, "weights": {}}
+        stage: dict[str, dict[str, Any]] = {"quantize": {}, "weights": {}, "finetune": {}}
         seed = None
         for key, value in settings.items():
             head, rest = _split_key(key)
@@ -194,5 +263,10 @@ def expand(spec: SweepSpec, source: str = "sweep") -> list[Cell]:
         method = stage["quantize"].get("method", "none")
         quantize = None if method == "none" else _stage_config("quantize", {**stage["quantize"], "threads": spec.threads}, where)
         weights = _stage_config("weights", stage["weights"], where)
-        cells.append(Cell(axes, run, quantize, weights))
+        finetune = _stage_config("finetune", stage["finetune"], where) if stage["finetune"] else None
+        if finetune is not None and finetune.epochs == 0:
+            finetune = None
+        if finetune is not None and quantize is None:
+            raise ConfigError(f"{where}: finetune.* is set but quantize.method is none; fine-tuning trains the decoder on a codebook's latents")
+        cells.append(Cell(axes, run, quantize, weights, finetune))
     return cells

@@ -2,7 +2,9 @@
 
 * fp32: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, with
   onnxscript), batch dimension dynamic. Encoder: ``x (B, C, H, W) -> mu, logvar (B, D)``;
-  decoder: ``z (B, D) -> x (B, C, H, W)`` in [0, 1].
+  decoder: ``z (B, D) -> x (B, C, H, W)`` in [0, 1]. A model with a trained quantizer: the
+  encoder gives ``mu`` = z_e only, and the decoder graph includes the quantizer
+  (``z_e -> nearest code / FSQ rounding -> decoder``), so the two graphs run the whole model.
 * INT8: onnxruntime's ``quantize_static`` in QDQ format, per-channel int8 weights and int8
   activations, calibrated on images (encoder) and their posterior means (decoder) drawn
   from the run's *train* split with a fixed seed; never the test split.
@@ -40,19 +42,22 @@ QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # BatchNormalizatio
 
 
 class EncoderGraph(nn.Module):
-    """``x -> (mu, logvar)`` of a VAE, as one traceable module."""
+    """``x -> (mu, logvar)`` of a VAE, as one traceable module (``x -> mu`` = z_e with a trained quantizer)."""
 
     def __init__(self, vae: nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def output_names(self) -> list[str]:
+        return ["mu"] if getattr(self.vae, "quantizer", None) is not None else ["mu", "logvar"]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         post = self.vae.encode(x)
-        return post.mu, post.logvar
+        return (post.mu,) if post.logvar is None else (post.mu, post.logvar)
 
 
 class DecoderGraph(nn.Module):
-    """``z -> x`` in the VAE's output range, as one traceable module."""
+    """``z -> x`` in the VAE's output range, as one traceable module (through the quantizer, if the model has one)."""
 
     def __init__(self, vae: nn.Module):
         super().__init__()
@@ -88,8 +93,9 @@ class _Calibration(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray) -> Path:
-    """Static QDQ INT8 quantization of an ONNX model (per-channel weights), calibrated on ``calibration``."""
+def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray, op_types: list[str] | None = None) -> Path:
+    """Static QDQ INT8 quantization of an ONNX model (per-channel weights), calibrated on ``calibration``;
+    ``op_types``: the operators to quantize (default :data:`QUANTIZED_OPS`)."""
     reader = _Calibration(input_name, calibration)
     pre = dst.with_name(dst.name + ".pre.onnx")
     try:
@@ -99,7 +105,7 @@ def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.nd
             with atomic_write(dst) as tmp:
                 quantize_static(
                     str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types or QUANTIZED_OPS,
                 )
     finally:
         pre.unlink(missing_ok=True)
@@ -112,6 +118,12 @@ def onnx_session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _decoder_ops(model: nn.Module) -> list[str]:
+    """Operators to quantize in the decoder: a trained VQ's nearest-code search is a MatMul against the codebook,
+    which stays float (int8 distances would pick other codes); the decoder's layers are Conv, ConvTranspose and Gemm."""
+    return [op for op in QUANTIZED_OPS if op != "MatMul"] if getattr(model, "quantizer", None) is not None else QUANTIZED_OPS
 
 
 def export_run(
@@ -136,18 +148,21 @@ def export_run(
         splits = load_run_splits(run.root, data_dir)
         x_check = splits.split("test").to_tensor()[:64]
         z_check = encode_split(model, x_check, "mu")
+        encoder = EncoderGraph(model)
         files = {
-            "encoder": export_module(EncoderGraph(model), x_check[:2], out / "encoder.onnx", "x", ["mu", "logvar"]),
+            "encoder": export_module(encoder, x_check[:2], out / "encoder.onnx", "x", encoder.output_names()),
             "decoder": export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"]),
         }
         record: dict[str, Any] = {"run": str(run.root), "opset": OPSET, "source_model_sha256": meta["sha256"]}
+        if model.quantizer is not None:
+            record["quantizer"] = {**model.quantizer.describe(), "in_graph": "decoder"}
         if int8:
             train = splits.split("train").to_tensor()
             pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
             x_cal = train[np.sort(pick)]
             z_cal = encode_split(model, x_cal, "mu")
             files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
-            files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy())
+            files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy(), _decoder_ops(model))
             record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
         with torch.no_grad():
             ref = {"encoder": model.encode(x_check).mu.numpy(), "decoder": model.decode(z_check).numpy()}

@@ -9,7 +9,8 @@ to channels[-1] and mirrors the encoder with transposed convolutions. Decoded im
 
 Quantizing each position's D-vector against one shared codebook of K entries turns the
 model into a tokenizer: h * w codes of log2(K) bits per image (VQGAN-style), see
-:mod:`posthoc_vq.quantize.codebooks`.
+:mod:`posthoc_vq.quantize.codebooks`. A trained quantizer (``config.quantizer``) does the same
+during training, per position (no logvar head then).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn as nn
 
 from posthoc_vq.config import VAEConfig
 from posthoc_vq.models.base import EncoderOutput, VAEBase, decoder_layers, encoder_layers
+from posthoc_vq.models.quantizers import build_quantizer
 
 
 class SpatialVAE(VAEBase):
@@ -38,10 +40,11 @@ class SpatialVAE(VAEBase):
         side = config.image_size >> len(channels)
         self.grid = (side, side)
         self.conv_mu = nn.Conv2d(channels[-1], D, 3, padding=1)
-        self.conv_logvar = nn.Conv2d(channels[-1], D, 3, padding=1)
+        self.conv_logvar = nn.Conv2d(channels[-1], D, 3, padding=1) if config.quantizer == "none" else None
 
         self.conv_dec = nn.Conv2d(D, channels[-1], 3, padding=1)
         self.decoder = nn.Sequential(*decoder_layers(config))
+        self.quantizer = build_quantizer(config)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -49,9 +52,9 @@ class SpatialVAE(VAEBase):
         return (self.config.latent_dim, *self.grid)
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
-        """x: (B, C, H, W) in [0, 1] -> posterior parameters (B, D, h, w) each."""
+        """x: (B, C, H, W) in [0, 1] -> posterior parameters (B, D, h, w) each (z_e and no logvar with a trained quantizer)."""
         h = self.encoder(x)  # (B, channels[-1], h, w)
-        return EncoderOutput(mu=self.conv_mu(h), logvar=self.conv_logvar(h))
+        return EncoderOutput(mu=self.conv_mu(h), logvar=self.conv_logvar(h) if self.conv_logvar is not None else None)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, D, h, w) -> pre-sigmoid images (B, C, H, W)."""

@@ -3,7 +3,8 @@
 Encoder: ``len(channels)`` stride-2 convolutions (kernel 4, padding 1 halve the
 size), optional BatchNorm, LeakyReLU, then two linear heads for mu and logvar.
 Decoder: the mirror image with transposed convolutions. Decoded images lie in
-``OUTPUT_RANGE`` = [0, 1] (see ``base.py``). The spatial-latent variant of the family
+``OUTPUT_RANGE`` = [0, 1] (see ``base.py``). With a trained quantizer (``config.quantizer``)
+there is no logvar head and ``self.quantizer`` sits between the mu head (z_e) and the decoder. The spatial-latent variant of the family
 lives in ``spatial.py``; :func:`build_vae` builds either from a :class:`VAEConfig`.
 """
 
@@ -14,6 +15,7 @@ import torch.nn as nn
 
 from posthoc_vq.config import VAEConfig
 from posthoc_vq.models.base import OUTPUT_RANGE, EncoderOutput, VAEBase, VAELoss, VAEOutput, decoder_layers, encoder_layers
+from posthoc_vq.models.quantizers import build_quantizer
 
 # Widths used when a family's config leaves `channels` at the conv default.
 TINY_CHANNELS = [16, 32]
@@ -36,10 +38,11 @@ class ConvVAE(VAEBase):
         self.feature_shape = (channels[-1], config.image_size >> len(channels), config.image_size >> len(channels))
         flat = channels[-1] * self.feature_shape[1] * self.feature_shape[2]
         self.fc_mu = nn.Linear(flat, config.latent_dim)
-        self.fc_logvar = nn.Linear(flat, config.latent_dim)
+        self.fc_logvar = nn.Linear(flat, config.latent_dim) if config.quantizer == "none" else None
 
         self.fc_dec = nn.Linear(config.latent_dim, flat)
         self.decoder = nn.Sequential(*decoder_layers(config))
+        self.quantizer = build_quantizer(config)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -47,9 +50,9 @@ class ConvVAE(VAEBase):
         return (self.config.latent_dim,)
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
-        """x: (B, C, H, W) in [0, 1] -> posterior parameters (B, D) each."""
+        """x: (B, C, H, W) in [0, 1] -> posterior parameters (B, D) each (z_e and no logvar with a trained quantizer)."""
         h = self.encoder(x)  # (B, flat)
-        return EncoderOutput(mu=self.fc_mu(h), logvar=self.fc_logvar(h))
+        return EncoderOutput(mu=self.fc_mu(h), logvar=self.fc_logvar(h) if self.fc_logvar is not None else None)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, D) -> pre-sigmoid images (B, C, H, W)."""

@@ -19,7 +19,8 @@ exact graph is quadratic and refused beyond ``MAX_EXACT_GRAPH_VECTORS``, the app
 Saved as ``<run>/codebooks/<name>/codebook.{safetensors,json}``, published as one folder. The JSON records the latents
 (``mu`` or ``z`` with its seed), their shape, the fit set (and whether it contains the test
 split), the number of vectors fitted, code usage on the whole fit set, graph statistics for
-graph methods, the fit time, and provenance.
+graph methods, the fit time, what the fit and the encoding of its latents cost (``compute``,
+``encoding_compute``: wall seconds, optimiser steps (0), images), and provenance.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 from posthoc_vq.quantize.latent.store import load_codebook, make_estimator, save_codebook
+from posthoc_vq.records import compute_record
 from posthoc_vq.run import Run, check_codebook_name
 GRAPH_METHODS = ("geodesic", "hybrid")
 MAX_EXACT_GRAPH_VECTORS = 100_000  # exact kNN graph: N^2 distances (70,000 single vectors is ~1 min on 2 cores)
@@ -92,7 +94,9 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     (fitted estimator, JSON-able record): latents kind and seed, ``latent_shape``,
     ``tokens_per_image``, ``bits_per_image``, fit set, ``n_fit`` (vectors fitted),
     ``n_fit_images``, ``n_fit_tokens`` (all tokens of the fit set), fit time, the config,
-    ``fit_usage`` (on every token of the fit set), graph statistics, provenance.
+    ``fit_usage`` (on every token of the fit set), graph statistics, ``compute`` (the fit: its
+    ``fit_seconds``, 0 optimiser steps, the fit set's images, ``vectors_fitted``),
+    ``encoding_compute`` (``latents.compute``: what encoding the fit set cost, None if unknown), provenance.
     """
     tokens = latents.tokens()  # (N * T, C)
     check_fit_size(q, len(tokens) if q.max_fit_vectors is None else min(len(tokens), q.max_fit_vectors), latents.latent_shape)
@@ -117,6 +121,8 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
         "n_fit_images": len(latents),
         "n_fit_tokens": len(tokens),
         "fit_seconds": seconds,
+        "compute": compute_record(seconds, 0, len(latents), vectors_fitted=len(fit_set)),
+        "encoding_compute": latents.compute,
         "quantize": q.model_dump(mode="json"),
         "fit_usage": codebook_usage(codes, estimator.n_codes, latents.token_labels()),
         "graph": getattr(estimator, "graph_stats_", None),

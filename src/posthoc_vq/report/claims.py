@@ -15,6 +15,8 @@ from typing import Any
 from posthoc_vq.report.document import Table, table_markdown
 
 CLAIM_COLUMNS = ("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "p adjusted", "verdict", "reason")
+MARGIN_COLUMNS = ("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "CI vs margin", "p adjusted",
+                  "p within / beyond margin", "verdict", "reason")  # when some claim has a margin
 ARM_COLUMNS = ("slice", "metric", "arm", "n", "mean", "std", "95% CI")
 ANOVA_COLUMNS = ("slice", "metric", "arms", "F", "p")
 
@@ -29,15 +31,40 @@ def slice_label(slice_: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in slice_.items()) or "all cells"
 
 
+def ci_vs_margin(c: dict[str, Any]) -> str:
+    """The CI of a claim's difference against its margin, e.g. ``90% CI [-0.38, -0.04] vs [-0.5, +0.5]``; '-' without margin or CI.
+
+    Non-inferiority shows the one edge that matters, as stored with the claim: ``vs > -0.5`` when
+    higher is better, ``vs < +0.5`` when lower is better.
+    """
+    m = c.get("margin")
+    if m is None or c.get("ci_low") is None:
+        return "-"
+    ci = f"{c['ci_level']:.0%} CI [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}]"
+    if c.get("question") == "non-inferiority":
+        return f"{ci} vs " + (f"> {-m:+g}" if c["higher_is_better"] else f"< {m:+g}")
+    return f"{ci} vs [{-m:+g}, {m:+g}]"
+
+
 def claims_tables(claims: dict[str, Any]) -> dict[str, Table]:
-    """``claims`` (every verdict with its reason), ``arms`` (summaries) and, when there is one, ``anova``."""
+    """``claims`` (every verdict with its reason), ``arms`` (summaries) and, when there is one, ``anova``.
+
+    When some claim has a margin the claims table also shows each CI against its margin and the
+    adjusted p-values of the margin tests (equivalence or non-inferiority, and beyond the margin).
+    """
     rows = [{"slice": slice_label(c["slice"]), "metric": c["metric"], "arm": c["arm"], "reference": c["reference"], "n": f"{c['n_arm']}/{c['n_reference']}",
              "mean arm": fmt(c["mean_arm"]), "mean reference": fmt(c["mean_reference"]), "p adjusted": fmt(c.get("p_adjusted"), ".2g"),
              "verdict": c["verdict"], "reason": c["reason"]} for c in claims["claims"]]
+    margins = any(c.get("margin") is not None for c in claims["claims"])
+    if margins:
+        for row, c in zip(rows, claims["claims"]):
+            row["CI vs margin"] = ci_vs_margin(c)
+            row["p within / beyond margin"] = (f"{fmt(c['p_within_adjusted'], '.2g')} / {fmt(c['p_beyond_adjusted'], '.2g')}"
+                                               if c.get("p_within_adjusted") is not None else "-")
     arms = [{"slice": slice_label(a["slice"]), "metric": a["metric"], "arm": a["arm"], "n": str(a["n"]), "mean": fmt(a["mean"]), "std": fmt(a["std"], ".3g"),
              "95% CI": f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}]"} for a in claims["arms"]]
     tables = {
-        "claims": Table(CLAIM_COLUMNS, rows, "Claims", key="claims", row_class="verdict"),
+        "claims": Table(MARGIN_COLUMNS if margins else CLAIM_COLUMNS, rows, "Claims", key="claims", row_class="verdict"),
         "arms": Table(ARM_COLUMNS, arms, "Arms (mean, sample std, 95% t CI over seeds)", key="arms"),
     }
     if claims.get("anova"):
@@ -51,16 +78,30 @@ def verdict_counts(claims: dict[str, Any]) -> str:
     return ", ".join(f"{v}: {n}" for v, n in claims["counts"].items())
 
 
+QUESTIONS = {
+    "difference": "a significant difference whose estimate is smaller than the margin is 'significant but below margin'",
+    "equivalence": "each arm is tested for equivalence to the reference by TOST (the {level} CI inside the margin band)",
+    "non-inferiority": "each arm is tested for non-inferiority to the reference by a one-sided t-test (the {level} CI's worse bound inside the margin)",
+}
+
+
+def margin_sentence(margin: dict[str, float], question: str, alpha: float) -> str:
+    """What the margins of a compare spec mean, in one sentence."""
+    meaning = QUESTIONS[question].format(level=f"{1 - 2 * alpha:.0%}")
+    return f"Margins: {', '.join(f'{m} {v:g}' for m, v in margin.items())}; question `{question}`: {meaning}."
+
+
 def claims_markdown(claims: dict[str, Any], spec: Any) -> str:
-    """``claims.md``: what was compared, the verdict counts, then the claims, arms and ANOVA tables.
+    """``claims.md``: what was compared (and the margins, if any), the verdict counts, then the claims, arms and ANOVA tables.
 
     ``spec`` is the sweep's :class:`~posthoc_vq.experiments.spec.SweepSpec` (its name, split and compare settings).
     """
     c = spec.compare
-    lines = [f"# Claims: {spec.name}", "",
-             f"{claims.get('n_done', '?')} of {claims.get('n_cells', '?')} cells done ({claims.get('n_failed', 0)} failed). "
-             f"Compared axis `{c.axis}`" + (f" against `{c.reference}`" if c.reference is not None else " (all pairs)")
-             + f", paired by `{c.pair_by}`, {c.correction} correction per slice and metric, alpha {c.alpha}, on the {spec.split} split.", "",
-             f"Verdicts: {verdict_counts(claims)}.", ""]
+    compared = (f"{claims.get('n_done', '?')} of {claims.get('n_cells', '?')} cells done ({claims.get('n_failed', 0)} failed). "
+                f"Compared axis `{c.axis}`" + (f" against `{c.reference}`" if c.reference is not None else " (all pairs)")
+                + f", paired by `{c.pair_by}`, {c.correction} correction per slice and metric, alpha {c.alpha}, on the {spec.split} split.")
+    if c.margin:
+        compared += " " + margin_sentence(c.margin, c.question, c.alpha)
+    lines = [f"# Claims: {spec.name}", "", compared, "", f"Verdicts: {verdict_counts(claims)}.", ""]
     lines += [table_markdown(t) for t in claims_tables(claims).values()]
     return "\n".join(lines).rstrip() + "\n"

@@ -129,6 +129,7 @@ def rows_from_evaluations(run_dir: str | Path | Run, split: str = "test") -> lis
                      "compound_factor": None if fp32 is None else fp32 / size,
                      "psnr_db": block["quantized"]["psnr_db"], "ssim": block["quantized"]["ssim"], "psnr_change_db": block["psnr_change_db"],
                      "warnings": r.get("warnings", [])})
+    rows[1:] = sorted(rows[1:], key=lambda r: (-r["bits"], " + " in r["run"], r["run"]))  # INT8 before INT4; each without, then with a codebook
     return rows
 
 

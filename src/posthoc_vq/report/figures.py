@@ -17,7 +17,11 @@ from posthoc_vq.io import atomic_write
 
 DPI = 110
 CURVES = (("loss", "loss (recon + beta KL)"), ("recon", "reconstruction"), ("kl", "KL (nats)"))
-MARKS = {"validated": "*", "no significant difference": "ns", "insufficient evidence": "?", "invalid": "!"}
+MARKS = {"validated": "*", "no significant difference": "ns", "insufficient evidence": "?", "invalid": "!",
+         "significant but below margin": "(*)", "equivalent": "eq", "non-inferior": "ni", "superior": "sup", "inferior": "inf",
+         "inconclusive": "inc"}  # one per experiments.claims.VERDICTS
+BASE_LEGEND_VERDICTS = ("validated", "no significant difference", "insufficient evidence", "invalid")
+BASE_LEGEND = "* validated, ns not significant, ? insufficient evidence, ! invalid"
 
 
 def pyplot():
@@ -129,7 +133,9 @@ def ablation_plot(
         "marks": [verdict or None per arm]} aligned with ``values`` (NaN where an arm has no data).
     values : the compared axis' arm values, in plotting order.
     Marks above the reference-compared arms: * validated, ns no significant difference,
-    ? insufficient evidence, ! invalid (see the claims table for reasons).
+    ? insufficient evidence, ! invalid and, with a margin, (*) significant but below margin,
+    eq equivalent, ni non-inferior, sup superior, inf inferior, inc inconclusive (see the claims
+    table for reasons); the title's legend names the margin marks that appear.
     """
     plt = pyplot()
     x, log = arm_positions(list(values))
@@ -163,47 +169,97 @@ def ablation_plot(
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title + "   (marks vs reference: * validated, ns not significant, ? insufficient evidence, ! invalid)", fontsize=10)
+    used = {v for by_metric in series.values() for s in by_metric.values() for v in s["marks"] if v}
+    extra = [f"{MARKS[v]} {v}" for v in MARKS if v in used and v not in BASE_LEGEND_VERDICTS]
+    legend = ", ".join([BASE_LEGEND] + extra)
+    fig.suptitle(title + ("\n" if extra else "   ") + f"(marks vs reference: {legend})", fontsize=10)  # margin marks: legend on its own line
     fig.tight_layout()
     return save_png(fig, path)
 
 
-def sweep_rate_distortion(points: dict[str, list[dict[str, Any]]], continuous: dict[str, dict[str, float]], path: Path, title: str) -> Path:
-    """PSNR against bits per image per arm (mean and 95% CI over seeds); each arm's continuous model as a dashed line.
+def _panel_axes(plt: Any, n: int, width: float = 6.5, height: float = 4.5) -> tuple[Any, list[Any]]:
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def sweep_rate_distortion(panels: dict[str, tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]], path: Path, title: str) -> Path:
+    """PSNR against bits per image per arm (mean and 95% CI over seeds), one panel per slice (e.g. per dataset).
 
     Parameters
     ----------
-    points : arm label -> [{"series": quantizer settings, "bits": float, "mean", "low", "high" (None when n < 2), "n": int}].
-    continuous : arm label -> {"mean", "low", "high"} of the continuous (fp32, no codebook) PSNR.
+    panels : panel title -> (points, continuous):
+        points : arm label -> [{"series": quantizer settings, "bits": float, "mean", "low", "high" (None when n < 2), "n": int}];
+        continuous : arm label -> {"mean", "low", "high"} of the continuous (fp32, no codebook) PSNR, a dashed line, or a list of such
+            dicts with a "label" when the arm's cells use several continuous models (e.g. one per rate family).
     One colour per arm (its line and its codebooks), one marker per quantizer setting.
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = _panel_axes(plt, len(panels))
     colours = plt.get_cmap("tab10").colors
     markers = "osD^vP*X"
-    series_names = sorted({p["series"] for pts in points.values() for p in pts})
-    for i, arm in enumerate(sorted(set(points) | set(continuous), key=lambda a: list(points).index(a) if a in points else len(points))):
-        c = colours[i % len(colours)]
-        if arm in continuous:
-            ax.axhline(continuous[arm]["mean"], color=c, ls="--", lw=1, label=f"{arm}: continuous {continuous[arm]['mean']:.2f} dB")
-        for j, name in enumerate(series_names):
-            pts = sorted((p for p in points.get(arm, []) if p["series"] == name), key=lambda p: p["bits"])
-            if not pts:
-                continue
-            mean = np.array([p["mean"] for p in pts])
-            err = np.array([[p["mean"] - p["low"] if p["low"] is not None else 0.0 for p in pts],
-                            [p["high"] - p["mean"] if p["high"] is not None else 0.0 for p in pts]])
-            ax.errorbar([p["bits"] for p in pts], mean, yerr=err, marker=markers[j % len(markers)], capsize=3, color=c,
-                        label=f"{arm}: {name} (n={min(p['n'] for p in pts)})")
-    bits = sorted({p["bits"] for pts in points.values() for p in pts})
-    if bits and min(bits) > 0:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(bits, [f"{b:g}" for b in bits])
-        ax.minorticks_off()
-    ax.set_xlabel("bits per image")
-    ax.set_ylabel("PSNR vs ground truth (dB)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    arms = list(dict.fromkeys(a for points, cont in panels.values() for a in [*points, *cont]))
+    series_names = sorted({p["series"] for points, _ in panels.values() for pts in points.values() for p in pts})
+    for ax, (panel, (points, continuous)) in zip(axes, panels.items()):
+        for arm in arms:
+            c = colours[arms.index(arm) % len(colours)]
+            lines = continuous.get(arm, [])
+            for k, line in enumerate([lines] if isinstance(lines, dict) else lines):  # one continuous model, or one per model of the arm
+                where = f" ({line['label']})" if line.get("label") else ""
+                ax.axhline(line["mean"], color=c, ls=("--", ":", "-.")[k % 3], lw=1, label=f"{arm}: continuous{where} {line['mean']:.2f} dB")
+            for j, name in enumerate(series_names):
+                pts = sorted((p for p in points.get(arm, []) if p["series"] == name), key=lambda p: p["bits"])
+                if not pts:
+                    continue
+                mean = np.array([p["mean"] for p in pts])
+                err = np.array([[p["mean"] - p["low"] if p["low"] is not None else 0.0 for p in pts],
+                                [p["high"] - p["mean"] if p["high"] is not None else 0.0 for p in pts]])
+                ax.errorbar([p["bits"] for p in pts], mean, yerr=err, marker=markers[j % len(markers)], capsize=3, color=c,
+                            label=f"{arm}: {name} (n={min(p['n'] for p in pts)})")
+        bits = sorted({p["bits"] for pts in points.values() for p in pts})
+        if bits and min(bits) > 0:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(bits, [f"{b:g}" for b in bits])
+            ax.minorticks_off()
+        ax.set_xlabel("bits per image")
+        ax.set_ylabel("PSNR vs ground truth (dB)")
+        ax.set_title(f"{title}: {panel}" if panel else title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def quality_vs_compute(panels: dict[str, dict[str, list[dict[str, Any]]]], path: Path, title: str) -> Path:
+    """PSNR against the compute behind each model (training + post-hoc steps, wall seconds on a log axis), one panel per slice.
+
+    Parameters
+    ----------
+    panels : panel title -> arm label -> [{"group": e.g. the rate, "seconds": mean wall seconds, "mean", "low", "high", "n"}].
+    One colour per arm, one marker per group; bars are 95% CIs over seeds (PSNR) and the seeds' range (seconds).
+    """
+    plt = pyplot()
+    fig, axes = _panel_axes(plt, len(panels))
+    colours = plt.get_cmap("tab10").colors
+    markers = "osD^vP*X"
+    arms = list(dict.fromkeys(a for points in panels.values() for a in points))
+    groups = sorted({p["group"] for points in panels.values() for pts in points.values() for p in pts}, key=str)
+    for ax, (panel, points) in zip(axes, panels.items()):
+        for arm in arms:
+            c = colours[arms.index(arm) % len(colours)]
+            for p in points.get(arm, []):
+                yerr = [[p["mean"] - p["low"]], [p["high"] - p["mean"]]] if p["low"] is not None else None
+                xerr = [[p["seconds"] - p["seconds_min"]], [p["seconds_max"] - p["seconds"]]]
+                ax.errorbar([p["seconds"]], [p["mean"]], yerr=yerr, xerr=xerr, marker=markers[groups.index(p["group"]) % len(markers)],
+                            color=c, capsize=2, ls="none")
+        for arm in arms:  # legend: colours are arms, markers are groups
+            ax.plot([], [], color=colours[arms.index(arm) % len(colours)], marker="s", ls="none", label=arm)
+        for g in groups:
+            ax.plot([], [], color="0.4", marker=markers[groups.index(g) % len(markers)], ls="none", label=str(g))
+        ax.set_xscale("log")
+        ax.set_xlabel("wall seconds behind the model (train + encode + fit + fine-tune)")
+        ax.set_ylabel("PSNR vs ground truth (dB)")
+        ax.set_title(f"{title}: {panel}" if panel else title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return save_png(fig, path)

@@ -107,4 +107,9 @@ def sweep_limitations(
     out += [f"Audit warning `{code}` fired in {n} cell(s)." for code, n in sorted(warned.items())] or ["No audit warning fired in any cell."]
     if runs_missing:
         out.append(f"Done cells whose trained run is not under runs/ (moved or deleted): {', '.join(runs_missing)}; their curves and images are left out.")
+    if compare.get("margin"):
+        correction = compare.get("correction", "holm")
+        out.append(f"Margins: {', '.join(f'{m} {v:g}' for m, v in compare['margin'].items())}; compared metrics without one get the verdicts of a "
+                   "plain difference test" + (f". The CIs shown against the margins are per comparison while the verdicts use {correction}-adjusted "
+                                              "p-values, so a CI inside a margin can still be 'inconclusive'." if correction != "none" else "."))
     return out

@@ -198,7 +198,7 @@ def image_sections(rf: RunFiles, out: Path) -> list[Section]:
                                      INTERP_CAPTION.format(split=rf.split, a=a, b=b, ca=labels[0], cb=labels[-1])))
     else:
         interp.missing.append(f"no continuous samples on {rf.split}: no interpolation strip (`posthoc-vq evaluate {rf.run_dir} --split {rf.split}` stores them).")
-    if not rf.codebooks:
+    if not rf.codebooks and not trained_quantizer(rf):  # a trained quantizer's codes are its own: no post-hoc codebook is missing
         for section in (grid, books):
             section.missing.append(no_codebook(rf.run_dir))
         if s.continuous is not None:
@@ -206,6 +206,11 @@ def image_sections(rf: RunFiles, out: Path) -> list[Section]:
     if not rf.weights:
         grid.missing.append(f"no INT8/INT4 weights in {rf.run_dir / WEIGHTS}: make them with `posthoc-vq compress-weights {rf.run_dir} --bits 8` (and --bits 4).")
     return [grid, books, interp]
+
+
+def trained_quantizer(rf: RunFiles) -> bool:
+    """Whether the run's model was trained with its quantizer (``model.quantizer`` other than none)."""
+    return getattr(rf.config.model, "quantizer", "none") != "none"
 
 
 def no_codebook(run_dir: Path) -> str:

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from posthoc_vq.config import validate
 from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.experiments.spec import SweepSpec
 from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.io import read_json
 from posthoc_vq.metrics.intervals import mean_ci
-from posthoc_vq.report.claims import claims_tables, slice_label, verdict_counts
+from posthoc_vq.report.claims import claims_tables, margin_sentence, slice_label, verdict_counts
 from posthoc_vq.report.document import Figure, Section, Table
-from posthoc_vq.report.figures import ablation_plot, arm_curves, sweep_rate_distortion
+from posthoc_vq.report.figures import ablation_plot, arm_curves, quality_vs_compute, sweep_rate_distortion
 from posthoc_vq.report.image_figures import ImageRow, image_grid
 from posthoc_vq.report.limitations import sweep_limitations
 from posthoc_vq.report.run_report import (
-    GRID_CAPTION, INTERP_CAPTION, RunFiles, codebook_figures, interpolation_rows, no_codebook, psnr_notes, read_run, reconstruction_rows, t_titles,
+    GRID_CAPTION, INTERP_CAPTION, RunFiles, codebook_figures, interpolation_rows, no_codebook, psnr_notes, read_run, reconstruction_rows, t_titles, trained_quantizer,
 )
 from posthoc_vq.run import Run, Sweep
 
@@ -189,33 +191,89 @@ def ablation_section(sf: SweepFiles, out: Path) -> Section:
     return s
 
 
+def _panel_axes_of(sf: SweepFiles) -> list[str]:
+    """Axes whose values get a panel of their own in the rate-distortion and compute figures (e.g. the dataset)."""
+    c = sf.compare
+    tags = {t for arm in sf.spec.arms.values() for t in arm.per}
+    return [k for k in sf.spec.axes if k not in (c.axis, c.pair_by) and k not in tags and not k.startswith(("quantize.", "weights.", "finetune."))]
+
+
+def _panel_of(sf: SweepFiles, axes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={axes[k]}" for k in _panel_axes_of(sf))
+
+
+def _model_families(sf: SweepFiles, panel: str, arm: str, per_key: dict[str, Any]) -> dict[str, list[str]]:
+    """The arm's continuous models in a panel grouped by the tag-axis values they serve (seeds pooled): label -> train keys."""
+    tags = [t for t in dict.fromkeys(t for a in sf.spec.arms.values() for t in a.per)]
+    served: dict[str, set[str]] = defaultdict(set)
+    for r in sf.rows:
+        if r["train_key"] in per_key and sf.arm_of(r["axes"]) == arm and _panel_of(sf, r["axes"]) == panel:
+            served[r["train_key"]].add(", ".join(f"{t}={r['axes'][t]}" for t in tags))
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key, labels in served.items():
+        groups["; ".join(sorted(labels, key=lambda x: (len(x), x)))].append(key)
+    return dict(groups)
+
+
 def rate_distortion_section(sf: SweepFiles, out: Path) -> Section:
-    """PSNR vs bits per image of the codebook cells with fp32 weights, mean and 95% CI over seeds, per arm."""
+    """PSNR vs bits per image of the quantized cells with fp32 weights (post-hoc codebooks and trained quantizers), mean and 95% CI over seeds,
+    per arm, one panel per value of the other axes (e.g. the dataset); and PSNR vs the compute behind each model."""
     s = Section("rate-distortion", "Rate-distortion")
     c = sf.compare
-    cells: dict[tuple[str, str, float], list[float]] = defaultdict(list)
-    cont: dict[str, dict[str, float]] = defaultdict(dict)
+    tags = [t for t in dict.fromkeys(t for arm in sf.spec.arms.values() for t in arm.per)]
+    cells: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
+    cont: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    compute: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     for r in sf.rows:
         m = r["metrics"] or {}
         if r["status"] != "done" or r["axes"].get("weights.bits", 32) != 32:
             continue
-        arm = sf.arm_of(r["axes"])
-        cont[arm][r["train_key"]] = m.get("continuous_psnr_db")
+        arm, panel = sf.arm_of(r["axes"]), _panel_of(sf, r["axes"])
+        post_hoc = bool((r["artifacts"] or {}).get("codebook"))
+        own_run = Path((r["artifacts"] or {}).get("run_dir") or "").name == r["train_key"]  # not a fine-tune's run beside it
+        if post_hoc and own_run:  # a trained quantizer's 'continuous' output is its quantized output: no continuous line for it
+            cont[panel][arm][r["train_key"]] = m.get("continuous_psnr_db")
         if m.get("bits_per_image"):
             quant = ", ".join(f"{k}={v}" for k, v in r["axes"].items() if k.startswith("quantize.") and k != c.axis)
-            cells[(arm, quant or "codebook", float(m["bits_per_image"]))].append(m["psnr_db"])
+            cells[(panel, arm, quant or ("codebook" if post_hoc else "trained quantizer"), float(m["bits_per_image"]))].append(m["psnr_db"])
+        if m.get("compute_seconds"):
+            group = ", ".join(f"{t}={r['axes'][t]}" for t in tags) or (f"{m.get('bits_per_image'):g} bits" if m.get("bits_per_image") else "continuous")
+            compute[(panel, arm, group)].append((m["compute_seconds"], m["psnr_db"]))
     if not cells:
-        s.missing.append("no done cell with a latent codebook and fp32 weights: no rate-distortion points (add quantize.method to the sweep's axes).")
+        s.missing.append("no done cell with a latent codebook or a trained quantizer and fp32 weights: no rate-distortion points "
+                         "(add quantize.method or model.quantizer to the sweep's axes).")
         return s
-    points: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (arm, series, bits), values in cells.items():
+    panels: dict[str, tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]] = {}
+    for (panel, arm, series, bits), values in cells.items():
         ci = mean_ci(values).to_dict()
-        points[arm].append({"series": series, "bits": bits, "mean": ci["mean"], "low": ci["low"], "high": ci["high"], "n": len(values)})
-    continuous = {arm: mean_ci([v for v in per.values() if v is not None]).to_dict() for arm, per in cont.items() if any(v is not None for v in per.values())}
-    sweep_rate_distortion(points, continuous, out / "rate-distortion.png", f"{sf.spec.name}: PSNR against bits per image (fp32 weights)")
+        panels.setdefault(panel, (defaultdict(list), {}))[0][arm].append(
+            {"series": series, "bits": bits, "mean": ci["mean"], "low": ci["low"], "high": ci["high"], "n": len(values)})
+    for panel, per_arm in cont.items():
+        if panel in panels:
+            for arm, per in per_arm.items():
+                lines = []
+                for family, keys in _model_families(sf, panel, arm, per).items():  # one continuous line per model the arm's codebooks came from
+                    values = [per[k] for k in keys if per[k] is not None]
+                    if values:
+                        lines.append({"label": family, **mean_ci(values).to_dict()})
+                if lines:
+                    panels[panel][1][arm] = lines
+    sweep_rate_distortion(dict(sorted(panels.items())), out / "rate-distortion.png", f"{sf.spec.name}: PSNR against bits per image (fp32 weights)")
     s.figures.append(Figure("rate-distortion.png", "Rate-distortion",
-                            f"{sf.spec.split} PSNR against ground truth vs bits per image for every codebook setting, mean and 95% t CI over seeds "
-                            "(no bar where n = 1); dashed lines: each arm's continuous model (mean over seeds)."))
+                            f"{sf.spec.split} PSNR against ground truth vs bits per image for every post-hoc codebook and trained quantizer, mean and "
+                            "95% t CI over seeds (no bar where n = 1); dashed lines: the continuous VAE behind each post-hoc arm (mean over seeds)."))
+    if compute:
+        cpanels: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+        for (panel, arm, group), pairs in compute.items():
+            seconds = [p[0] for p in pairs]
+            ci = mean_ci([p[1] for p in pairs]).to_dict()
+            cpanels[panel][arm].append({"group": group, "seconds": float(np.mean(seconds)), "seconds_min": min(seconds), "seconds_max": max(seconds),
+                                        "mean": ci["mean"], "low": ci["low"], "high": ci["high"], "n": len(pairs)})
+        quality_vs_compute(dict(sorted(cpanels.items())), out / "quality-vs-compute.png", f"{sf.spec.name}: PSNR against compute")
+        s.figures.append(Figure("quality-vs-compute.png", "Quality against compute",
+                                f"{sf.spec.split} PSNR (mean and 95% t CI over seeds) against the wall seconds behind each model on this machine: "
+                                "training, plus latent encoding, codebook fit and decoder fine-tuning for post-hoc arms (the seeds' range as the "
+                                "horizontal bar). Colours are arms, markers the rate."))
     return s
 
 
@@ -250,7 +308,8 @@ def claims_section(sf: SweepFiles) -> Section:
     if sf.claims is None:
         s.missing.append(claims_missing(sf))
     else:
-        s.paragraphs.append(f"Every verdict from claims.json, with its reason. Verdicts: {verdict_counts(sf.claims)}.")
+        s.paragraphs.append(f"Every verdict from claims.json, with its reason. Verdicts: {verdict_counts(sf.claims)}."
+                            + (" " + margin_sentence(sf.compare.margin, sf.compare.question, sf.compare.alpha) if sf.compare.margin else ""))
         table = claims_tables(sf.claims)["claims"]
         s.tables.append(table)
         if not table.rows:
@@ -276,7 +335,7 @@ def image_sections(sf: SweepFiles, arms: dict[str, list[tuple[str, str]]], reps:
         short = f"{arm.split('.')[-1]}: "
         grid.missing += [f"{arm}: {m}" for m in rf.samples.missing]
         books.figures += [Figure(f.file, f"{arm} ({arms[arm][0][0]}): {f.title}", f.caption) for f in codebook_figures(rf, out, prefix=f"arm{i}-")]
-        if not rf.codebooks:
+        if not rf.codebooks and not trained_quantizer(rf):
             books.missing.append(f"{arm}: {no_codebook(rf.run_dir)}")
         if rf.samples.continuous is None:
             continue

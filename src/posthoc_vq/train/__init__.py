@@ -1,4 +1,4 @@
-"""Training: trainer, checkpoints, seeding, and the run-directory entry point."""
+"""Training: trainer, checkpoints, seeding, the run-directory entry point, and decoder fine-tuning on a codebook."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from posthoc_vq.config import RunConfig
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.run import Run
 from posthoc_vq.train.checkpoint import load_model, load_run_config
+from posthoc_vq.train.finetune import FinetuneResult, finetune
 from posthoc_vq.run import SUMMARY as SUMMARY_FILE
 from posthoc_vq.train.trainer import Trainer, TrainResult
 
@@ -67,4 +68,4 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-__all__ = ["SUMMARY_FILE", "TrainResult", "Trainer", "load_model", "load_run_config", "train"]
+__all__ = ["SUMMARY_FILE", "FinetuneResult", "TrainResult", "Trainer", "finetune", "load_model", "load_run_config", "train"]

@@ -10,6 +10,17 @@ from posthoc_vq.io import atomic_write, read_json, write_json
 from posthoc_vq.run import Run
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "improved", "seconds", "changes")
+# a model with a trained quantizer: its commitment loss and the train epoch's code usage (codes used and dead, of M * K,
+# perplexity and entropy of the empirical code distribution); written after val_kl when the rows have them
+QUANTIZER_COLUMNS = ("train_commitment", "val_commitment", "train_codes_used", "train_codes_dead", "train_perplexity", "train_code_entropy_bits")
+
+
+def columns(history: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The CSV columns of a history: :data:`COLUMNS`, with :data:`QUANTIZER_COLUMNS` after ``val_kl`` when a row has them."""
+    if not any("train_codes_used" in row for row in history):
+        return COLUMNS
+    at = COLUMNS.index("val_kl") + 1
+    return COLUMNS[:at] + QUANTIZER_COLUMNS + COLUMNS[at:]
 
 
 def format_changes(changes: dict[str, dict[str, Any]] | None) -> str:
@@ -25,7 +36,7 @@ def write_history(run: Run, history: list[dict[str, Any]]) -> None:
     """
     write_json(run.history_json, history)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns(history), extrasaction="ignore")
     writer.writeheader()
     writer.writerows({**row, "changes": format_changes(row.get("changes"))} for row in history)
     with atomic_write(run.history_csv) as tmp:

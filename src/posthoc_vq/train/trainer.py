@@ -24,11 +24,13 @@ from posthoc_vq.data import DatasetSplits, load_config_dataset
 from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.models import ConvVAE, build_vae
+from posthoc_vq.models.quantizers import CodeUsage
 from posthoc_vq.provenance import provenance
+from posthoc_vq.records import compute_record
 from posthoc_vq.run import Run
 from posthoc_vq.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from posthoc_vq.train.history import format_changes, record_config_changes, write_history
-from posthoc_vq.seeding import generator, seed_everything
+from posthoc_vq.seeding import derived_seed, generator, seed_everything
 
 
 
@@ -43,6 +45,13 @@ class TrainResult:
     steps: int  # optimizer steps taken
     seconds: float
     images_per_second: float
+    images_seen: int = 0  # train images passed through optimizer steps: epochs x train images, over every invocation
+
+    @property
+    def compute(self) -> dict[str, Any]:
+        """What training cost (``train_summary.json``'s ``compute``): seconds of the epochs (train and
+        val passes, summed over resumes), optimizer steps, images seen."""
+        return compute_record(self.seconds, self.steps, self.images_seen)
 
 
 def images_tensor(splits: DatasetSplits, split: str) -> torch.Tensor:
@@ -62,6 +71,14 @@ def resolve_model_config(config: RunConfig, splits: DatasetSplits) -> RunConfig:
     except ValueError as err:
         raise ConfigError(f"model config does not fit dataset '{splits.name}': {err}") from None
     return config.model_copy(update={"model": model})
+
+
+def _usage_text(row: dict[str, Any]) -> str:
+    """A trained quantizer's epoch in words (empty for a continuous VAE)."""
+    if "train_codes_used" not in row:
+        return ""
+    return (f"  commitment {row['val_commitment']:.3f}, codes used {row['train_codes_used']} (dead {row['train_codes_dead']}), "
+            f"perplexity {row['train_perplexity']:.1f}, entropy {row['train_code_entropy_bits']:.2f} bits")
 
 
 def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
@@ -106,12 +123,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int, on_batch=None) -> dict[str, float]:
-        """One pass over the shuffled train split; returns mean loss, recon and KL per image."""
+        """One pass over the shuffled train split; returns mean loss, recon and KL per image
+        (with a trained quantizer also the commitment loss and the epoch's code usage)."""
         t, seed = self.config.train, self.config.seed
         self.model.train()
         order = torch.randperm(len(self.train_x), generator=generator(seed, "shuffle", epoch))
         noise = generator(seed, "noise", epoch)
         sums = torch.zeros(3, dtype=torch.float64)
+        quantizer = self.model.quantizer
+        usage, commitment = (CodeUsage(quantizer.n_codes, quantizer.n_stages), 0.0) if quantizer is not None else (None, None)
+        if quantizer is not None:  # k-means init and dead-code restarts draw from torch's global generator: reseeded per epoch, so --resume reproduces
+            torch.manual_seed(derived_seed(seed, "quantizer", epoch))
         n_batches = math.ceil(len(order) / t.batch_size)
         for i in range(n_batches):
             idx = order[i * t.batch_size : (i + 1) * t.batch_size]
@@ -131,10 +153,16 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             sums += torch.tensor([loss_value * len(idx), losses.recon.item() * len(idx), losses.kl.item() * len(idx)], dtype=torch.float64)
+            if usage is not None:
+                usage.update(out.codes)
+                commitment += losses.commitment.item() * len(idx)
             if on_batch is not None:
                 on_batch(loss_value)
         loss, recon, kl = (sums / len(order)).tolist()
-        return {"train_loss": loss, "train_recon": recon, "train_kl": kl}
+        row = {"train_loss": loss, "train_recon": recon, "train_kl": kl}
+        if usage is not None:
+            row |= {"train_commitment": commitment / len(order)} | {f"train_{k}": v for k, v in usage.stats().items()}
+        return row
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -142,6 +170,7 @@ class Trainer:
         self.model.eval()
         noise = generator(self.config.seed, "val")
         sums = torch.zeros(3, dtype=torch.float64)
+        commitment = 0.0
         bs = self.config.train.eval_batch_size
         for i in range(0, len(self.val_x), bs):
             x = self.val_x[i : i + bs].float().div_(255.0)
@@ -149,10 +178,15 @@ class Trainer:
                 out = self.model(x, generator=noise)
             losses = self.model.loss(x, out)
             sums += torch.tensor([losses.loss.item(), losses.recon.item(), losses.kl.item()], dtype=torch.float64) * len(x)
+            if losses.commitment is not None:
+                commitment += losses.commitment.item() * len(x)
         loss, recon, kl = (sums / len(self.val_x)).tolist()
         if not math.isfinite(loss):
             raise TrainingError(f"validation loss became {loss}. " + self._divergence_advice())
-        return {"val_loss": loss, "val_recon": recon, "val_kl": kl}
+        row = {"val_loss": loss, "val_recon": recon, "val_kl": kl}
+        if self.model.quantizer is not None:
+            row["val_commitment"] = commitment / len(self.val_x)
+        return row
 
     def _divergence_advice(self) -> str:
         """What to do after a NaN/inf loss: resume from the last checkpoint with a lower lr, or start over if there is none."""
@@ -219,6 +253,7 @@ class Trainer:
         t = self.config.train
         self.step, start_epoch, history = 0, 1, []
         best_val, best_epoch, bad_epochs, seconds = math.inf, 0, 0, 0.0
+        images_seen = 0
         ckpt = latest_checkpoint(self.run) if resume else None
         self.last_checkpoint, changes = ckpt, {}
         if ckpt is not None:
@@ -228,6 +263,7 @@ class Trainer:
             self.step, history = state["step"], state["history"]
             best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
             start_epoch, seconds = state["epoch"] + 1, state["seconds"]
+            images_seen = state.get("images_seen", len(self.train_x) * state["epoch"])  # checkpoints before compute accounting: every epoch saw the train split
             self.console.print(f"resuming {self.run_dir} after epoch {state['epoch']}")
             # what the checkpoint was trained with (older checkpoints: the config.json not yet rewritten)
             trained = state.get("config") or (self.run.config().to_dict() if self.run.exists() else None)
@@ -258,6 +294,7 @@ class Trainer:
                     row["changes"] = changes
                 row["seconds"] = time.perf_counter() - tic
                 seconds += row["seconds"]
+                images_seen += len(self.train_x)
                 improved = row["val_loss"] < best_val - t.min_delta
                 row["improved"] = improved
                 history.append(row)
@@ -271,7 +308,7 @@ class Trainer:
                 write_history(self.run, history)
                 self.last_checkpoint = save_checkpoint(self.run, epoch, self.model, self.optimizer, {
                     "step": self.step, "history": history, "best_val": best_val, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "seconds": seconds,
+                    "bad_epochs": bad_epochs, "seconds": seconds, "images_seen": images_seen,
                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                     "config": self.config.to_dict(),  # what this checkpoint was trained with: resume records changes against it
                 })
@@ -279,7 +316,8 @@ class Trainer:
                 bar.update(run_task, advance=1, loss=row["val_loss"])
                 self.console.print(
                     f"epoch {epoch:3d}  train {row['train_loss']:.3f}  val {row['val_loss']:.3f} "
-                    f"(recon {row['val_recon']:.3f}, kl {row['val_kl']:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s",
+                    f"(recon {row['val_recon']:.3f}, kl {row['val_kl']:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s"
+                    + _usage_text(row),
                     highlight=False,
                 )
                 if t.early_stopping and bad_epochs >= t.patience:
@@ -290,9 +328,9 @@ class Trainer:
         result = TrainResult(
             run_dir=str(self.run_dir), epochs=epochs_done, best_epoch=best_epoch, best_val_loss=best_val,
             converged=stop_reason == "early_stopping", stop_reason=stop_reason, steps=self.step, seconds=seconds,
-            images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0,
+            images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0, images_seen=images_seen,
         )
-        write_json(self.run.summary_file, asdict(result))
+        write_json(self.run.summary_file, {**asdict(result), "compute": result.compute})
         return result
 
     def _write_run_files(self, resumed: bool) -> None:
