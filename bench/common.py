@@ -35,3 +35,16 @@ def interleaved(methods: dict[str, Callable[[], Any]], repeats: int) -> tuple[di
             results[name], t = timed(fn)
             times[name].append(t)
     return results, times
+
+
+def in_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args, queue)`` in a fresh spawned process (its own memory, threads and peak RSS) and return what it put on the queue."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=fn, args=(*args, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out

@@ -33,7 +33,7 @@ import torch
 
 from posthoc_vq.config import load_run_config
 from posthoc_vq.data import DatasetSplits, ImageSet, load_dataset
-from common import sgemm_gflops
+from common import in_process, sgemm_gflops
 from posthoc_vq.io import write_json
 from posthoc_vq.provenance import provenance
 
@@ -110,16 +110,6 @@ def _train_and_evaluate(config, data_dir, queue):
         result = train(config, tmp, progress=False)
         quality = evaluate_continuous(tmp, data_dir=data_dir)["continuous"]
     queue.put({"seconds": result.seconds, "epochs": result.epochs, "psnr_db": quality["psnr_db"], "ssim": quality["ssim"]})
-
-
-def in_process(fn, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=fn, args=(*args, queue))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    return out
 
 
 def main(argv=None) -> int:

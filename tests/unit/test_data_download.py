@@ -161,6 +161,7 @@ def test_truncated_transfer_leaves_no_file(remote, tmp_path):
         ("celeba", r"CelebA cannot be downloaded automatically \(it is hosted on Google Drive\)"),
         ("digits", r"'digits' ships with scikit-learn and needs no download"),
         ("image-folder", r"'image-folder' is your own folder of images"),
+        ("cifar-10-jpeg", r"'cifar-10-jpeg' is a JPEG re-encoding of CIFAR-10 with no official download URL; put cifar-10-jpeg.tar.gz"),
         ("svhn", r"cannot download unknown dataset 'svhn'; choose one of: mnist, fashion-mnist"),
     ],
 )

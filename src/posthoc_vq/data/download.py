@@ -47,6 +47,10 @@ _NO_DOWNLOAD = {
         "dataset 'image-folder' is your own folder of images and cannot be downloaded; "
         "pass --data-dir pointing at a folder with one sub-folder of images per class"
     ),
+    "cifar-10-jpeg": (
+        "dataset 'cifar-10-jpeg' is a JPEG re-encoding of CIFAR-10 with no official download URL; "
+        "put cifar-10-jpeg.tar.gz (train/<class>/*.jpg, test/<class>/*.jpg) in DATA_DIR/cifar-10-jpeg/ and pass --data-dir DATA_DIR"
+    ),
 }
 
 _CHUNK = 1 << 16

@@ -9,6 +9,7 @@ import numpy as np
 
 from posthoc_vq.data.celeba import load_celeba
 from posthoc_vq.data.cifar import CIFAR_CLASSES, CIFAR_SIDE, load_cifar10
+from posthoc_vq.data.cifar_jpeg import CIFAR_JPEG_CLASSES, CIFAR_JPEG_SIDE, load_cifar10_jpeg
 from posthoc_vq.data.digits import DIGITS_CLASSES, load_sklearn_digits
 from posthoc_vq.data.folder import load_image_folder
 from posthoc_vq.data.idx import MNIST_CLASSES, MNIST_SIDE, load_mnist_family
@@ -24,6 +25,7 @@ DATASETS: tuple[str, ...] = (
     "mnist",
     "fashion-mnist",
     "cifar-10",
+    "cifar-10-jpeg",
     "celeba",
     "image-folder",
 )
@@ -33,6 +35,7 @@ _NATIVE_SIZE = {
     "mnist": MNIST_SIDE,
     "fashion-mnist": MNIST_SIDE,
     "cifar-10": CIFAR_SIDE,
+    "cifar-10-jpeg": CIFAR_JPEG_SIDE,
 }
 
 
@@ -77,7 +80,7 @@ def load_dataset(
     -------
     DatasetSplits
         Images ``(N, H, H, C)`` uint8 and labels ``(N,)`` int64 per split:
-        digits 8x8x1, mnist and fashion-mnist 28x28x1, cifar-10 32x32x3,
+        digits 8x8x1, mnist and fashion-mnist 28x28x1, cifar-10 and cifar-10-jpeg 32x32x3,
         celeba and image-folder ``image_size`` x ``image_size`` x 3.
 
     Raises
@@ -105,6 +108,9 @@ def load_dataset(
     if name == "cifar-10":
         train, test = load_cifar10(resolve_data_dir(data_dir))
         return split_official(name, train, test, CIFAR_CLASSES, val_fraction, split_seed)
+    if name == "cifar-10-jpeg":
+        train, test = load_cifar10_jpeg(resolve_data_dir(data_dir))
+        return split_official(name, train, test, len(CIFAR_JPEG_CLASSES), val_fraction, split_seed)
     train, test = load_mnist_family(name, resolve_data_dir(data_dir))
     return split_official(name, train, test, MNIST_CLASSES, val_fraction, split_seed)
 
