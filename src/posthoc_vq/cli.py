@@ -45,6 +45,16 @@ def _ci(m: dict, digits: int) -> str:
     return f"{m['mean']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
 
 
+def _int_or_auto(value: str) -> int | str:
+    """argparse type of ``--neighbors``: an integer or the word 'auto'."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
+
+
 def _print_graph(g: dict | None) -> None:
     if g:
         console.print(f"graph: {g['nodes']} nodes, {g['edges']} edges, {g['components']} component(s), largest {g['largest_component']}")
@@ -222,6 +232,24 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_geometry(args: argparse.Namespace) -> int:
+    from posthoc_vq.evaluation.geometry import geometry_of_run
+    from posthoc_vq.report.geometry_figure import write_geometry_figure
+
+    r = geometry_of_run(args.run, split=args.split, data_dir=args.data_dir, seed=args.seed)
+    figure = write_geometry_figure(args.run, args.split)
+    dims, dist, cls, conn = r["intrinsic_dimension"], r["distortion"], r["classes"], r["connectivity"]
+    console.print(f"{args.run} {args.split}: {r['n_vectors']} latent vectors of {dims['ambient']} dims")
+    console.print(f"intrinsic dimension: TwoNN {dims['twonn']:.2f}, MLE {dims['mle']:.2f} (k={dims['mle_k']}; n={r['samples']['dimension']})")
+    if dist["slope"] is not None:
+        console.print(f"k-means distortion: slope {dist['slope']:.3f} over K={dist['K'][0]}..{dist['K'][-1]}, d_eff {dist['d_eff']:.2f} (n={r['samples']['distortion']})")
+    console.print(f"kNN graph: smallest connected k {conn['connected_k'] if conn['connected_k'] is not None else 'none up to ' + str(conn['k'][-1])}")
+    if cls["separation"] is not None:
+        console.print(f"classes: pooled spread {cls['spread_overall']:.3f}, separation {cls['separation']:.2f} (closest pair {cls['separation_min']:.2f}), Fisher ratio {cls['fisher_ratio']:.2f}")
+    console.print(f"wrote {Run(args.run).geometry_file(args.split)} and {figure}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from posthoc_vq.report.build import write_report
 
@@ -374,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latents", default=None, help="mu (default) or z")
     p.add_argument("--fit-on", dest="fit_on", default=None, help="train (default), train+val, train+test (transductive)")
     p.add_argument("--stages", dest="n_stages", type=int, default=None, help="residual stages M")
-    p.add_argument("--neighbors", dest="n_neighbors", type=int, default=None, help="k of the kNN graph")
+    p.add_argument("--neighbors", dest="n_neighbors", type=_int_or_auto, default=None, help="k of the kNN graph, or 'auto' (connectivity rule)")
     p.add_argument("--name", default=None, help="codebook name (default from method, K, latents, fit set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. quantize.max_iter=20")
     p.add_argument("--data-dir", default=None)
@@ -398,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
     p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("geometry", help="latent geometry: intrinsic dimension, k-means distortion slope, class spread, kNN connectivity")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--split", default="train", help="train (default), val, test or a union such as train+test")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples and of k-means")
+    p.set_defaults(func=_cmd_geometry)
 
     p = sub.add_parser("report", help="a run's or a sweep's report: report.md with PNG figures, and one self-contained report.html")
     p.add_argument("path", help="run directory or sweep directory")

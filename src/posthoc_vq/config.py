@@ -152,7 +152,9 @@ class QuantizeConfig(_Strict):
     fit_on: Literal["train", "train+val", "train+test", "train+val+test"] = "train"
     random_state: int = 0
     max_iter: int | None = Field(None, ge=1, description="Lloyd / k-medoid iterations (method default if empty)")
-    n_neighbors: int = Field(50, ge=1, description="k of the kNN graph (geodesic, hybrid)")
+    n_neighbors: typing.Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        50, description="k of the kNN graph (geodesic, hybrid); 'auto': twice the smallest k giving a connected graph, at most 200"
+    )
     symmetry: Literal["union", "mutual"] = "union"
     graph: Literal["exact", "hnsw"] = "exact"
     n_stages: int = Field(2, ge=1, description="residual stages M")

@@ -22,6 +22,7 @@ Layout::
     eval/weights-<w>[@<codebook>]-<split>.json
     eval/perceptual-<codebook|continuous|weights-<w>[@<codebook>]>-<split>.json
     eval/samples-<codebook|continuous|weights-<w>>-<split>.safetensors   decoded sample images for reports
+    eval/geometry-<split>.json / .png   latent geometry (posthoc-vq geometry) and its figure
     export/                          ONNX files
     report/                          tables, figures, report.md / report.html
     .lock                            the writer lock (see :mod:`posthoc_vq.locking`)
@@ -57,7 +58,7 @@ from posthoc_vq.records import (
     read_record,
 )
 
-RESERVED_CODEBOOK_NAMES = ("continuous",)
+RESERVED_CODEBOOK_NAMES = ("continuous", "geometry")  # eval/geometry-<split>.json is the latent geometry (Run.geometry_file)
 RESERVED_CODEBOOK_PREFIXES = ("weights-", "perceptual-", "samples-")
 
 CONFIG, CONFIG_CHANGES = "config.json", "config_changes.json"
@@ -79,7 +80,7 @@ def check_codebook_name(name: Any) -> str:
     """A codebook name: :func:`check_name`, and not one the ``eval/`` file names reserve."""
     check_name(name, "codebook name")
     if name in RESERVED_CODEBOOK_NAMES or name.startswith(RESERVED_CODEBOOK_PREFIXES):
-        raise ConfigError(f"invalid codebook name {name!r}: 'continuous' and the prefixes {', '.join(RESERVED_CODEBOOK_PREFIXES)} name other results")
+        raise ConfigError(f"invalid codebook name {name!r}: {', '.join(map(repr, RESERVED_CODEBOOK_NAMES))} and the prefixes {', '.join(RESERVED_CODEBOOK_PREFIXES)} name other results")
     return name
 
 
@@ -299,6 +300,14 @@ class Run:
         """Pixel evaluations of packed weights on ``split`` (with or without a codebook)."""
         folder = self.root / EVAL
         return sorted(folder.glob(f"weights-*-{split}.json")) if folder.is_dir() else []
+
+    def geometry_file(self, split: str) -> Path:
+        """Latent geometry of ``split`` (intrinsic dimension, distortion curve, classes, connectivity): ``eval/geometry-<split>.json``."""
+        return self._path(EVAL, f"geometry-{_split_name(split)}.json")
+
+    def geometry_figure(self, split: str) -> Path:
+        """The figure of :meth:`geometry_file`: ``eval/geometry-<split>.png``."""
+        return self._path(EVAL, f"geometry-{_split_name(split)}.png")
 
     @property
     def export_dir(self) -> Path:

@@ -15,6 +15,11 @@ PARAMS = {
     "residual": {"n_clusters": K, "n_stages": 2, "max_iter": 50},
     "random-prior": {"n_clusters": K},
 }
+#: case id -> (method, constructor arguments): every method, plus graph methods with n_neighbors='auto'
+CASES = {
+    **{method: (method, params) for method, params in PARAMS.items()},
+    **{f"{m}-auto": (m, {**PARAMS[m], "n_neighbors": "auto"}) for m in ("geodesic", "hybrid")},
+}
 
 
 def blobs(n=400, d=6, seed=0):
@@ -28,11 +33,11 @@ def test_every_registered_method_is_covered():
     assert set(PARAMS) == set(METHODS)
 
 
-@pytest.fixture(scope="module", params=sorted(METHODS))
+@pytest.fixture(scope="module", params=sorted(CASES))
 def fitted(request):
-    method = request.param
+    method, params = CASES[request.param]
     Z = blobs()
-    est = make_estimator(method, random_state=3, **PARAMS[method])
+    est = make_estimator(method, random_state=3, **params)
     assert est.fit(Z) is est
     return method, est, Z
 
@@ -72,7 +77,7 @@ def test_deterministic_for_random_state_and_clone(fitted):
     method, est, Z = fitted
     again = clone(est).fit(Z)
     assert np.array_equal(again.codebook_, est.codebook_)
-    other = make_estimator(method, random_state=11, **PARAMS[method]).fit(Z)
+    other = clone(est).set_params(random_state=11).fit(Z)
     assert not np.array_equal(other.codebook_, est.codebook_)
 
 
@@ -107,7 +112,7 @@ def test_save_load_round_trip(fitted, tmp_path):
 def test_input_errors(fitted):
     method, est, Z = fitted
     with pytest.raises(NotFittedError):
-        make_estimator(method, **PARAMS[method]).predict(Z)
+        clone(est).predict(Z)
     with pytest.raises(ValueError, match="dimension 3 but the codebook was fitted on dimension 6"):
         est.predict(Z[:, :3])
     with pytest.raises(ValueError, match="NaN"):

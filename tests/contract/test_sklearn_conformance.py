@@ -25,6 +25,8 @@ SMALL = {
     "residual": {"n_clusters": 3, "n_stages": 2, "max_iter": 20},
     "random-prior": {"n_clusters": 3},
 }
+#: graph methods again with n_neighbors='auto' (k chosen at fit time by the connectivity rule)
+AUTO = {f"{m}-auto": (m, {**SMALL[m], "n_neighbors": "auto"}) for m in ("geodesic", "hybrid")}
 
 _LAZY_TRANSFORM_CACHE = (
     "transform memoises the (N_fit, K) graph distances from every fitted node to every medoid in a private "
@@ -52,10 +54,11 @@ def test_every_registered_method_is_covered():
     assert set(SMALL) == set(EXPECTED_FAILED) == set(METHODS)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_check_estimator(method):
+@pytest.mark.parametrize("case", sorted(METHODS) + sorted(AUTO))
+def test_check_estimator(case):
+    method, params = AUTO.get(case, (case, SMALL.get(case)))
     expected = EXPECTED_FAILED[method]
-    results = check_estimator(make_estimator(method, **SMALL[method]), expected_failed_checks=expected or None, on_skip=None)
+    results = check_estimator(make_estimator(method, **params), expected_failed_checks=expected or None, on_skip=None)
     status = {}
     for r in results:
         status.setdefault(r["check_name"], set()).add(r["status"])
@@ -65,11 +68,12 @@ def test_check_estimator(method):
 
 
 @pytest.mark.parametrize("check", ["check_param_validation", "check_dataframe_column_names_consistency", "check_inplace_ensure_writeable"])
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_checks_outside_check_estimator(method, check):
+@pytest.mark.parametrize("case", sorted(METHODS) + sorted(AUTO))
+def test_checks_outside_check_estimator(case, check):
     """Checks scikit-learn runs on its own estimators but ``check_estimator`` does not: the
     declared ``_parameter_constraints``, feature names of DataFrames, read-only input."""
-    est = make_estimator(method, **SMALL[method])
+    method, params = AUTO.get(case, (case, SMALL.get(case)))
+    est = make_estimator(method, **params)
     getattr(estimator_checks, check)(type(est).__name__, est)
 
 
@@ -158,11 +162,12 @@ def test_labels_tags_and_unchanged_input_handling(method):
     assert est.predict(Z[:0]).shape[0] == 0  # an empty batch still gives an empty result
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_loaded_state_sets_n_features_in(method):
+@pytest.mark.parametrize("case", sorted(METHODS) + sorted(AUTO))
+def test_loaded_state_sets_n_features_in(case):
+    method, params = AUTO.get(case, (case, SMALL.get(case)))
     Z = blobs()
-    est = make_estimator(method, **SMALL[method]).fit(Z)
-    loaded = make_estimator(method, **SMALL[method])
+    est = make_estimator(method, **params).fit(Z)
+    loaded = make_estimator(method, **params)
     loaded.load_state(est.state_tensors(), est.state_info())
     assert loaded.n_features_in_ == Z.shape[1]
     assert np.array_equal(loaded.predict(Z), est.predict(Z))

@@ -7,7 +7,13 @@ vector is a fitted latent (a medoid), so it decodes to something the model has s
 
 Fitting alternates a multi-source Dijkstra assignment with a per-cluster medoid update
 (Voronoi iteration). Unseen points are attached to the fitted graph by their
-``n_neighbors`` nearest fitted points (:meth:`GeodesicKMedoids.predict`).
+``n_neighbors_`` nearest fitted points (:meth:`GeodesicKMedoids.predict`).
+
+``n_neighbors='auto'`` picks k at fit time by a stated rule (:func:`.graph.auto_knn_graph`):
+twice (:data:`.graph.AUTO_SAFETY`) the smallest k whose kNN graph over the fit set is
+connected, at most :data:`.graph.AUTO_MAX_NEIGHBORS` and N - 1. The result is exactly the
+estimator with that fixed k; the chosen k is ``n_neighbors_`` and the search is recorded in
+``graph_stats_['auto_search']`` (so in a saved codebook's JSON).
 
 Disconnected graphs (``join_components=False``): a node that no medoid can reach is assigned
 to its Euclidean-nearest medoid, and its distances are Euclidean distances to the medoids;
@@ -27,7 +33,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from posthoc_vq.quantize.latent.base import CodebookEstimator, squared_distances
-from posthoc_vq.quantize.latent.graph import KNNGraph, build_knn_graph, graph_stats
+from posthoc_vq.quantize.latent.graph import KNNGraph, auto_knn_graph, build_knn_graph, graph_stats
 from posthoc_vq.quantize.latent.knn import knn_query
 
 #: Clusters larger than this evaluate only their this-many members geodesically closest to the
@@ -49,8 +55,10 @@ class GeodesicKMedoids(CodebookEstimator):
     ----------
     n_clusters : int
         Codebook size K (1 <= K <= N).
-    n_neighbors : int
+    n_neighbors : int or 'auto'
         Neighbours per point in the graph, and fitted points a held-out query links to.
+        ``'auto'``: chosen at fit time by the connectivity rule of :func:`.graph.auto_knn_graph`
+        (module docstring).
     symmetry : {'union', 'mutual'}
         Graph symmetrisation (:func:`.graph.build_knn_graph`).
     graph : {'exact', 'hnsw'}
@@ -77,6 +85,9 @@ class GeodesicKMedoids(CodebookEstimator):
     labels_ : (N,) int64 code of every fitted point.
     node_distance_ : (N,) float32 graph distance (latent units) to the assigned medoid.
     fit_points_ : (N, D) float32 the fitted latents (graph nodes).
+    n_neighbors_ : int the k in use (``n_neighbors``, or the value the 'auto' rule chose).
+    auto_search_ : dict or None, the 'auto' search (:func:`.graph.auto_knn_graph`), also stored
+        as ``graph_stats_['auto_search']``; None for a fixed k.
     graph_ : KNNGraph; graph_stats_ : dict (:func:`.graph.graph_stats`).
     n_iter_ : int rounds run; objective_ : float, ``node_distance_.sum()``;
     objective_history_ : list of float, the objective after each assignment (non-increasing
@@ -87,7 +98,7 @@ class GeodesicKMedoids(CodebookEstimator):
 
     _parameter_constraints: dict = {
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "symmetry": [StrOptions({"union", "mutual"})],
         "graph": [StrOptions({"exact", "hnsw"})],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -100,7 +111,7 @@ class GeodesicKMedoids(CodebookEstimator):
         self,
         n_clusters: int = 1024,
         *,
-        n_neighbors: int = 50,
+        n_neighbors: int | str = 50,
         symmetry: str = "union",
         graph: str = "exact",
         max_iter: int = 10,
@@ -122,14 +133,12 @@ class GeodesicKMedoids(CodebookEstimator):
     def fit(self, Z, y=None) -> "GeodesicKMedoids":
         Z = self._validate_latents(Z, reset=True)
         self._check_n_samples(len(Z))
-        graph = build_knn_graph(
-            Z,
-            self.n_neighbors,
-            symmetry=self.symmetry,
-            method=self.graph,
-            join_components=self.join_components,
-            random_state=self.random_state,
-        )
+        options = dict(symmetry=self.symmetry, method=self.graph, join_components=self.join_components, random_state=self.random_state)
+        if self.n_neighbors == "auto":
+            graph, search = auto_knn_graph(Z, **options)
+            n_neighbors = search["n_neighbors"]
+        else:
+            graph, search, n_neighbors = build_knn_graph(Z, self.n_neighbors, **options), None, int(self.n_neighbors)
         adj = graph.adjacency.astype(np.float64)  # Dijkstra works in float64; convert once
         medoids = self._initial_medoids(Z, adj, np.random.default_rng(self.random_state))
         self.init_medoid_indices_ = medoids.copy()
@@ -144,7 +153,7 @@ class GeodesicKMedoids(CodebookEstimator):
         else:  # stopped by max_iter (or max_iter == 0): assign to the medoids we return
             labels, dist, _ = self._assign(Z, adj, medoids)
             history.append(float(dist.sum(dtype=np.float64)))
-        self._set_state(Z, graph, medoids, labels, dist)
+        self._set_state(Z, graph, medoids, labels, dist, n_neighbors, search)
         self.n_iter_ = n_iter
         self.objective_history_ = history
         return self
@@ -231,10 +240,12 @@ class GeodesicKMedoids(CodebookEstimator):
             new[c] = order[s + int(np.argmin(cost))]  # argmin takes the first: position 0 = current
         return new
 
-    def _set_state(self, Z, graph: KNNGraph, medoids, labels, dist) -> None:
+    def _set_state(self, Z, graph: KNNGraph, medoids, labels, dist, n_neighbors: int, search: dict | None) -> None:
         self.fit_points_ = Z
         self.graph_ = graph
-        self.graph_stats_ = graph_stats(graph)
+        self.n_neighbors_ = int(n_neighbors)
+        self.auto_search_ = search
+        self.graph_stats_ = graph_stats(graph) | ({"auto_search": search} if search is not None else {})
         self.medoid_indices_ = np.asarray(medoids, dtype=np.int64)
         self.codebook_ = Z[self.medoid_indices_].copy()
         self.labels_ = np.asarray(labels, dtype=np.int64)
@@ -249,7 +260,7 @@ class GeodesicKMedoids(CodebookEstimator):
         A query equal to a fitted point is that node: its extra edges are dropped (set to inf),
         so it gets the node's own code and distance rather than shortcuts past the node's edges.
         """
-        k = min(int(self.n_neighbors), len(self.fit_points_))
+        k = min(self.n_neighbors_, len(self.fit_points_))
         _, idx = knn_query(self.fit_points_, Q, k)
         idx = np.asarray(idx, dtype=np.int64)
         d = np.empty(idx.shape, dtype=np.float32)
@@ -263,7 +274,7 @@ class GeodesicKMedoids(CodebookEstimator):
     def predict(self, Z, return_distance: bool = False):
         """Code of the geodesically nearest medoid.
 
-        A query is linked to its ``n_neighbors`` nearest fitted points with Euclidean edge
+        A query is linked to its ``n_neighbors_`` nearest fitted points with Euclidean edge
         weights; its distance to the nearest medoid is then min_j (||z - z_j|| +
         node_distance_[j]) and its code is that of the minimising j. This is exact on the
         fitted graph plus that query's edges (queries are not linked to each other, so a batch
@@ -335,6 +346,7 @@ class GeodesicKMedoids(CodebookEstimator):
     def state_info(self) -> dict[str, Any]:
         return {
             "graph_stats": self.graph_stats_,
+            "n_neighbors": self.n_neighbors_,
             "n_iter": self.n_iter_,
             "objective": self.objective_,
             "objective_history": self.objective_history_,
@@ -346,7 +358,14 @@ class GeodesicKMedoids(CodebookEstimator):
         adjacency = sp.csr_matrix((t["graph_data"], t["graph_indices"], t["graph_indptr"]), shape=(n, n))
         stats = info["graph_stats"]
         graph = KNNGraph(adjacency, stats["n_neighbors"], stats["symmetry"], stats["joined_edges"])
-        self._set_state(t["fit_points"].astype(np.float32), graph, t["medoid_indices"], t["labels"], t["node_distance"])
+        # records written before n_neighbors='auto' existed hold only the configured (integer) k
+        n_neighbors = info.get("n_neighbors", self.n_neighbors)
+        if not isinstance(n_neighbors, Integral):
+            raise ValueError(f"the record's state has no fitted n_neighbors (params say {self.n_neighbors!r})")
+        self._set_state(
+            t["fit_points"].astype(np.float32), graph, t["medoid_indices"], t["labels"], t["node_distance"],
+            n_neighbors, stats.get("auto_search"),
+        )
         self.n_features_in_ = self.dim
         self.n_iter_ = int(info["n_iter"])
         self.objective_history_ = list(info.get("objective_history", [self.objective_]))

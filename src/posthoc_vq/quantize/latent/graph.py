@@ -129,18 +129,34 @@ def build_knn_graph(
     k = min(int(n_neighbors), n - 1)
     if k < 1:
         return KNNGraph(sp.csr_matrix((n, n), dtype=np.float32), max(k, 0), symmetry, 0)
+    return graph_from_neighbors(Z, neighbor_indices(Z, k, method, random_state), symmetry, join_components)
 
+
+def neighbor_indices(Z: np.ndarray, k: int, method: str, random_state: int = 0) -> np.ndarray:
+    """(N, k) int64 indices of each point's k nearest other points, nearest first (HNSW pads with -1)."""
     if method == "exact":
         _, idx = knn_exact(Z, k, exclude_self=True)
     else:
         _, idx = knn_hnsw(Z, k, random_state=random_state, exclude_self=True)
+    return np.asarray(idx, dtype=np.int64)
+
+
+def _directed_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicated (rows, cols) of the directed kNN relation, without padding and self-pairs."""
+    n = len(idx)
     rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
-    cols = np.asarray(idx, dtype=np.int64).ravel()
+    cols = idx.ravel()
     # HNSW pads missing neighbours with -1; with duplicates a search may return the point itself.
     # A pair listed twice would have its weight summed by the COO -> CSR conversion: dedupe.
     keep = (cols >= 0) & (cols != rows)
     pairs = np.unique(rows[keep] * n + cols[keep])
-    rows, cols = pairs // n, pairs % n
+    return pairs // n, pairs % n
+
+
+def graph_from_neighbors(Z: np.ndarray, idx: np.ndarray, symmetry: str, join_components: bool) -> KNNGraph:
+    """The symmetric graph of a neighbour table ``idx`` (N, k), as :func:`build_knn_graph` builds it."""
+    n, k = idx.shape
+    rows, cols = _directed_pairs(idx)
     directed = sp.csr_matrix((_edge_weights(Z, rows, cols), (rows, cols)), shape=(n, n))
     # maximum() keeps an edge present in either direction; minimum() with an absent (0) entry
     # gives 0, which scipy drops, so only edges present in both directions survive.
@@ -163,11 +179,105 @@ def build_knn_graph(
         warnings.warn(
             f"kNN graph (n_neighbors={k}, symmetry={symmetry!r}) has {n_comp} connected components; {strategy}",
             DisconnectedGraphWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         if join_components:
             adjacency, joined = connect_components(adjacency, Z)
     return KNNGraph(adjacency, k, symmetry, joined)
+
+
+# ---------------------------------------------------------------------------- n_neighbors='auto'
+
+#: ``n_neighbors='auto'`` takes this many times the smallest connecting k (:func:`auto_knn_graph`).
+AUTO_SAFETY = 2
+#: ... and at most this many neighbours (also the deepest connectivity search).
+AUTO_MAX_NEIGHBORS = 200
+
+
+def _n_components(idx: np.ndarray, k: int, symmetry: str) -> int:
+    """Connected components of the ``symmetry`` graph of the first k columns of ``idx`` (structure only)."""
+    n = len(idx)
+    rows, cols = _directed_pairs(idx[:, :k])
+    a = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+    if symmetry == "mutual":
+        a = a.multiply(a.T)
+    # directed=False: an edge in either direction links its ends, i.e. the union graph
+    return int(connected_components(a, directed=False)[0])
+
+
+def smallest_connected_k(idx: np.ndarray, symmetry: str = "union") -> tuple[int | None, list[list[int]]]:
+    """Smallest k <= idx.shape[1] whose kNN graph (first k columns of ``idx``) is connected.
+
+    The k-graph is a subgraph of the (k+1)-graph (neighbour lists are nested, for both
+    symmetries), so connectivity is monotone in k: k = 1, 2, 4, ... (capped at ``idx.shape[1]``)
+    until one connects, then bisection between the last disconnected and the first connected k.
+
+    Returns
+    -------
+    k : int, or None if even ``idx.shape[1]`` neighbours leave the graph disconnected.
+    tried : list of [k, components], in the order evaluated.
+    """
+    k_max = idx.shape[1]
+    tried: list[list[int]] = []
+
+    def connected(k: int) -> bool:
+        tried.append([k, _n_components(idx, k, symmetry)])
+        return tried[-1][1] == 1
+
+    lo, k = 0, 1
+    while not connected(k):
+        if k == k_max:
+            return None, tried
+        lo, k = k, min(2 * k, k_max)
+    hi = k
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if connected(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, tried
+
+
+def auto_knn_graph(
+    Z, *, symmetry: str = "union", method: str = "exact", join_components: bool = True, random_state: int = 0
+) -> tuple[KNNGraph, dict[str, Any]]:
+    """The kNN graph with k chosen by the ``n_neighbors='auto'`` rule.
+
+    Rule: k0 = the smallest k whose ``symmetry`` kNN graph over ``Z`` (neighbours from the
+    ``method`` search) has one connected component (:func:`smallest_connected_k`), and
+    k = min(:data:`AUTO_SAFETY` * k0, :data:`AUTO_MAX_NEIGHBORS`, N - 1). If no
+    k <= min(AUTO_MAX_NEIGHBORS, N - 1) connects, k is that cap (and the graph is then joined as
+    by :func:`build_knn_graph`). The neighbour search runs once, for the cap; every candidate
+    and the final graph use the first k columns of its (nearest-first) table, so for
+    ``'exact'`` the result is the graph ``build_knn_graph(Z, k)`` builds.
+
+    Returns
+    -------
+    graph : KNNGraph
+    search : dict
+        ``smallest_connected_k`` (None if none up to the cap), ``safety_factor``,
+        ``max_neighbors``, ``n_neighbors`` (the chosen k), ``tried`` ([k, components] pairs).
+    """
+    Z = as_latents(Z)
+    n = len(Z)
+    k_max = min(AUTO_MAX_NEIGHBORS, n - 1)
+    if k_max < 1:  # 0 or 1 point: connected without any edge
+        smallest, tried, chosen = (1 if n else None), [], 1
+        graph = build_knn_graph(Z, 1, symmetry=symmetry, method=method, join_components=join_components)
+    else:
+        idx = neighbor_indices(Z, k_max, method, random_state)
+        smallest, tried = smallest_connected_k(idx, symmetry)
+        chosen = k_max if smallest is None else min(AUTO_SAFETY * smallest, k_max)
+        graph = graph_from_neighbors(Z, idx[:, :chosen], symmetry, join_components)
+    search = {
+        "smallest_connected_k": smallest,
+        "safety_factor": AUTO_SAFETY,
+        "max_neighbors": AUTO_MAX_NEIGHBORS,
+        "n_neighbors": int(chosen),
+        "tried": tried,
+    }
+    return graph, search
 
 
 def _component_gaps(Z: torch.Tensor, starts: np.ndarray) -> np.ndarray:

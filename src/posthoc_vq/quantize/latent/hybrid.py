@@ -71,7 +71,7 @@ class HybridKMeansGeodesic(GeodesicKMedoids):
         self,
         n_clusters: int = 1024,
         *,
-        n_neighbors: int = 50,
+        n_neighbors: int | str = 50,
         symmetry: str = "union",
         graph: str = "exact",
         max_iter: int = 10,
