@@ -138,6 +138,14 @@ def _evaluate_weight_pixels(args: argparse.Namespace) -> dict:
     return result
 
 
+def _model_label(result: dict) -> str:
+    """What the run's own decoder output is: a continuous VAE's decode(mu), or a trained quantizer's (with its exact rate)."""
+    kind = result["model"].get("quantizer")
+    if kind:
+        return f"trained {kind} ({result['bits_per_image']:g} bits/image)"
+    return f"continuous ({result['latents']})"
+
+
 def _evaluate_pixels(args: argparse.Namespace) -> dict:
     from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
     from posthoc_vq.evaluation.samples import write_samples
@@ -156,7 +164,8 @@ def _evaluate_pixels(args: argparse.Namespace) -> dict:
     table = Table(title=f"{args.run} — {result['dataset']} {args.split} split, {q['n_images']} images, latents {result['latents']}")
     for col in ("decoder input", "vs", "MSE", "PSNR (dB)", "SSIM"):
         table.add_column(col)
-    table.add_row(f"continuous ({result['latents']})", "ground truth", _ci(q["mse"], 5), _ci(q["psnr_db"], 2), _ci(q["ssim"], 4))
+    own = _model_label(result)
+    table.add_row(own, "ground truth", _ci(q["mse"], 5), _ci(q["psnr_db"], 2), _ci(q["ssim"], 4))
     if args.codebook:
         for key, vs in (("quantized", "ground truth"), ("penalty", "continuous")):
             m = result[key]

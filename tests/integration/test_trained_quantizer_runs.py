@@ -40,12 +40,14 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
     assert "train_codes_dead" in Run(run).history_csv.read_text().splitlines()[0]
 
     run_cli("evaluate", run)
-    capsys.readouterr()
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"trained {kind}" in shown and "continuous (mu)" not in shown  # its own output is quantized
     run_cli("evaluate", run, "--json")
     printed = json.loads(capsys.readouterr().out)
     result = read_json(Run(run).eval_file("test"))
     assert printed["bits_per_image"] == result["bits_per_image"] == bits and result["bits_per_token"] == bits
     assert result["quantizer"]["kind"] == kind and result["tokens_per_image"] == 1
+    assert cli._model_label(result) == f"trained {kind} ({bits:g} bits/image)"
     assert result["quantized"] == result["continuous"] and "pre_quantization" in result
     usage = result["usage"]["test"]
     assert usage["n_vectors"] == result["continuous"]["n_images"] and 0 < usage["used"] <= usage["n_codes"]
@@ -69,7 +71,8 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
     run_cli("report", run, "--out", str(tmp_path / "report"), "--no-progress")
     assert (tmp_path / "report" / "report.html").exists()
     run_cli("table", run)
-    assert (Run(run).report_dir / "codebooks-test.md").exists()
+    table = (Run(run).report_dir / "codebooks-test.md").read_text()
+    assert f"trained {kind}" in table and f"{bits:g} (trained {kind})" in table and "(fp32)" not in table
 
     if kind == "vq":  # a sweep cell without a post-hoc codebook reports the trained quantizer's rate
         for w in (32, 8):

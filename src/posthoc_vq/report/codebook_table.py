@@ -45,8 +45,10 @@ def latent_size(result: dict[str, Any]) -> int:
 
 def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
     c = cont["continuous"]
+    kind = cont["model"].get("quantizer")  # a model trained with its quantizer: its own output is already quantized
     rows = [{
-        "method": "continuous", "codebook": "-", "fit on": "-", "bits/image": f"{32 * latent_size(cont)} (fp32)",
+        "method": f"trained {kind}" if kind else "continuous", "codebook": "-", "fit on": "-",
+        "bits/image": f"{cont['bits_per_image']:g} (trained {kind})" if kind else f"{32 * latent_size(cont)} (fp32)",
         "PSNR (dB)": f"{c['psnr_db']['mean']:.2f}", "PSNR 95% CI": f"[{c['psnr_db']['low']:.2f}, {c['psnr_db']['high']:.2f}]",
         "SSIM": f"{c['ssim']['mean']:.4f}", "penalty PSNR (dB)": "-",
     }]
@@ -90,7 +92,9 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     c = cont["continuous"]["psnr_db"]
     ax.set_xscale("log", base=2)
-    ax.axhline(c["mean"], color="black", lw=1.2, label=f"continuous (mu), {c['mean']:.2f} dB")
+    kind = cont["model"].get("quantizer")
+    own = f"trained {kind} ({cont['bits_per_image']:g} bits/image)" if kind else "continuous (mu)"
+    ax.axhline(c["mean"], color="black", lw=1.2, label=f"{own}, {c['mean']:.2f} dB")
     ax.axhspan(c["low"], c["high"], color="black", alpha=0.08)
     # colour = method, filled marker = fitted on train only, open marker + dashed = fit set includes test
     methods = sorted({r["method"] for r in books})
