@@ -15,3 +15,24 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("CI"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which is not allowed: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets():
+    """Factory: the real datasets folder (``$POSTHOC_VQ_SHARED_DATA``, else ``<repo>/../shared/datasets``) holding ``paths``.
+
+    A missing file fails the test, never skips it: CI must say that data is absent.
+    """
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    root = Path(os.environ.get("POSTHOC_VQ_SHARED_DATA") or repo.parent / "shared" / "datasets")
+
+    def find(*paths: str, what: str) -> Path:
+        missing = [p for p in paths if not (root / p).exists()]
+        if missing:
+            pytest.fail(f"real {what} not found: expected {', '.join(str(root / p) for p in missing)}; "
+                        "set POSTHOC_VQ_SHARED_DATA to the folder that holds it")
+        return root
+
+    return find

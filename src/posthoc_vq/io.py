@@ -14,13 +14,12 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Iterator
 
 from posthoc_vq.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch and safetensors load on first tensor I/O, not when a path or a JSON file is all that is needed (CLI start-up)
+    import torch
 
 
 @contextmanager
@@ -103,6 +102,8 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Save tensors as safetensors atomically and return the file's sha256."""
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -111,6 +112,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 
 def load_tensors(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Load a safetensors file; missing, truncated, corrupt or checksum-mismatched files raise CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"tensor file not found: {path}")

@@ -224,19 +224,20 @@ def check_record(data: Any, schema: type[R], path: str | os.PathLike, what: str)
         raise CheckpointError(f"{path} is not a valid {what}: {loc}: {e['msg']} (got {got}){more}; restore it or re-create the {what}") from None
 
 
+def _read(path: str | os.PathLike, schema: type[R], what: str) -> tuple[Any, R]:
+    data = read_json(path, what=what)
+    wrapped = {"rows": data} if schema is History and isinstance(data, list) else data  # history.json is a bare list of rows
+    return data, check_record(wrapped, schema, Path(path), what)
+
+
 def read_record(path: str | os.PathLike, schema: type[R], what: str) -> R:
     """Read JSON at ``path`` through ``schema``; missing, damaged or wrongly shaped files raise CheckpointError."""
-    data = read_json(path, what=what)
-    if schema is History:
-        data = {"rows": data} if isinstance(data, list) else data
-    return check_record(data, schema, Path(path), what)
+    return _read(path, schema, what)[1]
 
 
 def read_dict(path: str | os.PathLike, schema: type[BaseModel], what: str) -> dict[str, Any]:
     """The file's JSON object as a plain dict, after :func:`read_record` checked it against ``schema``."""
-    data = read_json(path, what=what)
-    check_record({"rows": data} if schema is History and isinstance(data, list) else data, schema, Path(path), what)
-    return data
+    return _read(path, schema, what)[0]
 
 
 def read_pair(record_path: str | os.PathLike, schema: type[BaseModel], what: str, tensor_path: str | os.PathLike, attempts: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:

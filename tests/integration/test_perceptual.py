@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from posthoc_vq.cli import main
-from reference import fd_scipy
+from reference import codebook_reconstruction_fd, fd_scipy
 from posthoc_vq.config import load_run_config
 from posthoc_vq.data import load_dataset
 from posthoc_vq.evaluation.perceptual import perceptual_metrics
@@ -90,11 +90,7 @@ def test_geodesic_codebook_samples_and_graph_interpolation(run, features, capsys
     codebook, _ = open_codebook(run, name)
     fnet = load_feature_net(features)
     x = load_dataset("digits").test.to_tensor()
-    with torch.no_grad():
-        mu = model.encode(x).mu.numpy()
-        xq = model.decode(torch.from_numpy(codebook.codebook_[codebook.predict(mu)]))
-    expected = fd_scipy(fnet.embed(x)[0].numpy(), fnet.embed(xq)[0].numpy())
-    assert r["sets"]["reconstruction"]["fd"] == pytest.approx(expected, rel=1e-3)
+    assert r["sets"]["reconstruction"]["fd"] == pytest.approx(codebook_reconstruction_fd(model, codebook, fnet, x), rel=1e-3)
     assert r["sets"]["codes_empirical"]["n"] == len(x)
 
 

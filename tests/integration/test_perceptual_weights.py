@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from posthoc_vq.cli import main
-from reference import fd_scipy
+from reference import codebook_reconstruction_fd, fd_scipy
 from posthoc_vq.config import WeightsConfig
 from posthoc_vq.data import load_dataset
 from posthoc_vq.evaluation.perceptual import perceptual_metrics
@@ -93,10 +93,7 @@ def test_cli_weights_with_codebook_writes_pixel_and_perceptual_results(setup, ca
     codebook, _ = open_codebook(run_dir, CODEBOOK)
     fnet = load_feature_net(features)
     x = load_dataset("digits").test.to_tensor()
-    with torch.no_grad():
-        mu = qmodel.encode(x).mu.numpy()
-        xq = qmodel.decode(torch.from_numpy(codebook.codebook_[codebook.predict(mu)]))
-    assert r["sets"]["reconstruction"]["fd"] == pytest.approx(fd_scipy(fnet.embed(x)[0].numpy(), fnet.embed(xq)[0].numpy()), rel=1e-3)
+    assert r["sets"]["reconstruction"]["fd"] == pytest.approx(codebook_reconstruction_fd(qmodel, codebook, fnet, x), rel=1e-3)
 
     assert cli("evaluate", run_dir, "--weights", "int3-nope", "--metrics", "fd", "--features", features) == 2
     assert "no packed weights 'int3-nope'" in capsys.readouterr().err

@@ -16,7 +16,6 @@ from posthoc_vq.config import WeightsConfig
 from posthoc_vq.run import Run
 from posthoc_vq.train import train
 
-pytest.importorskip("vector_quantize_pytorch")
 
 KINDS = {
     "vq": (["model.quantizer=vq", "model.codebook_size=64"], 6.0),

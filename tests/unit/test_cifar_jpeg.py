@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -155,15 +154,8 @@ def test_wrong_layout_is_named(tmp_path, name, what):
 
 
 @pytest.fixture(scope="module")
-def shared_data() -> Path:
-    repo = Path(__file__).resolve().parents[2]
-    root = Path(os.environ.get("POSTHOC_VQ_SHARED_DATA") or repo.parent / "shared" / "datasets")
-    if not (root / "cifar-10-jpeg" / ARCHIVE_NAME).is_file():
-        pytest.fail(
-            f"real cifar-10-jpeg not found: expected {root}/cifar-10-jpeg/{ARCHIVE_NAME}; set "
-            f"POSTHOC_VQ_SHARED_DATA to the folder that holds it"
-        )
-    return root
+def shared_data(shared_datasets) -> Path:
+    return shared_datasets(f"cifar-10-jpeg/{ARCHIVE_NAME}", what="cifar-10-jpeg")
 
 
 def test_real_archive_acceptance_train_then_evaluate_all_test_images(shared_data, tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ The real idx files are read from ``$POSTHOC_VQ_SHARED_DATA`` or
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 
@@ -33,17 +32,9 @@ KNOWN_TRAIN_MEAN = {"mnist": 33.32, "fashion-mnist": 72.94}
 
 
 @pytest.fixture(scope="module")
-def shared_data() -> Path:
+def shared_data(shared_datasets) -> Path:
     """Folder with the real mnist/ and fashion-mnist/ idx files."""
-    repo = Path(__file__).resolve().parents[2]
-    root = Path(os.environ.get("POSTHOC_VQ_SHARED_DATA") or repo.parent / "shared" / "datasets")
-    if not (root / "mnist").is_dir() or not (root / "fashion-mnist").is_dir():
-        pytest.fail(
-            f"real MNIST / Fashion-MNIST not found: expected {root}/mnist/ and "
-            f"{root}/fashion-mnist/ with the official *-ubyte.gz files; set "
-            f"POSTHOC_VQ_SHARED_DATA to the folder that holds them"
-        )
-    return root
+    return shared_datasets("mnist", "fashion-mnist", what="MNIST / Fashion-MNIST (the official *-ubyte.gz files)")
 
 
 @pytest.fixture(scope="module")

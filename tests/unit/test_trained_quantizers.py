@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import vector_quantize_pytorch as vqp
 import torch
 
 from posthoc_vq.audit import audit
@@ -18,8 +19,6 @@ from posthoc_vq.metrics.codebook import codebook_usage, usage_stats
 from posthoc_vq.models import ConvVAE, SpatialVAE, build_vae, load_state_checked
 from posthoc_vq.models import quantizers
 from posthoc_vq.models.quantizers import FSQ, RVQ, VQ, CodeUsage, nearest_code
-
-vqp = pytest.importorskip("vector_quantize_pytorch")
 
 
 def config(**kw) -> VAEConfig:

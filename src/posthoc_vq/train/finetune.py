@@ -50,6 +50,7 @@ from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, from_tokens, load_run_splits, to_tokens
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.models import VAEBase, VAEOutput
+from posthoc_vq.models.quantizers import from_tokens as tokens_to_latents
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator
@@ -180,13 +181,6 @@ def decoder_parameters(vae: VAEBase) -> list[nn.Parameter]:
     return [p for n in DECODER_MODULES if n in children for p in children[n].parameters()]
 
 
-def _tokens_to_latents(tokens: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:
-    """(B, T, C) tokens -> latents (B, *latent_shape): :func:`posthoc_vq.latents.from_tokens` in torch, differentiable."""
-    if len(latent_shape) == 1:
-        return tokens[:, 0]  # (B, D)
-    return tokens.reshape(len(tokens), *latent_shape[1:], latent_shape[0]).movedim(-1, 1)  # (B, C, h, w)
-
-
 class _Finetuner:
     """One fine-tune into ``run`` (whose lock the caller holds)."""
 
@@ -255,7 +249,7 @@ class _Finetuner:
             tokens = sum(book[m][codes[..., m]] for m in range(book.shape[0]))  # (B, T, C)
         else:
             tokens = book[codes]  # (B, T, C)
-        return _tokens_to_latents(tokens, self.latent_shape)
+        return tokens_to_latents(tokens, (len(tokens), *self.latent_shape))  # (B, *L), differentiable in the vectors
 
     def _recon(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The run's reconstruction loss per image of decode(z) against x (the VAE's own loss, whose KL term is 0 here)."""
