@@ -30,7 +30,7 @@ demo: install
 	$(CLI) quantize $(DEMO) --preset digits/quantize-geodesic
 	$(CLI) evaluate $(DEMO)
 	$(CLI) evaluate $(DEMO) --codebook kmeans-K64-mu-train
-	$(CLI) evaluate $(DEMO) --codebook geodesic-K64-mu-train
+	$(CLI) evaluate $(DEMO) --codebook geodesic-K64-mu-train-k15
 	$(CLI) table $(DEMO)
 	$(CLI) compress-weights $(DEMO) --bits 8
 	$(CLI) compress-weights $(DEMO) --bits 4

@@ -32,8 +32,8 @@ from posthoc_vq.evaluation.codebook import codebook_result
 from posthoc_vq.evaluation.reconstruction import continuous_result, finish, model_header
 from posthoc_vq.latents import LatentSet, encode_split, model_latents
 from posthoc_vq.quantize.codebooks import fit_on_latents
-from posthoc_vq.quantize.latent.base import CodebookEstimator
-from posthoc_vq.quantize.latent.store import load_codebook, save_codebook
+from posthoc_vq.quantize.latent.base import CodebookEstimator, missing_labels_error
+from posthoc_vq.quantize.latent.store import estimator_class, load_codebook, save_codebook
 
 
 @dataclass
@@ -89,10 +89,11 @@ def fit_codebook(
     ----------
     model : any autoencoder (see :func:`posthoc_vq.autoencoders.as_autoencoder`).
     data : images (N, C, H, W) in [0, 1] (tensor or array) or an ImageSet.
-    method : 'kmeans', 'geodesic', 'hybrid', 'residual' or 'random-prior'.
-    K : codebook size (per stage for residual).
+    method : 'kmeans', 'geodesic', 'hybrid', 'residual', 'random-prior' or 'class-conditional'.
+    K : codebook size (per stage for residual; for class-conditional the total budget, floor(K / n_classes) codes per class).
     latents : 'mu' (posterior means) or 'z' (samples, drawn with ``latent_seed``).
-    labels : (N,) class labels for per-class usage (ImageSet labels by default).
+    labels : (N,) class labels for per-class usage (ImageSet labels by default); required by
+        'class-conditional', which fits one codebook per class.
     fit_on : name of the fit set in the record ('test' in a '+'-joined name flags leakage).
     max_fit_vectors : fit on a seeded sample of at most this many vectors; all are assigned.
         For millions of tokens, ~256 * K is plenty for k-means.
@@ -111,6 +112,8 @@ def fit_codebook(
     )
     ae = as_autoencoder(model)
     x, labels = as_images(data, labels)
+    if labels is None and estimator_class(q.method).needs_labels:  # model_latents would give every image label 0: one class
+        raise missing_labels_error(q.method, "fit_codebook(model, data, labels=labels, ...)")
     if "threads" in options:  # torch's thread count is process-wide: changed only when asked
         torch.set_num_threads(q.threads)
     seen = model_latents(ae, x, labels, kind=q.latents, seed=q.latent_seed, split=fit_on, batch_size=batch_size)
@@ -145,7 +148,8 @@ def evaluate(
     codebook : a :class:`FittedCodebook`, a fitted estimator, a saved codebook's folder
         (``runs/x/codebooks/kmeans-K1024-mu-train``), or None for the continuous model only.
     data : images (N, C, H, W) in [0, 1] (tensor or array) or an ImageSet: the ground truth.
-    labels : (N,) class labels for per-class usage.
+    labels : (N,) class labels for per-class usage; required by a class-conditional codebook (each
+        image is coded with its class's codebook).
     split : name of these images in the result (``usage[split]``).
     dataset : dataset name recorded in the result.
     out : write the JSON result here too.
@@ -169,6 +173,8 @@ def evaluate(
         body, shape, seed = continuous_result(ae, x, batch_size, z=z), tuple(z.shape[1:]), None
     else:
         estimator, meta = _codebook_and_meta(codebook)
+        if labels is None and estimator.needs_labels:
+            raise missing_labels_error(estimator.method, "evaluate(model, codebook, data, labels=labels, ...)")
         kind = meta.get("latents", "mu")
         lat = model_latents(ae, x, labels, kind=kind, seed=meta.get("latent_seed") or 0, split=split, batch_size=batch_size)
         body = codebook_result(ae, estimator, meta, x, lat, split)

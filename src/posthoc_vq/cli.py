@@ -207,8 +207,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         q.name = args.name  # validated on assignment: a name that leaves the run is refused here
     name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir)
     u = meta["fit_usage"]
+    per_class = f" ({estimator.codes_per_class_} per class x {len(estimator.classes_)} classes)" if estimator.needs_labels else ""
     console.print(
-        f"{name}: K={estimator.n_codes}, D={estimator.dim}, {meta['bits_per_image']:.1f} bits/image, fitted on {meta['fit_on']} "
+        f"{name}: K={estimator.n_codes}{per_class}, D={estimator.dim}, {meta['bits_per_image']:.1f} bits/image, fitted on {meta['fit_on']} "
         f"({meta['n_fit']} {meta['latents']} vectors) in {meta['fit_seconds']:.1f}s; usage {u['used']}/{u['n_codes']}, entropy {u['entropy_bits']:.2f} bits"
     )
     _print_graph(meta.get("graph"))
@@ -256,6 +257,30 @@ def _cmd_geometry(args: argparse.Namespace) -> int:
     if cls["separation"] is not None:
         console.print(f"classes: pooled spread {cls['spread_overall']:.3f}, separation {cls['separation']:.2f} (closest pair {cls['separation_min']:.2f}), Fisher ratio {cls['fisher_ratio']:.2f}")
     console.print(f"wrote {Run(args.run).geometry_file(args.split)} and {figure}")
+    return 0
+
+
+def _cmd_amenability(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from posthoc_vq.experiments.amenability import amenability, verdict
+    from posthoc_vq.io import write_json, write_text
+    from posthoc_vq.report.amenability_figure import draw_amenability
+
+    out = Path(args.out)
+    with Progress(console=err_console, disable=args.no_progress) as bar:
+        task = bar.add_task("latent geometry of each run", total=None)
+        result = amenability(args.sweeps, method=args.method, split=args.split, data_dir=args.data_dir, compute=not args.no_compute,
+                             progress=lambda i, n, _run: bar.update(task, completed=i, total=n))
+    lines = verdict(result)
+    write_json(out / "amenability.json", result)
+    write_text(out / "amenability.md", f"# {result['question']}\n\n{result['n_runs']} converged runs, {result['n_datasets']} datasets "
+               f"(sweeps: {', '.join(result['sweeps'])}).\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
+    figure = draw_amenability(result, out / "amenability.png")
+    console.print(f"{result['question']} ({result['n_runs']} converged runs, {result['n_datasets']} datasets)")
+    for x in lines:
+        console.print(f"  {x}", markup=False)
+    console.print(f"wrote {out / 'amenability.json'}, {out / 'amenability.md'} and {figure}")
     return 0
 
 
@@ -406,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="fit a post-hoc latent codebook on a trained run")
     p.add_argument("run", help="run directory")
     p.add_argument("--preset", default=None, help="quantize preset: a YAML path or e.g. fashion-mnist/quantize-geodesic")
-    p.add_argument("--method", default=None, help="kmeans | geodesic | hybrid | residual | random-prior")
-    p.add_argument("--K", type=int, default=None, help="codebook size (per stage for residual)")
+    p.add_argument("--method", default=None, help="kmeans | geodesic | hybrid | residual | random-prior | class-conditional")
+    p.add_argument("--K", type=int, default=None, help="codebook size (per stage for residual; total budget, split equally over the classes, for class-conditional)")
     p.add_argument("--latents", default=None, help="mu (default) or z")
     p.add_argument("--fit-on", dest="fit_on", default=None, help="train (default), train+val, train+test (transductive)")
     p.add_argument("--stages", dest="n_stages", type=int, default=None, help="residual stages M")
@@ -442,6 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and of k-means")
     p.set_defaults(func=_cmd_geometry)
+
+    p = sub.add_parser("amenability", help="does latent geometry predict the quantization penalty? rank correlations over finished sweeps' runs")
+    p.add_argument("sweeps", nargs="+", help="sweep directories (finished or partly finished `posthoc-vq ablate` folders)")
+    p.add_argument("--method", default="kmeans", help="codebook method whose penalty is predicted (default kmeans)")
+    p.add_argument("--split", default="train", help="split whose latents' geometry is measured (default train)")
+    p.add_argument("--out", required=True, help="output folder for amenability.json/.md/.png")
+    p.add_argument("--no-compute", action="store_true", help="only read stored geometry; a run without it is an error")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_amenability)
 
     p = sub.add_parser("report", help="a run's or a sweep's report: report.md with PNG figures, and one self-contained report.html")
     p.add_argument("path", help="run directory or sweep directory")

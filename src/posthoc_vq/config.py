@@ -145,8 +145,8 @@ class RunConfig(_Strict):
 class QuantizeConfig(_Strict):
     """A post-hoc latent codebook: method, size, which latents, which data it is fitted on."""
 
-    method: Literal["kmeans", "geodesic", "hybrid", "residual", "random-prior"] = "kmeans"
-    K: int = Field(1024, ge=2, description="codebook size (per stage for residual)")
+    method: Literal["kmeans", "geodesic", "hybrid", "residual", "random-prior", "class-conditional"] = "kmeans"
+    K: int = Field(1024, ge=2, description="codebook size (per stage for residual; the total budget split equally over the classes for class-conditional)")
     latents: Literal["mu", "z"] = "mu"
     latent_seed: int = Field(0, description="sampling seed when latents is z")
     fit_on: Literal["train", "train+val", "train+test", "train+val+test"] = "train"
@@ -170,10 +170,34 @@ class QuantizeConfig(_Strict):
         return v if v is None else check_name(v, "codebook name")
 
     def default_name(self) -> str:
+        """``name`` when set, else ``<method>[-M<stages>]-K<K>-<latents>[-seed<s>]-<fit set>[-n<max_fit_vectors>]`` and a
+        suffix for every other setting that changes the codebook and differs from its default
+        (``-k<n_neighbors>``, ``-mutual``, ``-hnsw`` for graph methods; ``-it<max_iter>``; ``-rs<random_state>``),
+        e.g. ``kmeans-K1024-mu-train``, ``geodesic-K1024-mu-train-k10``.
+
+        The method leads, so codebooks of different methods never share a name, and two configs that
+        fit different codebooks never share one either. K is the configured ``K`` (for class-conditional
+        the total budget: the codebook holds n_classes * floor(K / n_classes) codes).
+        """
+        if self.name:
+            return self.name
         stages = f"-M{self.n_stages}" if self.method == "residual" else ""
         seed = f"-seed{self.latent_seed}" if self.latents == "z" else ""
         sample = f"-n{self.max_fit_vectors}" if self.max_fit_vectors is not None else ""
-        return self.name or f"{self.method}{stages}-K{self.K}-{self.latents}{seed}-{self.fit_on.replace('+', '_')}{sample}"
+        fields = type(self).model_fields
+        extra = ""
+        if self.method in ("geodesic", "hybrid"):
+            extra += f"-k{self.n_neighbors}" if self.n_neighbors != fields["n_neighbors"].default else ""
+            extra += f"-{self.symmetry}" if self.symmetry != fields["symmetry"].default else ""
+            extra += f"-{self.graph}" if self.graph != fields["graph"].default else ""
+        extra += f"-it{self.max_iter}" if self.max_iter is not None and self.method != "random-prior" else ""
+        extra += f"-rs{self.random_state}" if self.random_state != fields["random_state"].default else ""
+        return f"{self.method}{stages}-K{self.K}-{self.latents}{seed}-{self.fit_on.replace('+', '_')}{sample}{extra}"
+
+    def fitted_settings(self) -> dict[str, Any]:
+        """The settings that determine the fitted codebook (all but ``threads`` and ``name``): two codebooks
+        with equal settings are the same codebook."""
+        return self.model_dump(mode="json", exclude={"threads", "name"})
 
 
 class QuantizeFile(_Strict):

@@ -89,6 +89,13 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return Path(path)
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Read JSON; a missing or damaged file is a CheckpointError naming it."""
     path = Path(path)

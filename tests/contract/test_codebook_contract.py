@@ -1,4 +1,8 @@
-"""One contract, every codebook estimator: scikit-learn style fit/predict/transform/inverse_transform."""
+"""One contract, every codebook estimator: scikit-learn style fit/predict/transform/inverse_transform.
+
+Every fit gets class labels ``y`` (:func:`blob_labels`; estimators that need none ignore them), and
+every other call passes them to the estimators that need them (``needs_labels``: class-conditional).
+"""
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ PARAMS = {
     "hybrid": {"n_clusters": K, "n_neighbors": 10, "max_iter": 5},
     "residual": {"n_clusters": K, "n_stages": 2, "max_iter": 50},
     "random-prior": {"n_clusters": K},
+    "class-conditional": {"n_clusters": K, "max_iter": 50},  # 2 classes of blob_labels: K_c = 4, so K codes and log2(K) bits
 }
 #: case id -> (method, constructor arguments): every method, plus graph methods with n_neighbors='auto'
 CASES = {
@@ -22,11 +27,23 @@ CASES = {
 }
 
 
+CENTERS = np.random.default_rng(0).normal(0, 4, (5, 6))
+
+
 def blobs(n=400, d=6, seed=0):
     """Points around 5 fixed centres; ``seed`` draws which centre and the noise (held-out sets share the centres)."""
-    centers = np.random.default_rng(0).normal(0, 4, (5, d))
     rng = np.random.default_rng(seed)
-    return (centers[rng.integers(0, 5, n)] + rng.normal(0, 0.7, (n, d))).astype(np.float32)
+    return (CENTERS[rng.integers(0, 5, n), :d] + rng.normal(0, 0.7, (n, d))).astype(np.float32)
+
+
+def blob_labels(Z):
+    """(N,) class labels of blob points: their nearest centre's index modulo 2 (two classes, of 3 and 2 blobs)."""
+    return np.argmin(((Z[:, None, :] - CENTERS[None, :, : Z.shape[1]]) ** 2).sum(-1), 1) % 2
+
+
+def lab(est, Z):
+    """Keyword arguments giving ``Z``'s labels to an estimator that needs them; nothing for the others."""
+    return {"y": blob_labels(Z)} if est.needs_labels else {}
 
 
 def test_every_registered_method_is_covered():
@@ -38,7 +55,7 @@ def fitted(request):
     method, params = CASES[request.param]
     Z = blobs()
     est = make_estimator(method, random_state=3, **params)
-    assert est.fit(Z) is est
+    assert est.fit(Z, blob_labels(Z)) is est
     return method, est, Z
 
 
@@ -52,17 +69,17 @@ def test_learned_state_shapes_and_types(fitted):
 
 def test_predict_transform_inverse_transform_agree(fitted):
     method, est, Z = fitted
-    codes = est.predict(Z)
+    codes = est.predict(Z, **lab(est, Z))
     stages = PARAMS[method].get("n_stages", 1)
     assert codes.dtype == np.int64 and codes.min() >= 0 and codes.max() < K
     assert codes.shape == ((len(Z), stages) if method == "residual" else (len(Z),))
-    dist = est.transform(Z)
+    dist = est.transform(Z, **lab(est, Z))
     assert dist.shape == ((len(Z), stages, K) if method == "residual" else (len(Z), K))
     agree = np.mean(dist.argmin(-1) == codes)
     assert agree >= 0.99  # exact ties may break either way
     Zq = est.inverse_transform(codes)
-    assert Zq.shape == Z.shape and np.array_equal(Zq, est.quantize(Z))
-    if method in ("kmeans", "random-prior"):
+    assert Zq.shape == Z.shape and np.array_equal(Zq, est.quantize(Z, **lab(est, Z)))
+    if method in ("kmeans", "random-prior", "class-conditional"):
         assert np.allclose(dist[np.arange(len(Z)), codes], np.linalg.norm(Z - Zq, axis=1), atol=1e-3)
 
 
@@ -75,16 +92,16 @@ def test_codebooks_decode_from_real_points_for_graph_methods(fitted):
 
 def test_deterministic_for_random_state_and_clone(fitted):
     method, est, Z = fitted
-    again = clone(est).fit(Z)
+    again = clone(est).fit(Z, blob_labels(Z))
     assert np.array_equal(again.codebook_, est.codebook_)
-    other = clone(est).set_params(random_state=11).fit(Z)
+    other = clone(est).set_params(random_state=11).fit(Z, blob_labels(Z))
     assert not np.array_equal(other.codebook_, est.codebook_)
 
 
 def test_learned_methods_beat_the_random_prior(fitted):
     method, est, Z = fitted
     baseline = make_estimator("random-prior", n_clusters=K, random_state=3).fit(Z)
-    err = np.mean(np.square(Z - est.quantize(Z)))
+    err = np.mean(np.square(Z - est.quantize(Z, **lab(est, Z))))
     base = np.mean(np.square(Z - baseline.quantize(Z)))
     if method != "random-prior":
         assert err < 0.5 * base
@@ -93,10 +110,10 @@ def test_learned_methods_beat_the_random_prior(fitted):
 def test_held_out_points_are_predicted(fitted):
     method, est, Z = fitted
     Q = blobs(n=100, seed=9)
-    codes = est.predict(Q)
+    codes = est.predict(Q, **lab(est, Q))
     assert len(codes) == 100
     if method != "random-prior":  # held-out distortion is close to the fit set's, far below the data variance
-        held_out, fitted_err = np.mean(np.square(Q - est.quantize(Q))), np.mean(np.square(Z - est.quantize(Z)))
+        held_out, fitted_err = np.mean(np.square(Q - est.quantize(Q, **lab(est, Q)))), np.mean(np.square(Z - est.quantize(Z, **lab(est, Z))))
         assert held_out < 2 * fitted_err < np.mean(np.square(Q - Q.mean(0)))
 
 
@@ -105,15 +122,18 @@ def test_save_load_round_trip(fitted, tmp_path):
     save_codebook(tmp_path / "cb", est, {"note": "x"})
     loaded, meta = load_codebook(tmp_path / "cb", expected_dim=Z.shape[1])
     assert meta["method"] == method and meta["note"] == "x"
-    assert np.array_equal(loaded.predict(Z), est.predict(Z))
+    assert np.array_equal(loaded.predict(Z, **lab(est, Z)), est.predict(Z, **lab(est, Z)))
     assert np.array_equal(loaded.codebook_, est.codebook_)
 
 
 def test_input_errors(fitted):
     method, est, Z = fitted
     with pytest.raises(NotFittedError):
-        clone(est).predict(Z)
+        clone(est).predict(Z, **lab(est, Z))
     with pytest.raises(ValueError, match="dimension 3 but the codebook was fitted on dimension 6"):
-        est.predict(Z[:, :3])
+        est.predict(Z[:, :3], **lab(est, Z))
     with pytest.raises(ValueError, match="NaN"):
-        est.predict(np.full_like(Z[:2], np.nan))
+        est.predict(np.full_like(Z[:2], np.nan), **lab(est, Z[:2]))
+    if est.needs_labels:  # without labels: a clear error, not a crash
+        with pytest.raises(ValueError, match=f"the {method} codebook needs each vector's class label: call predict"):
+            est.predict(Z)

@@ -151,5 +151,5 @@ def test_bad_input_is_a_clear_error_before_any_work(source, tmp_path, capsys):
     assert exit_.value.code == 2 and "invalid choice: 'encoder'" in capsys.readouterr().err
     assert cli("quantize", copy, "--method", "geodesic", "--K", 16, "--neighbors", 10) == 0
     with pytest.raises(ConfigError, match="its vectors cannot be trained; use --part decoder"):
-        finetune(copy, "geodesic-K16-mu-train", tmp_path / "a", part="decoder+codebook", progress=False)
+        finetune(copy, "geodesic-K16-mu-train-k10", tmp_path / "a", part="decoder+codebook", progress=False)
     assert not (tmp_path / "a").exists() and not (source / "ft").exists()

@@ -76,7 +76,7 @@ def test_continuous_fd_matches_scipy_and_reports_samples_and_floors(run, feature
 
 
 def test_geodesic_codebook_samples_and_graph_interpolation(run, features, capsys):
-    name = "geodesic-K32-mu-train"
+    name = "geodesic-K32-mu-train-k10"
     assert cli("evaluate", run, "--codebook", name, "--metrics", "fd,kid,pr,diversity,interp", "--features", features, "--pairs", 12) == 0
     r = json.loads((run / "eval" / f"perceptual-{name}-test.json").read_text())
     assert {"reconstruction", "prior", "codes_empirical", "codes_uniform"} <= set(r["sets"])

@@ -33,7 +33,7 @@ from posthoc_vq.report.codebook_figures import view_from_samples
 from posthoc_vq.report.run_report import read_run, reconstruction_rows
 from posthoc_vq.train import load_model, train
 
-BOOKS = ("kmeans-K16-mu-train", "geodesic-K16-mu-train")
+BOOKS = ("kmeans-K16-mu-train", "geodesic-K16-mu-train-k10")
 ONE_SEED = """name: one-seed
 base: digits
 set: {model.channels: [8, 16], train.epochs: 40, train.patience: 2, train.min_delta: 0.5}

@@ -140,11 +140,11 @@ def test_evaluate_stores_the_samples_and_the_report_names_what_is_absent_or_stal
     assert {f.file for f in report.figures} == {"training-curves.png", "rate-distortion.png"}  # nothing decoded by the report
 
     assert main(["evaluate", str(run)]) == 0
-    for book in ("kmeans-K16-mu-train", "geodesic-K16-mu-train"):
+    for book in ("kmeans-K16-mu-train", "geodesic-K16-mu-train-k10"):
         assert main(["evaluate", str(run), "--codebook", book]) == 0
         assert Run(run).samples_file("test", codebook=book).exists()
     report = write_report(run, tmp_path / "out2")["report"]
-    assert {"reconstructions.png", "interpolation.png", "codebook-kmeans-K16-mu-train.png", "codebook-geodesic-K16-mu-train.png"} <= {f.file for f in report.figures}
+    assert {"reconstructions.png", "interpolation.png", "codebook-kmeans-K16-mu-train.png", "codebook-geodesic-K16-mu-train-k10.png"} <= {f.file for f in report.figures}
     assert [m for m in report.missing if "int8-channel-sym" not in m] == []  # only the packed weights' samples are still absent
 
     record = read_json(run / "model.json")

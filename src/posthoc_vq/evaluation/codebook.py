@@ -27,7 +27,7 @@ from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, finish
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.quantize.codebooks import open_codebook
-from posthoc_vq.quantize.latent.base import CodebookEstimator
+from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.records import model_compute, total_compute
 from posthoc_vq.run import Run
 
@@ -52,13 +52,14 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     codebook : fitted estimator over token vectors of the model's latent size.
     cb_meta : its record (method, latents, fit set, fit usage...); missing keys become None.
     x : (N, C, H, W) images in [0, 1], the ground truth.
-    latents : their latents (N, *L), of the kind the codebook was fitted on.
+    latents : their latents (N, *L), of the kind the codebook was fitted on, with the images' class
+        labels (a ``class-conditional`` codebook codes each token within its image's class).
     split : name of these images in the result (``usage[split]``).
     """
     name = cb_meta.get("name") or codebook.method
     check_codebook_fits(codebook, latents.latent_shape, name)
-    tokens = latents.tokens()  # (N * T, C)
-    codes = codebook.predict(tokens)  # (N * T,) or (N * T, M) for residual
+    tokens, token_labels = latents.tokens(), latents.token_labels()  # (N * T, C), (N * T,)
+    codes = predict_codes(codebook, tokens, token_labels)  # (N * T,) or (N * T, M) for residual; class-conditional: within each token's class
     z = torch.from_numpy(latents.values)
     z_quant = torch.from_numpy(from_tokens(codebook.inverse_transform(codes), latents.latent_shape))
     x_cont, x_quant = decode(model, z), decode(model, z_quant)
@@ -78,7 +79,7 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
         "n_fit": cb_meta.get("n_fit"),
         **compare_outputs(x, x_cont, x_quant),
         "latent_mse": float(np.mean(np.square(latents.values - z_quant.numpy()))),
-        "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, latents.token_labels())},
+        "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, token_labels)},
         "graph": cb_meta.get("graph"),
     }
 

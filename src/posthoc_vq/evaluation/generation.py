@@ -7,7 +7,9 @@
   codebook (``'uniform'``: every stage independently); the drawn codes' codebook vectors
   are decoded. A latent grid (C, h, w) gets an independent draw per position: there is no
   learned prior over code grids, so this is the codebook's marginal prior, not a model of
-  spatial structure. For vector latents a token is the whole latent.
+  spatial structure. For vector latents a token is the whole latent. The draws need no class
+  labels: a class-conditional codebook's code names its class, so the empirical draw keeps the fit
+  set's class frequencies and the uniform one draws a class and a code within it uniformly.
 * Diversity of a set: the mean pairwise Euclidean distance of its domain features (on at
   most ``max_points`` of them) and the number of distinct classes the domain classifier
   predicts, with the predicted-class entropy.
@@ -23,7 +25,7 @@ import torch
 
 from posthoc_vq.evaluation.reconstruction import decode
 from posthoc_vq.latents import from_tokens, to_tokens
-from posthoc_vq.quantize.latent.base import CodebookEstimator
+from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.seeding import derived_seed
 
 CodeSampling = Literal["empirical", "uniform"]
@@ -40,10 +42,16 @@ def prior_samples(model: Any, n: int, latent_shape: tuple[int, ...], seed: int =
     return decode(model, prior_latents(n, tuple(latent_shape), seed))
 
 
-def quantize_latents(codebook: CodebookEstimator, values: np.ndarray) -> np.ndarray:
-    """(N, *L) float32: every token of latents ``values`` (N, *L) replaced by its codebook vector."""
+def quantize_latents(codebook: CodebookEstimator, values: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """(N, *L) float32: every token of latents ``values`` (N, *L) replaced by its codebook vector.
+
+    ``labels`` (N,) are the latents' class labels, each token taking its latent's; a codebook that
+    needs them (``class-conditional``) raises its missing-label error without them, the others ignore them.
+    """
     values = np.ascontiguousarray(values, dtype=np.float32)
-    return from_tokens(codebook.inverse_transform(codebook.predict(to_tokens(values))), values.shape[1:]).astype(np.float32)
+    tokens = to_tokens(values)
+    token_labels = None if labels is None else np.repeat(np.asarray(labels, dtype=np.int64), len(tokens) // max(1, len(values)))
+    return from_tokens(codebook.inverse_transform(predict_codes(codebook, tokens, token_labels)), values.shape[1:]).astype(np.float32)
 
 
 def sample_codes(codebook: CodebookEstimator, fit_codes: np.ndarray, n: int, mode: CodeSampling, seed: int = 0) -> np.ndarray:

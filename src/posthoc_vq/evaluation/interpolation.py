@@ -10,7 +10,10 @@ Paths (each ``steps`` points, endpoints included, from z_a to z_b):
   z_a -> nodes -> z_b is resampled at ``steps`` points evenly spaced in arc length, so it
   has as many steps as the linear path.
 * either path quantized: every point replaced by its codebook vector (the post-hoc VQ
-  model's own interpolation; piecewise constant, so changes come in jumps).
+  model's own interpolation; piecewise constant, so changes come in jumps). A codebook that
+  needs class labels (``class-conditional``) codes each point with the class of the nearer end
+  of its path (:func:`path_labels`: the first half with z_a's class, the second with z_b's),
+  so the class switches once, at the middle.
 
 Per path, with x_s the decoded images: step change c_s = mean |x_{s+1} - x_s| over pixels
 (intensity units, images in [0, 1]); reported are the mean over steps, the max over steps
@@ -121,9 +124,21 @@ def graph_geodesic_paths(fit_points: np.ndarray, adjacency: sp.spmatrix, z_a: np
     return np.stack(paths), {"nodes_mean": float(np.mean(n_nodes)), "length_ratio_mean": float(np.mean(ratios))}
 
 
-def quantize_paths(codebook: CodebookEstimator, paths: np.ndarray) -> np.ndarray:
-    """(P, S, *L) float32: every token of ``paths`` (P, S, *L) replaced by its codebook vector."""
-    return quantize_latents(codebook, paths.reshape(-1, *paths.shape[2:])).reshape(paths.shape)
+def path_labels(labels_a: np.ndarray, labels_b: np.ndarray, steps: int) -> np.ndarray:
+    """(P, steps) int64 class label of each path point: its nearer end's, step s < steps / 2 taking ``labels_a`` (P,)
+    (so does the middle point t = 0.5 of an odd ``steps``), the rest ``labels_b`` (P,)."""
+    first = (np.arange(steps) < steps / 2)[None, :]  # (1, S)
+    return np.where(first, np.asarray(labels_a, dtype=np.int64)[:, None], np.asarray(labels_b, dtype=np.int64)[:, None])
+
+
+def quantize_paths(codebook: CodebookEstimator, paths: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """(P, S, *L) float32: every token of ``paths`` (P, S, *L) replaced by its codebook vector.
+
+    ``labels`` (P, S): class label of each path point (:func:`path_labels`), needed by a
+    class-conditional codebook and ignored by the others.
+    """
+    flat = None if labels is None else np.asarray(labels).reshape(-1)
+    return quantize_latents(codebook, paths.reshape(-1, *paths.shape[2:]), flat).reshape(paths.shape)
 
 
 def decode_paths(model: Any, paths: np.ndarray) -> torch.Tensor:

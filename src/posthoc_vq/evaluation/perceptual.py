@@ -45,7 +45,7 @@ from posthoc_vq.data.progress import make_progress
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.evaluation.generation import codebook_samples, diversity, prior_samples, quantize_latents
 from posthoc_vq.evaluation.interpolation import (
-    decode_paths, graph_geodesic_paths, interpolation_pairs, linear_paths, path_smoothness, quantize_paths,
+    decode_paths, graph_geodesic_paths, interpolation_pairs, linear_paths, path_labels, path_smoothness, quantize_paths,
 )
 from posthoc_vq.evaluation.reconstruction import decode, run_header, split_images
 from posthoc_vq.io import write_json
@@ -58,6 +58,7 @@ from posthoc_vq.metrics.precision_recall import DEFAULT_K, manifold_precision_re
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
+from posthoc_vq.quantize.latent.base import predict_codes
 from posthoc_vq.run import Run
 
 PIXEL_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
@@ -223,7 +224,7 @@ def _image_sets(run_dir: Path, model, fp32, cb, cb_meta, latents, splits, split:
         z = torch.from_numpy(latents.values)
         jobs = [("reconstruction", f"decode({kind}) of the {split} images", lambda: decode(model, z))]
     else:
-        zq = torch.from_numpy(quantize_latents(cb, latents.values))
+        zq = torch.from_numpy(quantize_latents(cb, latents.values, latents.labels))
         jobs = [("reconstruction", f"decode(codebook vector of {kind}) of the {split} images", lambda: decode(model, zq))]
     if not samples:
         return jobs
@@ -231,7 +232,7 @@ def _image_sets(run_dir: Path, model, fp32, cb, cb_meta, latents, splits, split:
     jobs.append(("prior", f"{who} samples, z ~ N(0, I)", lambda: prior_samples(model, n, shape, seed)))
     if cb is not None:
         fit = run_latents(run_dir, cb_meta["fit_on"], kind, seed=latents.seed or 0, splits=splits, model=fp32)  # the codes' frequencies as fitted
-        fit_codes = cb.predict(fit.tokens())
+        fit_codes = predict_codes(cb, fit.tokens(), fit.token_labels())
         for mode, what in (("empirical", f"codes drawn from their frequencies on the fit set ({cb_meta['fit_on']})"),
                            ("uniform", "codes drawn uniformly")):
             jobs.append((f"codes_{mode}", what, lambda mode=mode: codebook_samples(model, cb, fit_codes, n, mode, shape, seed)[0]))
@@ -259,10 +260,11 @@ def _interpolation(model, cb, fnet: LoadedFeatureNet, z: np.ndarray, labels: np.
     paths = {"linear": linear_paths(z_a, z_b, steps)}
     info: dict[str, Any] = {}
     if cb is not None:
-        paths["linear_quantized"] = quantize_paths(cb, paths["linear"])
+        point_labels = path_labels(labels[pairs[:, 0]], labels[pairs[:, 1]], steps)  # (P, S): the nearer end's class
+        paths["linear_quantized"] = quantize_paths(cb, paths["linear"], point_labels)
         if hasattr(cb, "graph_") and hasattr(cb, "fit_points_") and z.ndim == 2:
             paths["graph_geodesic"], info["graph_geodesic"] = graph_geodesic_paths(cb.fit_points_, cb.graph_.adjacency, z_a, z_b, steps)
-            paths["graph_geodesic_quantized"] = quantize_paths(cb, paths["graph_geodesic"])
+            paths["graph_geodesic_quantized"] = quantize_paths(cb, paths["graph_geodesic"], point_labels)
     out = {}
     for name, p in paths.items():
         images = decode_paths(model, p)

@@ -11,8 +11,9 @@ or a sweep job evaluates, and written into the run (:meth:`posthoc_vq.run.Run.sa
 ``eval/samples-<codebook>-<split>.safetensors``
     ``idx``; ``reconstruction`` (n, C, H, W): the codes of the fixed images' latents (of the kind the
     codebook was fitted on) decoded; ``interpolation`` (S, C, H, W): the same line with every point
-    snapped to its code; ``usage_counts`` (M, K) int64 vectors per code on the whole split (M = 1
-    except for residual stages); ``class_counts`` (K, C) int64 vectors of each class per code
+    snapped to its code (a class-conditional codebook codes the tokens with their images' classes and
+    each point of the line with the class of its nearer end); ``usage_counts`` (M, K) int64 vectors
+    per code on the whole split (M = 1 except for residual stages); ``class_counts`` (K, C) int64 vectors of each class per code
     (stage 1); for a codebook that keeps its kNN graph, ``graph_degrees`` (nodes,) and
     ``graph_component_sizes`` (components,) int64, largest first.
 ``eval/samples-weights-<name>-<split>.safetensors``
@@ -37,13 +38,14 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from posthoc_vq.data import DatasetSplits
-from posthoc_vq.evaluation.interpolation import decode_paths, linear_paths
+from posthoc_vq.evaluation.interpolation import decode_paths, linear_paths, path_labels
 from posthoc_vq.evaluation.reconstruction import decode, split_images
 from posthoc_vq.io import save_tensors
 from posthoc_vq.latents import LatentSet, encode_split, from_tokens, load_run_splits, run_latents, to_tokens
 from posthoc_vq.metrics.codebook import usage_counts
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed
+from posthoc_vq.quantize.latent.base import predict_codes
 from posthoc_vq.run import Run
 
 N_IMAGES = 8
@@ -100,12 +102,16 @@ def codebook_samples(model: Any, codebook: Any, latents: LatentSet, x_fixed: tor
                      steps: int = INTERPOLATION_STEPS) -> dict[str, torch.Tensor]:
     """A codebook's rows of the report: the fixed images through it, the snapped interpolation strip, code counts, graph structure.
 
-    ``latents`` are the whole split's latents of the kind the codebook was fitted on; ``x_fixed`` the fixed images (n, C, H, W).
+    ``latents`` are the whole split's latents of the kind the codebook was fitted on, with their labels; ``x_fixed`` the
+    fixed images (n, C, H, W), images ``idx`` of the split.
     """
     mu = encode_split(model, x_fixed, "mu").numpy()
     path = linear_paths(mu[:1], mu[-1:], steps)  # (1, S, *L): the continuous strip's path
     tokens, path_tokens = latents.tokens(), to_tokens(path[0])
-    codes = codebook.predict(np.concatenate([tokens, path_tokens]))  # one query: a graph codebook's costs a kNN search
+    ends = latents.labels[idx]
+    path_token_labels = np.repeat(path_labels(ends[:1], ends[-1:], steps)[0], latents.tokens_per_image)  # each step's tokens: its nearer end's class
+    # one query: a graph codebook's costs a kNN search
+    codes = predict_codes(codebook, np.concatenate([tokens, path_tokens]), np.concatenate([latents.token_labels(), path_token_labels]))
     codes, path_codes = codes[: len(tokens)], codes[len(tokens):]
     per_image = codes.reshape(len(latents), latents.tokens_per_image, *codes.shape[1:])[idx]  # (n, T[, M])
     counts, class_counts = code_counts(codes, latents.token_labels(), int(codebook.n_codes))

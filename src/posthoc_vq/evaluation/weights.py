@@ -20,12 +20,14 @@ import torch
 
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.audit import audit
+from posthoc_vq.evaluation.generation import quantize_latents
 from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, run_header, split_images
 from posthoc_vq.io import write_json
-from posthoc_vq.latents import encode_split, load_run_splits
+from posthoc_vq.latents import encode_split, load_run_splits, to_tokens
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
+from posthoc_vq.quantize.latent.base import predict_codes
 from posthoc_vq.run import Run
 
 
@@ -68,12 +70,14 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
         estimator, cb_meta = open_codebook(run, codebook)
         if cb_meta["latents"] != "mu":
             raise ConfigError(f"codebook '{codebook}' was fitted on {cb_meta['latents']} latents; weight evaluation with a codebook needs one fitted on mu")
-        z_cb = torch.from_numpy(estimator.inverse_transform(estimator.predict(mu.numpy().astype(np.float32))))
-        zq_cb = torch.from_numpy(estimator.inverse_transform(estimator.predict(mu_q.numpy().astype(np.float32))))
+        labels = np.asarray(splits.split(split).labels, dtype=np.int64)  # a class-conditional codebook codes within each image's class
+        z_cb = torch.from_numpy(quantize_latents(estimator, mu.numpy(), labels))
+        zq_cb = torch.from_numpy(quantize_latents(estimator, mu_q.numpy(), labels))
+        token_labels = np.repeat(labels, int(np.prod(mu.shape[2:], dtype=np.int64)))
         result["with_codebook"] = {
             "name": codebook, "method": cb_meta["method"], "K": cb_meta["n_codes"], "bits_per_image": estimator.bits_per_vector,
             "fit_on": cb_meta["fit_on"], "fit_includes_test": cb_meta["fit_includes_test"],
-            "code_agreement": float(np.mean(estimator.predict(mu.numpy()) == estimator.predict(mu_q.numpy()))),
+            "code_agreement": float(np.mean(predict_codes(estimator, to_tokens(mu.numpy()), token_labels) == predict_codes(estimator, to_tokens(mu_q.numpy()), token_labels))),
             **compare_outputs(x, decode(model, z_cb), decode(qmodel, zq_cb)),
         }
         result["with_codebook"]["warnings"] = audit(result["with_codebook"])

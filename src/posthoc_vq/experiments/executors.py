@@ -72,10 +72,25 @@ class LocalExecutor:
         pass
 
 
-def _worker_init() -> None:
-    import os
+#: seconds between a pool worker's checks that the sweep driver that started it is still alive
+PARENT_POLL_SECONDS = 1.0
 
+
+def _exit_when_orphaned(parent: int, poll: float = PARENT_POLL_SECONDS) -> None:
+    """End this process once its parent ``parent`` is gone (it was re-parented), so a killed sweep driver
+    leaves no worker training on: what the worker wrote is atomic, and the next ``ablate`` resumes it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(143)  # as if SIGTERMed: no cleanup that could write half a file
+
+    threading.Thread(target=watch, name="posthoc-vq-parent-watch", daemon=True).start()
+
+
+def _worker_init(parent: int) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+    _exit_when_orphaned(parent)
 
 
 class ProcessExecutor:
@@ -84,7 +99,7 @@ class ProcessExecutor:
     def __init__(self, workers: int):
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1 (got {workers})")
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init)
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
 
     def run(self, fn, tasks):
         futures = {self.pool.submit(fn, task): task for task in tasks}

@@ -73,6 +73,8 @@ def evaluate_cell(
         codebook = q.default_name()
         if codebook not in list_codebooks(run_dir):
             fit_codebook_for_run(run_dir, q, data_dir=data_dir)
+        else:
+            _check_same_codebook(run_dir, codebook, q)
     if cell.get("finetune"):  # the rest of the cell evaluates the fine-tuned run (a sibling run directory)
         run_dir = _finetuned(run_dir, codebook, q, FinetuneConfig(**cell["finetune"]), data_dir)
     artifacts: dict[str, Any] = {"run_dir": str(run_dir), "codebook": codebook, "weights": None}
@@ -115,6 +117,20 @@ def evaluate_cell(
     if perceptual:
         metrics |= _perceptual(run_dir, codebook, artifacts["weights"], perceptual, split, data_dir, features)
     return {"metrics": metrics, "artifacts": artifacts}
+
+
+def _check_same_codebook(run_dir: Path, name: str, q: QuantizeConfig) -> None:
+    """A codebook is reused only when it was fitted with the cell's settings (threads and name aside)."""
+    from posthoc_vq.errors import ConfigError
+    from posthoc_vq.io import read_json
+
+    record = Run(run_dir).codebook_files(name)[1]
+    stored = QuantizeConfig(**read_json(record, what="codebook record")["quantize"]).fitted_settings()
+    wanted = q.fitted_settings()
+    if stored != wanted:
+        diff = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k))
+        raise ConfigError(f"{record}: codebook '{name}' was fitted with other settings ({diff}); give the cell's quantize.name "
+                          "a new name, or delete that codebook folder to refit it")
 
 
 def _perceptual(run_dir: Path, codebook: str | None, weights: str | None, wanted: list[str], split: str, data_dir: str | None, features: str | None) -> dict[str, Any]:

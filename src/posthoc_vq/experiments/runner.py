@@ -48,11 +48,21 @@ def plan_tasks(spec: SweepSpec, sweep_dir: Path, todo: set[str], data_dir: str |
 
 
 def _check_same_spec(sweep_dir: Path, spec: SweepSpec) -> None:
+    """A sweep folder continues only its own grid, or a grid that contains it (new arms, axis values or
+    seeds): every cell it already holds must still be a cell, with the same name, split and threads."""
     saved = Sweep(sweep_dir).spec_file
-    if saved.exists():
-        old = SweepSpec.model_validate(read_json(saved, what="sweep spec"))  # fields added since get their defaults
-        if old.model_dump(mode="json") != spec.model_dump(mode="json"):
-            raise ConfigError(f"{sweep_dir} holds a sweep with a different spec ({saved}); use another --out, or delete the folder to start over")
+    if not saved.exists():
+        return
+    old = SweepSpec.model_validate(read_json(saved, what="sweep spec"))  # fields added since get their defaults
+    if old.model_dump(mode="json") == spec.model_dump(mode="json"):
+        return
+    same = (old.name, old.split, old.threads, old.features) == (spec.name, spec.split, spec.threads, spec.features)
+    dropped = {c.cell_id for c in expand(old)} - {c.cell_id for c in expand(spec)} if same else {"*"}
+    if dropped:
+        why = "its name, split, threads or features differ" if not same else f"{len(dropped)} of its cells are not in the new grid"
+        raise ConfigError(
+            f"{sweep_dir} holds a sweep with a different spec ({saved}): {why}; a sweep folder can only grow (new arms, "
+            "axis values or seeds); use another --out, or delete the folder to start over")
 
 
 def run_sweep(

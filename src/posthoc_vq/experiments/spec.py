@@ -12,9 +12,17 @@ Example (``configs/ablations/latent-dim.yaml``)::
       quantize.method: [none, kmeans]
     compare: {axis: model.latent_dim, reference: 64, metrics: [psnr_db, ssim], pair_by: seed}
 
+``per`` gives settings for one value of an axis, for every cell at that value (arm settings
+win over it), e.g. per dataset of a ``data.name`` axis::
+
+    per:
+      data.name:
+        digits: {model.latent_dim: 16, quantize.K: 64}
+        cifar-10-jpeg: {model.channels: [32, 64, 128]}
+
 Keys are dotted paths into the run config (``seed``, ``data.*``, ``model.*``, ``train.*``),
 the latent codebook (``quantize.*``; ``quantize.method: none`` means no codebook) or the
-weight quantization (``weights.*``; ``weights.bits: 32`` means fp32). Every key, every axis
+weight quantization (``weights.*``; ``weights.bits: 32``, the default in a sweep, means fp32). Every key, every axis
 value and every resulting config is validated before any job starts.
 """
 
@@ -96,6 +104,8 @@ class SweepSpec(_Strict):
     base: str = "digits"
     set: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, list[Any]]
+    per: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="axis -> value -> settings for every cell at that value of the axis (arm settings win)")
     compare: CompareSpec
     split: Literal["val", "test"] = "test"
     threads: int = Field(1, ge=1, description="torch threads per job (T)")
@@ -184,20 +194,15 @@ def check_spec(spec: SweepSpec, source: str) -> None:
         raise ConfigError(f"{source}: 'axes' is empty; give at least one axis, e.g. seed: [0, 1, 2]")
     for key in spec.set:
         _check_key(key, f"{source} (set)")
+    for axis, by_value in spec.per.items():
+        _check_per(axis, by_value, spec, f"{source}: per.{axis}", f"{source} (per.{axis}")
     tags = {t for arm in spec.arms.values() for t in arm.per}
     for name, arm in spec.arms.items():
         check_name(name, "arm name")
         for key in arm.set:
             _check_key(key, f"{source} (arms.{name}.set)")
         for tag, by_value in arm.per.items():
-            if tag not in spec.axes:
-                raise ConfigError(f"{source}: arms.{name}.per.{tag}: '{tag}' is not an axis of the grid (axes: {', '.join(spec.axes)})")
-            known = {str(v) for v in spec.axes[tag]}
-            for value, settings in by_value.items():
-                if value not in known:
-                    raise ConfigError(f"{source}: arms.{name}.per.{tag}.{value}: {value!r} is not a value of axis '{tag}' ({sorted(known)})")
-                for key in settings:
-                    _check_key(key, f"{source} (arms.{name}.per.{tag}.{value})")
+            _check_per(tag, by_value, spec, f"{source}: arms.{name}.per.{tag}", f"{source} (arms.{name}.per.{tag}")
     if spec.arms and ARM_AXIS not in spec.axes:
         raise ConfigError(f"{source}: 'arms' are defined but there is no '{ARM_AXIS}' axis listing which of them to run ({', '.join(spec.arms)})")
     for key, values in spec.axes.items():
@@ -223,6 +228,18 @@ def check_spec(spec: SweepSpec, source: str) -> None:
             raise ConfigError(f"{source}: compare.metrics: unknown metric '{m}'; known: {', '.join(METRICS)}")
 
 
+def _check_per(axis: str, by_value: dict[str, dict[str, Any]], spec: SweepSpec, where: str, key_source: str) -> None:
+    """Settings per value of an axis: the axis and each value must be in the grid, each key settable."""
+    if axis not in spec.axes:
+        raise ConfigError(f"{where}: '{axis}' is not an axis of the grid (axes: {', '.join(spec.axes)})")
+    known = {str(v) for v in spec.axes[axis]}
+    for value, settings in by_value.items():
+        if value not in known:
+            raise ConfigError(f"{where}.{value}: {value!r} is not a value of axis '{axis}' ({sorted(known)})")
+        for key in settings:
+            _check_key(key, f"{key_source}.{value})")
+
+
 def _stage_config(kind: str, values: dict[str, Any], source: str) -> Any:
     return validate(values, STAGES[kind], source=source)
 
@@ -238,6 +255,8 @@ def expand(spec: SweepSpec, source: str = "sweep") -> list[Cell]:
     for combo in itertools.product(*(spec.axes[k] for k in keys)):
         axes = dict(zip(keys, combo))
         settings = {**spec.set, **{k: v for k, v in axes.items() if k != ARM_AXIS and k not in _tag_axes(spec)}}
+        for axis, by_value in spec.per.items():
+            settings |= by_value.get(str(axes[axis]), {})
         if ARM_AXIS in axes:
             arm = spec.arms[axes[ARM_AXIS]]
             settings |= arm.set
@@ -262,7 +281,7 @@ def expand(spec: SweepSpec, source: str = "sweep") -> list[Cell]:
         run = run.model_copy(update={"train": run.train.model_copy(update={"threads": spec.threads})})
         method = stage["quantize"].get("method", "none")
         quantize = None if method == "none" else _stage_config("quantize", {**stage["quantize"], "threads": spec.threads}, where)
-        weights = _stage_config("weights", stage["weights"], where)
+        weights = _stage_config("weights", {"bits": 32, **stage["weights"]}, where)  # a sweep quantizes weights only when asked
         finetune = _stage_config("finetune", stage["finetune"], where) if stage["finetune"] else None
         if finetune is not None and finetune.epochs == 0:
             finetune = None

@@ -186,3 +186,43 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     adjusted = np.empty_like(p)
     adjusted[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)))
     return [float(x) for x in adjusted]
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    n: int
+    rho: float  # Spearman's rank correlation (scipy.stats.spearmanr)
+    p: float  # two-sided, against rho = 0
+    ci_low: float  # bootstrap percentile CI of rho, resampling (x, y) pairs
+    ci_high: float
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0) -> RankCorrelation:
+    """Spearman's rho of paired observations with its p-value and a paired bootstrap percentile CI.
+
+    Needs at least 3 pairs and both variables non-constant (rho is undefined otherwise: ValueError).
+    Resamples whose ranks are constant in either variable give no rho and are left out of the CI.
+    """
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and paired, got shapes {a.shape} and {b.shape}")
+    if len(a) < 3:
+        raise ValueError(f"a rank correlation needs at least 3 pairs, got {len(a)}")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        raise ValueError("a rank correlation needs both variables to vary; one of them is constant")
+    res = stats.spearmanr(a, b)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_resamples, len(a)))
+    ra, rb = stats.rankdata(a[idx], axis=1), stats.rankdata(b[idx], axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    denom = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    ok = denom > 0
+    boot = (ra * rb).sum(1)[ok] / denom[ok]  # Spearman's rho = Pearson's r of the ranks (average ranks for ties)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return RankCorrelation(len(a), float(res.statistic), float(res.pvalue), float(low), float(high), confidence)

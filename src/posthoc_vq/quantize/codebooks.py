@@ -6,6 +6,12 @@ on the N * h * w token vectors (C values each) and every position gets its own c
 image costs h * w * bits_per_vector bits (a VQGAN-style tokenizer). One-vector latents (N, D)
 are the case h * w = 1.
 
+Class labels: every token carries its image's label (``LatentSet.token_labels()``); the fit and
+the assignment pass them on through :func:`~posthoc_vq.quantize.latent.base.predict_codes`, so a
+``class-conditional`` codebook (one k-means codebook per class, ``needs_labels``) codes each token
+with its class's codebook. A fit set whose images all share one label (a dataset without class
+labels, such as CelebA) is refused for it (:func:`check_fit_labels`).
+
 Scaling: ``max_fit_vectors`` fits on a seeded uniform sample (``random_state``) of at most that
 many vectors, then assigns *every* vector, so usage statistics count all tokens. For k-means
 256 samples per code (faiss's default, 262,144 for K = 1024) is plenty: on 2 shared cores,
@@ -37,8 +43,8 @@ from posthoc_vq.errors import CheckpointError, ConfigError
 from posthoc_vq.latents import LatentSet, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.provenance import provenance
-from posthoc_vq.quantize.latent.base import CodebookEstimator
-from posthoc_vq.quantize.latent.store import load_codebook, make_estimator, save_codebook
+from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
+from posthoc_vq.quantize.latent.store import estimator_class, load_codebook, make_estimator, save_codebook
 from posthoc_vq.records import compute_record
 from posthoc_vq.run import Run, check_codebook_name
 GRAPH_METHODS = ("geodesic", "hybrid")
@@ -74,6 +80,20 @@ def check_fit_size(q: QuantizeConfig, n_vectors: int, latent_shape: tuple[int, .
     )
 
 
+def check_fit_labels(q: QuantizeConfig, latents: LatentSet) -> None:
+    """Refuse a method that needs class labels (``class-conditional``) on a fit set without them: every
+    image of one class (CelebA's labels are all 0; images given without labels get label 0)."""
+    if not estimator_class(q.method).needs_labels:
+        return
+    classes = np.unique(latents.labels)
+    if len(classes) < 2:
+        raise ConfigError(
+            f"quantize.method={q.method} needs each image's class label, but every image of fit set '{latents.split}' has the same label "
+            f"({classes.tolist()}): the dataset has no class labels (CelebA's are all 0; images given without labels get 0). "
+            "Use a method that needs no labels (kmeans), or a labelled dataset (digits, mnist, fashion-mnist, cifar-10, image-folder)"
+        )
+
+
 def sample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
     """Sorted indices of a seeded uniform sample of ``max_rows`` of ``n`` rows, or None for all rows."""
     if max_rows is None or max_rows >= n:
@@ -98,17 +118,18 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     ``fit_seconds``, 0 optimiser steps, the fit set's images, ``vectors_fitted``),
     ``encoding_compute`` (``latents.compute``: what encoding the fit set cost, None if unknown), provenance.
     """
-    tokens = latents.tokens()  # (N * T, C)
+    tokens, token_labels = latents.tokens(), latents.token_labels()  # (N * T, C), (N * T,): each token carries its image's label
+    check_fit_labels(q, latents)
     check_fit_size(q, len(tokens) if q.max_fit_vectors is None else min(len(tokens), q.max_fit_vectors), latents.latent_shape)
     if q.K > len(tokens) and q.method != "random-prior":
         raise ConfigError(f"quantize.K={q.K} is more than the {len(tokens)} latent vectors of fit set '{latents.split}'; lower K")
     estimator = make_estimator(q.method, **estimator_params(q))
     rows = sample_rows(len(tokens), q.max_fit_vectors, q.random_state)
-    fit_set = tokens if rows is None else tokens[rows]
+    fit_set, fit_labels = (tokens, token_labels) if rows is None else (tokens[rows], token_labels[rows])
     tic = time.perf_counter()
-    estimator.fit(fit_set)
+    estimator.fit(fit_set, fit_labels)  # labels are used by class-conditional codebooks only (``needs_labels``)
     seconds = time.perf_counter() - tic
-    codes = estimator.predict(tokens)
+    codes = predict_codes(estimator, tokens, token_labels)
     meta = {
         "latents": latents.kind,
         "latent_seed": latents.seed if latents.kind == "z" else None,
@@ -124,7 +145,7 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
         "compute": compute_record(seconds, 0, len(latents), vectors_fitted=len(fit_set)),
         "encoding_compute": latents.compute,
         "quantize": q.model_dump(mode="json"),
-        "fit_usage": codebook_usage(codes, estimator.n_codes, latents.token_labels()),
+        "fit_usage": codebook_usage(codes, estimator.n_codes, token_labels),
         "graph": getattr(estimator, "graph_stats_", None),
         "provenance": provenance(seed=q.random_state),
     }

@@ -7,12 +7,14 @@ and a model trained with its codebook, and this module measures what it costs.
 The source run is only read: never locked, never written. Its train and val images are encoded
 in memory by the frozen encoder into the codebook's kind of latents (``mu``, or ``z`` with the
 codebook's seed; the run's latent cache is neither read nor written), quantized
-with the codebook (nearest code per token; a residual codebook sums its stages), and the decoder
+with the codebook (nearest code per token; a residual codebook sums its stages; a class-conditional
+one takes the nearest code of the token's image's class), and the decoder
 (``fc_dec``/``conv_dec`` and ``decoder``, BatchNorm in train mode) is trained on (quantized latent
 -> image) with the run's reconstruction loss, Adam, seeded shuffling and early stopping on the
-val reconstruction loss. With ``part='decoder+codebook'`` the codebook's vectors (k-means and
-random-prior: ``codebook_`` (K, D); residual: every stage) are parameters too: codes stay nearest
-neighbours of the current vectors (reassigned every epoch) and the vectors get their gradient
+val reconstruction loss. With ``part='decoder+codebook'`` the codebook's vectors (k-means, random-prior
+and class-conditional: ``codebook_`` (K, D); residual: every stage) are parameters too: codes stay
+nearest neighbours of the current vectors (reassigned every epoch; class-conditional: within the
+token's class) and the vectors get their gradient
 through the decoder, which they feed directly.
 
 The result is a new run directory that evaluates like any other::
@@ -53,7 +55,7 @@ from posthoc_vq.models import VAEBase, VAEOutput
 from posthoc_vq.models.quantizers import from_tokens as tokens_to_latents
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
-from posthoc_vq.quantize.latent.base import CodebookEstimator
+from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.quantize.latent.store import save_codebook
 from posthoc_vq.records import FinetuneRecord, compute_record, model_compute, read_dict, total_compute
 from posthoc_vq.run import Run, check_codebook_name
@@ -67,7 +69,7 @@ PARTS = ("decoder", "decoder+codebook")
 ENCODER_MODULES = ("encoder", "fc_mu", "fc_logvar", "conv_mu", "conv_logvar")
 DECODER_MODULES = ("fc_dec", "conv_dec", "decoder")
 # methods whose vectors can be trained: the state tensor holding them (graph codebooks assign along a kNN graph of their fitted latents)
-TRAINABLE_VECTORS = {"kmeans": "codebook", "random-prior": "codebook", "residual": "codebooks"}
+TRAINABLE_VECTORS = {"kmeans": "codebook", "random-prior": "codebook", "residual": "codebooks", "class-conditional": "codebook"}
 # keys save_codebook writes itself from the estimator: never copied from the source record
 STORE_KEYS = ("method", "params", "n_codes", "dim", "bits_per_vector", "tensor_shapes", "sha256", "state")
 
@@ -208,7 +210,7 @@ class _Finetuner:
         self.optimizer = torch.optim.Adam(params, lr=self.settings["lr"], weight_decay=t.weight_decay)
         self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if t.precision == "bf16" else nullcontext
         self.train_x, self.val_x = images_tensor(self.splits, "train"), images_tensor(self.splits, "val")  # uint8 (N, C, H, W)
-        self.labels = np.asarray(self.splits.split("train").labels, dtype=np.int64)
+        self.split_labels = {s: np.asarray(self.splits.split(s).labels, dtype=np.int64) for s in ("train", "val")}  # per-class usage; class-conditional codes
 
     # ------------------------------------------------------------------ quantized latents
     def _encode(self) -> None:
@@ -221,8 +223,10 @@ class _Finetuner:
         self.latent_shape = tuple(z["train"].shape[1:])
         self.tokens_per_image = int(np.prod(self.latent_shape[1:], dtype=np.int64))
         self.tokens = {s: to_tokens(v.numpy()) for s, v in z.items()}  # (N * T, C)
+        self.token_labels = {s: np.repeat(y, self.tokens_per_image) for s, y in self.split_labels.items()}  # (N * T,): each token its image's class
         if self.vector_key is None:  # fixed vectors: quantize once, exactly as the evaluation does
-            self.fixed = {s: torch.from_numpy(from_tokens(self.estimator.quantize(t), self.latent_shape)) for s, t in self.tokens.items()}  # (N, *L)
+            self.fixed = {s: torch.from_numpy(from_tokens(self.estimator.inverse_transform(predict_codes(self.estimator, t, self.token_labels[s])), self.latent_shape))
+                          for s, t in self.tokens.items()}  # (N, *L)
 
     def _current_estimator(self) -> CodebookEstimator:
         """The codebook with the vectors as they are now (the source's for part decoder)."""
@@ -237,7 +241,7 @@ class _Finetuner:
         estimator = self._current_estimator()
         self.codes = {}
         for s, t in self.tokens.items():
-            codes = estimator.predict(t)  # (N * T,) or (N * T, M)
+            codes = predict_codes(estimator, t, self.token_labels[s])  # (N * T,) or (N * T, M)
             self.codes[s] = torch.from_numpy(codes).reshape(-1, self.tokens_per_image, *codes.shape[1:])
 
     def _latents(self, split: str, idx: torch.Tensor | slice) -> torch.Tensor:
@@ -404,7 +408,7 @@ class _Finetuner:
         meta |= {"name": self.name, "run": str(self.run.root), "part": self.part,
                  "fine_tuned_from": {"run": self.settings["source_run"], "codebook": self.name, "sha256": self.cb_meta["sha256"], "epoch": epoch}}
         if self.vector_key is not None:  # the vectors moved: usage on the fit set is recounted on the train split with them
-            meta["fit_usage"] = codebook_usage(estimator.predict(self.tokens["train"]), estimator.n_codes, np.repeat(self.labels, self.tokens_per_image))
+            meta["fit_usage"] = codebook_usage(predict_codes(estimator, self.tokens["train"], self.token_labels["train"]), estimator.n_codes, self.token_labels["train"])
             meta["fit_usage_note"] = "recounted on the train split with the fine-tuned vectors"
         save_codebook(self.run.new_artifact("codebooks", self.name), estimator, meta)
 

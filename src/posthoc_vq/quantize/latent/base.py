@@ -11,6 +11,14 @@ ending in ``_`` and returns ``self``. After fitting:
 * ``inverse_transform(codes)``: (N, D) float32 latent vectors;
 * ``bits_per_vector``: bits needed to send one latent vector's codes.
 
+Class labels: an estimator whose class attribute ``needs_labels`` is True (the class-conditional
+codebook) quantizes each vector with the codebook of its class, so ``fit``, ``predict``,
+``transform`` and ``quantize`` take the vectors' class labels as ``y`` (N,) and refuse to run
+without them (:class:`ClassLabelError`); ``inverse_transform`` needs none (a code names its
+class). The others ignore ``y`` in ``fit`` and take none elsewhere. Code that predicts the codes
+of a run's latents calls :func:`predict_codes`, which passes the labels exactly to the
+estimators that need them.
+
 Latents go in as (N, D) float32 arrays (NumPy or torch); results come out as NumPy.
 Each estimator is deterministic for a given ``random_state``.
 
@@ -38,6 +46,43 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import _num_features, validate_data
+
+from posthoc_vq.errors import ConfigError
+
+
+class ClassLabelError(ConfigError, ValueError):
+    """Class labels an estimator with ``needs_labels`` cannot work with: missing, of the wrong
+    length, of a class absent from the fit set, or of a class too small for its codes.
+
+    A ValueError (scikit-learn's convention for bad input) and a :class:`~posthoc_vq.errors.ConfigError`,
+    so the CLI prints the message and exits 2 instead of showing a traceback.
+    """
+
+
+def missing_labels_error(method: str, call: str = "predict(Z, y=labels)") -> ClassLabelError:
+    """The error for a label-needing estimator called without labels; ``call`` shows the right call."""
+    return ClassLabelError(
+        f"the {method} codebook needs each vector's class label: call {call} with labels (N,) integer class labels, one per vector (per image for whole latents) "
+        f"(quantize.method '{method}' codes every vector with the codebook of its own class, so the label is part of the code); "
+        "these vectors have none: use a codebook method that needs no labels, e.g. kmeans"
+    )
+
+
+def predict_codes(estimator: "CodebookEstimator", Z: Any, labels: Any = None) -> np.ndarray:
+    """Codes of vectors ``Z`` (N, D) under a fitted codebook, with their class labels where it needs them.
+
+    The one way the pipeline predicts codes of latents (fit usage, evaluation, samples, perceptual
+    metrics, fine-tuning, weight evaluation): an estimator with ``needs_labels`` gets
+    ``predict(Z, y=labels)`` (``labels`` (N,) ints; None raises its missing-label
+    :class:`ClassLabelError`), every other estimator ``predict(Z)`` with ``labels`` ignored.
+
+    Returns
+    -------
+    (N,) int64 codes ((N, M) for residual quantizers), as ``estimator.predict``.
+    """
+    if estimator.needs_labels:
+        return estimator.predict(Z, y=labels)
+    return estimator.predict(Z)
 
 
 def as_latents(Z: Any, dim: int | None = None, name: str = "Z") -> np.ndarray:
@@ -86,6 +131,9 @@ class CodebookEstimator(ClusterMixin, TransformerMixin, BaseEstimator):
     """
 
     method: ClassVar[str] = ""
+    #: True for estimators that code each vector with its class's codebook: ``fit``/``predict``/``transform``
+    #: take the class labels ``y`` (see the module docstring and :func:`predict_codes`)
+    needs_labels: ClassVar[bool] = False
     _parameter_constraints: ClassVar[dict] = {}
 
     # ------------------------------------------------------------------ contract

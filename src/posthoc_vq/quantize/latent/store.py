@@ -27,6 +27,7 @@ METHODS: dict[str, str] = {
     "hybrid": "posthoc_vq.quantize.latent.hybrid:HybridKMeansGeodesic",
     "residual": "posthoc_vq.quantize.latent.residual:ResidualKMeans",
     "random-prior": "posthoc_vq.quantize.latent.random_prior:RandomPrior",
+    "class-conditional": "posthoc_vq.quantize.latent.class_conditional:ClassConditionalKMeans",
 }
 
 

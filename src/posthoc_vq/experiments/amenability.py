@@ -1,0 +1,146 @@
+"""Does latent geometry predict the quantization penalty? ``posthoc-vq amenability SWEEP...``
+
+The Fashion-MNIST study's hypothesis: a dataset's latent space is more or less "amenable to
+quantization", and its geometry says which. This tests it across the runs of finished sweeps:
+
+* the **penalty** of each trained run is its continuous test PSNR minus the test PSNR through its
+  post-hoc codebook of one method (``kmeans`` by default; the sweep cell with that method, fp32
+  weights and no fine-tune; a run with several such codebooks gives one row per codebook);
+* its **geometry** is :func:`posthoc_vq.evaluation.geometry.geometry_of_run` on the train split's
+  ``mu`` (computed and stored in the run when missing): TwoNN and MLE intrinsic dimension, the
+  Zador slope of the k-means distortion curve and its effective dimension, class separation,
+  Fisher ratio and pooled spread, the smallest connected k of the kNN graph;
+* each measure's **Spearman rank correlation** with the penalty, with a paired bootstrap CI and
+  Holm-corrected p-values over the measures, pooled over every run and per sweep.
+
+Only runs that converged (early stopping) enter the correlations; the others are listed. Runs of
+one dataset share most of their geometry, so with few datasets the pooled correlation mostly
+ranks datasets: the result says how many datasets and runs it rests on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from posthoc_vq.errors import ConfigError
+from posthoc_vq.experiments.spec import SweepSpec, expand
+from posthoc_vq.experiments.statistics import holm, rank_correlation
+from posthoc_vq.experiments.store import ResultStore
+from posthoc_vq.io import read_json
+from posthoc_vq.run import Run, Sweep
+
+#: measure -> (path in the geometry JSON, what it is)
+MEASURES: dict[str, tuple[tuple[str, str], str]] = {
+    "twonn": (("intrinsic_dimension", "twonn"), "intrinsic dimension, TwoNN"),
+    "mle": (("intrinsic_dimension", "mle"), "intrinsic dimension, Levina-Bickel MLE (k=20)"),
+    "d_eff": (("distortion", "d_eff"), "effective dimension of the k-means distortion curve (Zador, -2 / slope)"),
+    "separation": (("classes", "separation"), "between-class centroid distance / pooled within-class spread"),
+    "fisher_ratio": (("classes", "fisher_ratio"), "Fisher ratio: between-class / within-class variance"),
+    "spread": (("classes", "spread_overall"), "pooled within-class RMS spread"),
+    "connected_k": (("connectivity", "connected_k"), "smallest k whose kNN graph is connected"),
+}
+
+
+def penalty_rows(sweep_dir: str | Path, method: str = "kmeans") -> list[dict[str, Any]]:
+    """One row per finished cell of the sweep with a ``method`` codebook, fp32 weights and no fine-tune:
+    its run, dataset, latent size, seed, codebook, bits, continuous and quantized test PSNR and the penalty (dB)."""
+    sweep = Sweep(sweep_dir)
+    if not sweep.spec_file.exists():
+        raise ConfigError(f"{sweep_dir} is not a sweep folder (no {sweep.spec_file.name}); give a folder `posthoc-vq ablate` wrote")
+    spec = SweepSpec.model_validate(read_json(sweep.spec_file, what="sweep spec"))
+    cells = {c.cell_id: c for c in expand(spec, str(sweep.spec_file))}
+    store = ResultStore.open_existing(sweep_dir)
+    try:
+        done = store.rows("done")
+    finally:
+        store.close()
+    rows = []
+    for r in done:
+        cell = cells.get(r["cell_id"])
+        if cell is None or cell.quantize is None or cell.quantize.method != method or cell.weights.bits != 32 or cell.finetune is not None:
+            continue
+        m = r["metrics"]
+        rows.append({
+            "sweep": spec.name, "sweep_dir": str(sweep_dir), "run_dir": r["artifacts"]["run_dir"], "codebook": r["artifacts"]["codebook"],
+            "dataset": cell.run.data.name, "latent_dim": cell.run.model.latent_dim, "seed": cell.run.seed, "K": cell.quantize.K,
+            "bits_per_image": m.get("bits_per_image"), "converged": m.get("converged") is True,
+            "continuous_psnr_db": m["continuous_psnr_db"], "quantized_psnr_db": m["psnr_db"], "penalty_db": m["continuous_psnr_db"] - m["psnr_db"],
+        })
+    if not rows:
+        raise ConfigError(f"{sweep_dir}: no finished cell with a '{method}' codebook, fp32 weights and no fine-tune; "
+                          f"run the sweep first (`posthoc-vq ablate`) or pick --method among its codebooks")
+    return rows
+
+
+def run_geometry(run_dir: str | Path, split: str = "train", data_dir: str | None = None, compute: bool = True) -> dict[str, Any]:
+    """The stored geometry of a run's ``split`` latents, computed (and stored) first when missing and ``compute``."""
+    path = Run(run_dir).geometry_file(split)
+    if path.exists():
+        return read_json(path, what="latent geometry")
+    if not compute:
+        raise ConfigError(f"{path} is missing; run `posthoc-vq geometry {run_dir} --split {split}` first")
+    from posthoc_vq.evaluation.geometry import geometry_of_run
+
+    return geometry_of_run(run_dir, split=split, data_dir=data_dir)
+
+
+def measure_value(geometry: dict[str, Any], name: str) -> float | None:
+    (block, key), _ = MEASURES[name]
+    v = geometry.get(block, {}).get(key)
+    return None if v is None else float(v)
+
+
+def _correlations(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in MEASURES:
+        pairs = [(r["measures"][name], r["penalty_db"]) for r in rows if r["measures"][name] is not None]
+        try:
+            out[name] = rank_correlation([p[0] for p in pairs], [p[1] for p in pairs], seed=seed).to_dict()
+        except ValueError as err:  # too few runs, or a constant measure (e.g. every graph connected at the same k)
+            out[name] = {"n": len(pairs), "rho": None, "error": str(err)}
+    tested = [n for n in out if out[n].get("rho") is not None]
+    for name, p in zip(tested, holm([out[n]["p"] for n in tested])):
+        out[name]["p_holm"] = p
+    return out
+
+
+def amenability(sweep_dirs: list[str | Path], *, method: str = "kmeans", split: str = "train", data_dir: str | None = None,
+                compute: bool = True, seed: int = 0, progress=None) -> dict[str, Any]:
+    """Penalty rows of every sweep, each run's geometry, and each measure's rank correlation with the penalty.
+
+    ``progress``: an optional callable ``(done, total, run_dir)`` called after each run's geometry.
+    """
+    rows = [row for d in sweep_dirs for row in penalty_rows(d, method)]
+    geometries: dict[str, dict[str, Any]] = {}
+    runs = sorted({r["run_dir"] for r in rows})
+    for i, run_dir in enumerate(runs):
+        geometries[run_dir] = run_geometry(run_dir, split, data_dir, compute)
+        if progress is not None:
+            progress(i + 1, len(runs), run_dir)
+    for r in rows:
+        r["measures"] = {name: measure_value(geometries[r["run_dir"]], name) for name in MEASURES}
+    used = [r for r in rows if r["converged"]]
+    per_sweep = {s: _correlations([r for r in used if r["sweep"] == s], seed) for s in sorted({r["sweep"] for r in used})}
+    return {
+        "question": f"does a latent-geometry measure predict the quantization penalty (continuous minus {method} test PSNR)?",
+        "method": method, "geometry_split": split, "penalty": "continuous_psnr_db - quantized_psnr_db (test, dB; positive: quantization loses)",
+        "measures": {name: desc for name, (_, desc) in MEASURES.items()},
+        "n_runs": len(used), "n_datasets": len({r["dataset"] for r in used}), "sweeps": [str(d) for d in sweep_dirs],
+        "not_converged": [r["run_dir"] for r in rows if not r["converged"]],
+        "pooled": _correlations(used, seed), "per_sweep": per_sweep, "rows": rows,
+    }
+
+
+def verdict(result: dict[str, Any], alpha: float = 0.05) -> list[str]:
+    """One line per measure: rho [CI], Holm p, and whether it predicts the penalty (pooled over every run)."""
+    lines = []
+    for name, c in result["pooled"].items():
+        if c.get("rho") is None:
+            lines.append(f"{name}: not measurable ({c['error']})")
+            continue
+        sig = c["p_holm"] < alpha and (c["ci_low"] > 0 or c["ci_high"] < 0)
+        direction = "higher penalty" if c["rho"] > 0 else "lower penalty"
+        said = f"predicts the penalty (higher {name} -> {direction})" if sig else "no evidence it predicts the penalty"
+        lines.append(f"{name}: rho {c['rho']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], Holm p {c['p_holm']:.3g}, n={c['n']}: {said}")
+    return lines
