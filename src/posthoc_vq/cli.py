@@ -263,7 +263,7 @@ def _cmd_geometry(args: argparse.Namespace) -> int:
 def _cmd_amenability(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from posthoc_vq.experiments.amenability import amenability, verdict
+    from posthoc_vq.experiments.amenability import amenability, markdown, verdict
     from posthoc_vq.io import write_json, write_text
     from posthoc_vq.report.amenability_figure import draw_amenability
 
@@ -272,15 +272,14 @@ def _cmd_amenability(args: argparse.Namespace) -> int:
         task = bar.add_task("latent geometry of each run", total=None)
         result = amenability(args.sweeps, method=args.method, split=args.split, data_dir=args.data_dir, compute=not args.no_compute,
                              progress=lambda i, n, _run: bar.update(task, completed=i, total=n))
-    lines = verdict(result)
     write_json(out / "amenability.json", result)
-    write_text(out / "amenability.md", f"# {result['question']}\n\n{result['n_runs']} converged runs, {result['n_datasets']} datasets "
-               f"(sweeps: {', '.join(result['sweeps'])}).\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
+    write_text(out / "amenability.md", markdown(result))
     figure = draw_amenability(result, out / "amenability.png")
-    console.print(f"{result['question']} ({result['n_runs']} converged runs, {result['n_datasets']} datasets)")
-    for x in lines:
-        console.print(f"  {x}", markup=False)
-    console.print(f"wrote {out / 'amenability.json'}, {out / 'amenability.md'} and {figure}")
+    console.print(f"{result['question']} ({result['n_configurations']} configurations of {result['n_runs']} converged runs, "
+                  f"{result['n_datasets']} datasets)", soft_wrap=True, markup=False)
+    for x in verdict(result):
+        console.print(f"  {x}", soft_wrap=True, markup=False)
+    console.print(f"wrote {out / 'amenability.json'}, {out / 'amenability.md'} and {figure}", soft_wrap=True)
     return 0
 
 

@@ -116,16 +116,24 @@ def test_amenability_correlates_each_stored_measure_with_the_penalty(grown, tmp_
     assert main(["amenability", str(sweep), "--out", str(out), "--no-progress"]) == 0
     result = read_json(out / "amenability.json")
     assert {p.name for p in out.iterdir()} >= {"amenability.json", "amenability.md", "amenability.png"}
-    assert result["n_runs"] == 4 and set(result["pooled"]) == set(MEASURES)
+    assert result["n_runs"] == 4 and result["n_configurations"] == 2 and set(result["pooled"]) == set(MEASURES)
     for r in result["rows"]:  # each run's geometry was measured and stored in the run
         geometry = read_json(Run(r["run_dir"]).geometry_file("train"))
         assert r["measures"]["twonn"] == geometry["intrinsic_dimension"]["twonn"]
+    for c in result["configurations"]:  # a configuration is the mean of its seeds
+        runs = [r for r in result["rows"] if r["latent_dim"] == c["latent_dim"]]
+        assert c["n_runs"] == len(runs) == 2
+        assert c["penalty_db"] == pytest.approx(np.mean([r["penalty_db"] for r in runs]))
+        assert c["measures"]["mle"] == pytest.approx(np.mean([r["measures"]["mle"] for r in runs]))
+    # two configurations are too few for a rank correlation: said, not computed
+    assert result["pooled"]["twonn"]["rho"] is None and "at least 3 pairs" in result["pooled"]["twonn"]["error"]
     x = [r["measures"]["twonn"] for r in result["rows"]]
     y = [r["penalty_db"] for r in result["rows"]]
-    assert result["pooled"]["twonn"]["rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
-    assert -1 <= result["pooled"]["twonn"]["ci_low"] <= result["pooled"]["twonn"]["rho"] <= result["pooled"]["twonn"]["ci_high"] <= 1
-    tested = [m for m in MEASURES if result["pooled"][m].get("rho") is not None]
-    assert tested and all(result["pooled"][m]["p_holm"] >= result["pooled"][m]["p"] for m in tested)
+    runs = result["runs_as_units"]
+    assert runs["twonn"]["rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
+    tested = [m for m in MEASURES if runs[m].get("rho") is not None]
+    assert tested and all(runs[m]["p_holm"] >= runs[m]["p"] for m in tested)
+    assert "## Runs as units" in (out / "amenability.md").read_text()
     # stored geometry is read, not recomputed, on a second pass
     again = amenability([sweep], compute=False)
     assert np.allclose([r["penalty_db"] for r in again["rows"]], y)

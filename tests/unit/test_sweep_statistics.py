@@ -190,3 +190,13 @@ def test_rank_correlation_refuses_what_it_cannot_measure():
         rank_correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="paired"):
         rank_correlation([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_rank_correlation_gives_no_ci_for_a_measure_with_one_odd_value_out():
+    from posthoc_vq.experiments.statistics import rank_correlation
+
+    x = np.array([3.0] * 11 + [4.0])  # one run differs: most resamples leave it out and are constant
+    y = np.arange(12.0)
+    r = rank_correlation(x, y)
+    assert r.rho == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert r.n_degenerate > 0.05 * 9999 and math.isnan(r.ci_low) and math.isnan(r.ci_high)

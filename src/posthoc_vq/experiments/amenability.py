@@ -11,11 +11,14 @@ quantization", and its geometry says which. This tests it across the runs of fin
   Zador slope of the k-means distortion curve and its effective dimension, class separation,
   Fisher ratio and pooled spread, the smallest connected k of the kNN graph;
 * each measure's **Spearman rank correlation** with the penalty, with a paired bootstrap CI and
-  Holm-corrected p-values over the measures, pooled over every run and per sweep.
+  Holm-corrected p-values over the measures.
 
-Only runs that converged (early stopping) enter the correlations; the others are listed. Runs of
-one dataset share most of their geometry, so with few datasets the pooled correlation mostly
-ranks datasets: the result says how many datasets and runs it rests on.
+The unit of analysis is a **configuration** (sweep, dataset, latent size, K): seeds of one
+configuration are replicates that share most of their geometry, so the primary correlation is over
+configurations (each the mean over its converged seeds), pooled over the sweeps and per sweep. The
+correlation over single runs is reported too, labelled as such: it counts seeds as if they were
+independent configurations, so its p-values and CIs are too optimistic. Only runs that converged
+(early stopping) enter; the others are listed.
 """
 
 from __future__ import annotations
@@ -91,6 +94,27 @@ def measure_value(geometry: dict[str, Any], name: str) -> float | None:
     return None if v is None else float(v)
 
 
+CONFIGURATION = ("sweep", "dataset", "latent_dim", "K")
+
+
+def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by :data:`CONFIGURATION`: the mean penalty and mean of each measure over the group's runs."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in CONFIGURATION), []).append(r)
+    out = []
+    for key, members in groups.items():
+        measures = {}
+        for name in MEASURES:
+            vals = [m["measures"][name] for m in members if m["measures"][name] is not None]
+            measures[name] = float(np.mean(vals)) if vals else None
+        out.append({**dict(zip(CONFIGURATION, key)), "n_runs": len(members), "penalty_db": float(np.mean([m["penalty_db"] for m in members])),
+                    "measures": measures})
+    return out
+
+
 def _correlations(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in MEASURES:
@@ -121,26 +145,54 @@ def amenability(sweep_dirs: list[str | Path], *, method: str = "kmeans", split: 
     for r in rows:
         r["measures"] = {name: measure_value(geometries[r["run_dir"]], name) for name in MEASURES}
     used = [r for r in rows if r["converged"]]
-    per_sweep = {s: _correlations([r for r in used if r["sweep"] == s], seed) for s in sorted({r["sweep"] for r in used})}
+    configs = configurations(used)
+    sweeps = sorted({r["sweep"] for r in used})
     return {
         "question": f"does a latent-geometry measure predict the quantization penalty (continuous minus {method} test PSNR)?",
         "method": method, "geometry_split": split, "penalty": "continuous_psnr_db - quantized_psnr_db (test, dB; positive: quantization loses)",
         "measures": {name: desc for name, (_, desc) in MEASURES.items()},
-        "n_runs": len(used), "n_datasets": len({r["dataset"] for r in used}), "sweeps": [str(d) for d in sweep_dirs],
+        "unit": "configuration (sweep, dataset, latent size, K): the mean over its converged seeds",
+        "n_configurations": len(configs), "n_runs": len(used), "n_datasets": len({r["dataset"] for r in used}), "sweeps": [str(d) for d in sweep_dirs],
         "not_converged": [r["run_dir"] for r in rows if not r["converged"]],
-        "pooled": _correlations(used, seed), "per_sweep": per_sweep, "rows": rows,
+        "pooled": _correlations(configs, seed),
+        "per_sweep": {s: _correlations([c for c in configs if c["sweep"] == s], seed) for s in sweeps},
+        "runs_as_units": _correlations(used, seed),
+        "configurations": configs, "rows": rows,
     }
 
 
-def verdict(result: dict[str, Any], alpha: float = 0.05) -> list[str]:
-    """One line per measure: rho [CI], Holm p, and whether it predicts the penalty (pooled over every run)."""
+def verdict(result: dict[str, Any], alpha: float = 0.05, block: str | tuple[str, str] = "pooled") -> list[str]:
+    """One line per measure: rho [CI], Holm p, and whether it predicts the penalty (by default over the pooled configurations).
+
+    A measure predicts the penalty when its Holm p is below ``alpha`` and its bootstrap CI excludes 0.
+    ``block``: ``"pooled"``, ``"runs_as_units"`` or ``("per_sweep", <sweep name>)``.
+    """
     lines = []
-    for name, c in result["pooled"].items():
+    correlations = result[block[0]][block[1]] if isinstance(block, tuple) else result[block]
+    for name, c in correlations.items():
         if c.get("rho") is None:
             lines.append(f"{name}: not measurable ({c['error']})")
+            continue
+        if c["ci_low"] != c["ci_low"]:  # nan: the measure is nearly constant over these units
+            lines.append(f"{name}: rho {c['rho']:+.2f}, Holm p {c['p_holm']:.3g}, n={c['n']}: no CI ({c['n_degenerate']} of the bootstrap "
+                         "resamples had a constant measure or penalty): no evidence either way")
             continue
         sig = c["p_holm"] < alpha and (c["ci_low"] > 0 or c["ci_high"] < 0)
         direction = "higher penalty" if c["rho"] > 0 else "lower penalty"
         said = f"predicts the penalty (higher {name} -> {direction})" if sig else "no evidence it predicts the penalty"
         lines.append(f"{name}: rho {c['rho']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], Holm p {c['p_holm']:.3g}, n={c['n']}: {said}")
     return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The result as Markdown: the question, its units, and the verdict lines of each analysis."""
+    parts = [f"# {result['question']}\n",
+             f"{result['n_configurations']} configurations ({result['unit']}), {result['n_runs']} converged runs, "
+             f"{result['n_datasets']} datasets; sweeps: {', '.join(result['sweeps'])}.\n",
+             f"Not converged (left out): {len(result['not_converged'])}.\n",
+             "## Pooled over the configurations of every sweep\n", *[f"- {x}" for x in verdict(result)], ""]
+    for sweep in result["per_sweep"]:
+        parts += [f"## Configurations of sweep {sweep}\n", *[f"- {x}" for x in verdict(result, block=("per_sweep", sweep))], ""]
+    parts += ["## Runs as units (seeds counted as independent: p-values and CIs too optimistic)\n",
+              *[f"- {x}" for x in verdict(result, block="runs_as_units")], ""]
+    return "\n".join(parts) + "\n"

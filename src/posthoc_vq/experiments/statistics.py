@@ -193,9 +193,10 @@ class RankCorrelation:
     n: int
     rho: float  # Spearman's rank correlation (scipy.stats.spearmanr)
     p: float  # two-sided, against rho = 0
-    ci_low: float  # bootstrap percentile CI of rho, resampling (x, y) pairs
+    ci_low: float  # bootstrap percentile CI of rho, resampling (x, y) pairs (nan when undefined, see n_degenerate)
     ci_high: float
     confidence: float
+    n_degenerate: int = 0  # resamples in which x or y was constant (no rho); over 5% of them: no CI
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,7 +206,9 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], confidence: float =
     """Spearman's rho of paired observations with its p-value and a paired bootstrap percentile CI.
 
     Needs at least 3 pairs and both variables non-constant (rho is undefined otherwise: ValueError).
-    Resamples whose ranks are constant in either variable give no rho and are left out of the CI.
+    Resamples whose ranks are constant in either variable give no rho; when they are over 5% of the
+    resamples (a variable with one odd value out, say) the CI would describe only the resamples that kept
+    it, so it is reported as undefined (nan) with their count.
     """
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
@@ -223,6 +226,7 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], confidence: float =
     denom = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
     ok = denom > 0
     boot = (ra * rb).sum(1)[ok] / denom[ok]  # Spearman's rho = Pearson's r of the ranks (average ranks for ties)
+    degenerate = int((~ok).sum())
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(boot, [tail, 100 - tail])
-    return RankCorrelation(len(a), float(res.statistic), float(res.pvalue), float(low), float(high), confidence)
+    low, high = np.percentile(boot, [tail, 100 - tail]) if degenerate <= 0.05 * n_resamples else (np.nan, np.nan)
+    return RankCorrelation(len(a), float(res.statistic), float(res.pvalue), float(low), float(high), confidence, degenerate)
