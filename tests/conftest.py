@@ -26,7 +26,7 @@ def shared_datasets():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    root = Path(os.environ.get("POSTHOC_VQ_SHARED_DATA") or repo.parent / "shared" / "datasets")
+    root = Path(os.environ.get("POSTHOC_VQ_SHARED_DATA") or repo.parent / "shared" / "datasets").resolve()  # absolute: tests symlink its files elsewhere
 
     def find(*paths: str, what: str) -> Path:
         missing = [p for p in paths if not (root / p).exists()]

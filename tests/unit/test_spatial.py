@@ -102,7 +102,7 @@ def test_max_fit_vectors_fits_on_a_seeded_sample_and_assigns_all():
     np.testing.assert_array_equal(est.codebook_, ref.codebook_)
     again, _ = fit_on_latents(lat, q)
     np.testing.assert_array_equal(again.codebook_, est.codebook_)
-    assert q.default_name() == "kmeans-K8-mu-train-n300"
+    assert q.default_name() == "kmeans-K8-mu-train-n300-rs3"
 
 
 def test_residual_per_position_bits_and_reconstruction():

@@ -153,7 +153,7 @@ def amenability(sweep_dirs: list[str | Path], *, method: str = "kmeans", split: 
         "measures": {name: desc for name, (_, desc) in MEASURES.items()},
         "unit": "configuration (sweep, dataset, latent size, K): the mean over its converged seeds",
         "n_configurations": len(configs), "n_runs": len(used), "n_datasets": len({r["dataset"] for r in used}), "sweeps": [str(d) for d in sweep_dirs],
-        "not_converged": [r["run_dir"] for r in rows if not r["converged"]],
+        "left_out_unconverged": [r["run_dir"] for r in rows if not r["converged"]],
         "pooled": _correlations(configs, seed),
         "per_sweep": {s: _correlations([c for c in configs if c["sweep"] == s], seed) for s in sweeps},
         "runs_as_units": _correlations(used, seed),
@@ -189,7 +189,7 @@ def markdown(result: dict[str, Any]) -> str:
     parts = [f"# {result['question']}\n",
              f"{result['n_configurations']} configurations ({result['unit']}), {result['n_runs']} converged runs, "
              f"{result['n_datasets']} datasets; sweeps: {', '.join(result['sweeps'])}.\n",
-             f"Not converged (left out): {len(result['not_converged'])}.\n",
+             f"Not converged (left out): {len(result['left_out_unconverged'])}.\n",
              "## Pooled over the configurations of every sweep\n", *[f"- {x}" for x in verdict(result)], ""]
     for sweep in result["per_sweep"]:
         parts += [f"## Configurations of sweep {sweep}\n", *[f"- {x}" for x in verdict(result, block=("per_sweep", sweep))], ""]
