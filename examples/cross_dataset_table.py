@@ -9,7 +9,7 @@ table.csv (one row per dataset, arm and measure: mean, ci_low, ci_high, n) into 
 --figure a PNG: one panel per dataset, each method's test PSNR (mean and 95% CI over seeds) against
 its continuous model's (dashed line and band).
 
-    posthoc-vq ablate configs/ablations/cross-dataset.yaml --executor process --workers 2 --data-dir ../shared/datasets
+    posthoc-vq ablate cross-dataset --executor process --workers 2 --data-dir ../shared/datasets
     python examples/cross_dataset_table.py runs/sweeps/cross-dataset --out docs/results/cross-dataset --figure docs/cross-dataset.png
 """
 

@@ -23,9 +23,9 @@ CODEBOOKS = [
     ["--method", "geodesic"],
     ["--method", "hybrid"],
     ["--method", "random-prior"],
-    ["--method", "residual", "--stages", "1"],
-    ["--method", "residual", "--stages", "2"],
-    ["--method", "residual", "--stages", "4"],
+    ["--method", "residual", "--n-stages", "1"],
+    ["--method", "residual", "--n-stages", "2"],
+    ["--method", "residual", "--n-stages", "4"],
 ]
 
 

@@ -4,7 +4,7 @@ Reads the sweep's results database and claims.json (nothing is recomputed) and p
 per dataset, rate and arm: test PSNR and SSIM (mean and 95% t CI over seeds), bits per image, the
 compute behind the model (mean wall seconds and optimiser steps), and the verdict against joint VQ.
 
-    posthoc-vq ablate configs/ablations/posthoc-vs-joint.yaml --executor process --workers 2 --data-dir ../shared/datasets
+    posthoc-vq ablate posthoc-vs-joint --executor process --workers 2 --data-dir ../shared/datasets
     python examples/posthoc_vs_joint_table.py runs/sweeps/posthoc-vs-joint
 """
 

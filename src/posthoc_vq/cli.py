@@ -1,30 +1,124 @@
+# PYTHON_ARGCOMPLETE_OK
 """Command line: parses arguments, calls the library, prints. No logic lives here.
 
-``main(argv)`` returns the exit code, so tests call it directly. Errors caused by
-input (:class:`PosthocVQError`) print one clear message and exit with code 2.
+``main(argv)`` returns the exit code, so tests call it directly: 0 success, 1 failed work, 2 a
+usage or input error (:func:`posthoc_vq.errors.exit_code` maps each error class; argparse's own
+errors exit 2 through ``SystemExit``). An error prints one clear message on stderr, never a traceback.
+
+Conventions, the same on every command (README, "CLI conventions"):
+
+* ``--out DIR``: the folder (a run directory for ``train``/``finetune``) the command writes its
+  artifacts into; always optional, its default in ``--help``.
+* ``--format table|csv|json|markdown`` and ``-o/--output FILE`` on every command that prints a table:
+  ``table`` (the default) is for people; the others are written raw (never wrapped, whatever the
+  terminal width) to stdout, or atomically to FILE, and then stdout holds nothing else
+  (:mod:`posthoc_vq.report.formats`).
+* ``--seed N``: the seed of the random draws this command makes (and nothing else).
+* a flag that sets a config key is that key with dashes (``--n-stages`` sets ``quantize.n_stages``).
+* ``-q/--quiet`` and ``--no-progress``, before or after the command: no progress bars; ``--quiet``
+  also no informational lines. Warnings and errors still go to stderr.
+* Renamed flags keep their old spelling as a hidden alias that prints a one-line note on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from posthoc_vq.errors import PosthocVQError
+from posthoc_vq.errors import EXIT_FAILED, EXIT_OK, ConfigError, PosthocVQError, exit_code
 from posthoc_vq.run import Run, Sweep
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console()  # stdout: results for people
+notes = Console(stderr=True)  # stderr: informational lines (and the consoles that train, fine-tune and sweep print to); off with --quiet
+err_console = Console(stderr=True)  # stderr: warnings and errors, never silenced
+
+HUMAN = "table"
+MACHINE_FORMATS = ("csv", "json", "markdown")
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
+
+
+# ----------------------------------------------------------------------------- output and progress
+
+
+def _quiet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "quiet", False))
+
+
+def _bars(args: argparse.Namespace) -> bool:
+    """Whether progress bars are drawn: not with --quiet or --no-progress."""
+    return not (_quiet(args) or getattr(args, "no_progress", False))
+
+
+def _machine(args: argparse.Namespace) -> str | None:
+    """The machine format asked for (--format csv|json|markdown, or the suffix of --output), or None for the human table."""
+    fmt, output = getattr(args, "format", None), getattr(args, "output", None)
+    if fmt in MACHINE_FORMATS:
+        return fmt
+    if output is not None:
+        guess = SUFFIX_FORMATS.get(Path(output).suffix.lower())
+        if fmt is not None or guess is None:
+            raise ConfigError(f"--output {output} writes csv, json or markdown: add --format csv|json|markdown (or name the file .csv, .json or .md)")
+        return guess
+    return None
+
+
+def _say(args: argparse.Namespace, *objects: Any, **kwargs: Any) -> None:
+    """An informational line: on stdout with the human table, on stderr when stdout holds a machine format; never with --quiet."""
+    if _quiet(args):
+        return
+    (notes if _machine(args) else console).print(*objects, **kwargs)
+
+
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Any = None, json_value: Any = None) -> None:
+    """Write ``rows`` in the machine format asked for, raw, to stdout or atomically to --output."""
+    from posthoc_vq.report.formats import emit, render
+
+    fmt = _machine(args)
+    written = emit(render(fmt, rows, columns=columns, json_value=json_value), getattr(args, "output", None))
+    if written is not None and not _quiet(args):
+        notes.print(f"wrote {written}", highlight=False, soft_wrap=True)
+
+
+def _warn(warnings: list[dict[str, Any]]) -> None:
+    for w in warnings:
+        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[Any]:
+    """Rich bars with ETA on stderr for what the library reports (:mod:`posthoc_vq.progress`); the callback, or None without bars."""
+    from posthoc_vq.progress import progress_bars, reporting, silence
+
+    with silence(not _bars(args)), progress_bars(_bars(args), console=err_console) as callback, reporting(callback):
+        yield callback
+
+
+@contextmanager
+def _own_bars(args: argparse.Namespace) -> Iterator[None]:
+    """For the commands whose library call draws its own bars (train, finetune, ablate, report, features, data download):
+    those get ``progress=_bars(args)``; this only turns off the bars drawn deeper (data decoding) with --quiet/--no-progress."""
+    from posthoc_vq.progress import silence
+
+    with silence(not _bars(args)):
+        yield
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from posthoc_vq.config import load_run_config
     from posthoc_vq.train import train
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.preset or "digits").name
     overrides = list(args.set)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
@@ -35,10 +129,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = validate(data, RunConfig, source=f"{out / 'config.json'} with overrides {overrides}")
     else:
         config = load_run_config(args.preset or "digits", overrides, seed=args.seed)
-    result = train(config, out, resume=args.resume, progress=not args.no_progress, console=err_console)
+    with _own_bars(args):
+        result = train(config, out, resume=args.resume, progress=_bars(args), console=notes)
     state = "converged (early stopping)" if result.converged else "stopped at max epochs (not converged)"
-    console.print(f"{out}: {result.epochs} epochs, best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}, {state}, {result.seconds:.1f}s")
-    return 0
+    _say(args, f"{out}: {result.epochs} epochs, best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}, {state}, {result.seconds:.1f}s")
+    return EXIT_OK
 
 
 def _ci(m: dict, digits: int) -> str:
@@ -46,7 +141,7 @@ def _ci(m: dict, digits: int) -> str:
 
 
 def _int_or_auto(value: str) -> int | str:
-    """argparse type of ``--neighbors``: an integer or the word 'auto'."""
+    """argparse type of ``--n-neighbors``: an integer or the word 'auto'."""
     if value == "auto":
         return value
     try:
@@ -55,36 +150,49 @@ def _int_or_auto(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
 
 
-def _print_graph(g: dict | None) -> None:
+def _print_graph(args: argparse.Namespace, g: dict | None) -> None:
     if g:
-        console.print(f"graph: {g['nodes']} nodes, {g['edges']} edges, {g['components']} component(s), largest {g['largest_component']}")
+        _say(args, f"graph: {g['nodes']} nodes, {g['edges']} edges, {g['components']} component(s), largest {g['largest_component']}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.perceptual import PERCEPTUAL_METRICS, PIXEL_METRICS, parse_metrics
 
     metrics = parse_metrics(args.metrics)
+    fmt = _machine(args)  # a bad --output fails before any work
     results = {}
-    if any(m in PIXEL_METRICS for m in metrics):
-        results["pixel"] = _evaluate_pixels(args)
-    if any(m in PERCEPTUAL_METRICS for m in metrics):
-        results["perceptual"] = _evaluate_perceptual(args, metrics)
-    if args.json:
-        import json
+    with _progress(args) as progress:
+        if any(m in PIXEL_METRICS for m in metrics):
+            results["pixel"] = _evaluate_pixels(args, progress)
+        if any(m in PERCEPTUAL_METRICS for m in metrics):
+            results["perceptual"] = _evaluate_perceptual(args, metrics, progress)
+    if fmt:
+        from posthoc_vq.report.result_rows import EVALUATION_COLUMNS, evaluation_rows
 
-        console.print_json(json.dumps(results if len(results) > 1 else next(iter(results.values())), default=str))
-    return 0
+        rows = [row for r in results.values() for row in evaluation_rows(r)]
+        _emit(args, rows, EVALUATION_COLUMNS, json_value=results if len(results) > 1 else next(iter(results.values())))
+    else:
+        if "pixel" in results:
+            (_print_weight_pixels if args.weights else _print_pixels)(args, results["pixel"])
+        if "perceptual" in results:
+            _print_perceptual(args, results["perceptual"])
+    for r in results.values():
+        _warn(r["warnings"])
+    return EXIT_OK
 
 
-def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
+def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str], progress: Any) -> dict:
     from posthoc_vq.evaluation.perceptual import perceptual_metrics
 
-    r = perceptual_metrics(
+    return perceptual_metrics(
         args.run, codebook=args.codebook, weights=args.weights, split=args.split, metrics=metrics, features=args.features, data_dir=args.data_dir,
-        n_samples=args.samples, n_pairs=args.pairs, seed=args.seed, lpips_weights=args.lpips_weights, progress=not args.json,
+        n_samples=args.samples, n_pairs=args.pairs, seed=args.seed, lpips_weights=args.lpips_weights, progress=progress,
     )
-    if args.json:
-        return r
+
+
+def _print_perceptual(args: argparse.Namespace, r: dict) -> None:
+    if _quiet(args):
+        return
     fd_name, kid_name = r["metric_names"]["fd"], r["metric_names"]["kid"]
     what = " + ".join(filter(None, (args.weights, args.codebook))) or "continuous"
     table = Table(title=f"{args.run} {what} vs {r['dataset']} {args.split} images: {fd_name}, {kid_name} x1e3 (± std over subsets), "
@@ -115,27 +223,31 @@ def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str]) -> dict:
         console.print(table)
     console.print(f"{fd_name} is a Fréchet distance in a {r['dataset']} classifier's feature space, not comparable with Inception FID. "
                   f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook, weights=args.weights, kind='perceptual')}")
-    for w in r["warnings"]:
-        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
-    return r
 
 
-def _evaluate_weight_pixels(args: argparse.Namespace) -> dict:
+def _evaluate_pixels(args: argparse.Namespace, progress: Any) -> dict:
+    from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
     from posthoc_vq.evaluation.samples import write_samples
     from posthoc_vq.evaluation.weights import evaluate_weights
 
-    result = evaluate_weights(args.run, args.weights, split=args.split, data_dir=args.data_dir, codebook=args.codebook)
-    if args.codebook is None:
-        write_samples(args.run, args.split, weights=args.weights, data_dir=args.data_dir)  # the report's images of this model
-    if args.json:
+    if args.weights:
+        result = evaluate_weights(args.run, args.weights, split=args.split, data_dir=args.data_dir, codebook=args.codebook, progress=progress)
+        if args.codebook is None:
+            write_samples(args.run, args.split, weights=args.weights, data_dir=args.data_dir)  # the report's images of this model
         return result
-    for label, r in [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else []):
-        console.print(f"{args.weights}{label}: PSNR {_ci(r['quantized']['psnr_db'], 2)} dB, SSIM {_ci(r['quantized']['ssim'], 4)} vs ground truth "
-                      f"(fp32 {r['continuous']['psnr_db']['mean']:.2f} dB; change {_ci(r['psnr_change_db'], 3)} dB); PSNR {_ci(r['penalty']['psnr_db'], 2)} dB vs the fp32 output")
-    console.print(f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=args.weights, codebook=args.codebook)}")
-    for w in result["warnings"]:
-        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+    if args.codebook:
+        result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir, progress=progress)
+    else:
+        result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir, progress=progress)
+    write_samples(args.run, args.split, codebook=args.codebook, data_dir=args.data_dir)  # the decoded images and code counts a report draws
     return result
+
+
+def _print_weight_pixels(args: argparse.Namespace, result: dict) -> None:
+    for label, r in [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else []):
+        _say(args, f"{args.weights}{label}: PSNR {_ci(r['quantized']['psnr_db'], 2)} dB, SSIM {_ci(r['quantized']['ssim'], 4)} vs ground truth "
+                   f"(fp32 {r['continuous']['psnr_db']['mean']:.2f} dB; change {_ci(r['psnr_change_db'], 3)} dB); PSNR {_ci(r['penalty']['psnr_db'], 2)} dB vs the fp32 output")
+    _say(args, f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=args.weights, codebook=args.codebook)}")
 
 
 def _model_label(result: dict) -> str:
@@ -146,26 +258,14 @@ def _model_label(result: dict) -> str:
     return f"continuous ({result['latents']})"
 
 
-def _evaluate_pixels(args: argparse.Namespace) -> dict:
-    from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
-    from posthoc_vq.evaluation.samples import write_samples
-
-    if args.weights:
-        return _evaluate_weight_pixels(args)
-    if args.codebook:
-        result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir)
-    else:
-        result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir)
-    write_samples(args.run, args.split, codebook=args.codebook, data_dir=args.data_dir)  # the decoded images and code counts a report draws
-    json_path = Run(args.run).eval_file(args.split, codebook=args.codebook)
-    if args.json:
-        return result
+def _print_pixels(args: argparse.Namespace, result: dict) -> None:
+    if _quiet(args):
+        return
     q = result["continuous"]
     table = Table(title=f"{args.run} — {result['dataset']} {args.split} split, {q['n_images']} images, latents {result['latents']}")
     for col in ("decoder input", "vs", "MSE", "PSNR (dB)", "SSIM"):
         table.add_column(col)
-    own = _model_label(result)
-    table.add_row(own, "ground truth", _ci(q["mse"], 5), _ci(q["psnr_db"], 2), _ci(q["ssim"], 4))
+    table.add_row(_model_label(result), "ground truth", _ci(q["mse"], 5), _ci(q["psnr_db"], 2), _ci(q["ssim"], 4))
     if args.codebook:
         for key, vs in (("quantized", "ground truth"), ("penalty", "continuous")):
             m = result[key]
@@ -177,20 +277,19 @@ def _evaluate_pixels(args: argparse.Namespace) -> dict:
             f"{result['bits_per_image']:.1f} bits/image; {args.split} usage {u['used']}/{u['n_codes']} codes ({u['dead']} dead), "
             f"entropy {u['entropy_bits']:.2f} bits, perplexity {u['perplexity']:.1f}; fitted on {result['fit_on']} ({result['n_fit']} vectors)"
         )
-        _print_graph(result.get("graph"))
-    console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. JSON: {json_path}")
-    for w in result["warnings"]:
-        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
-    return result
+        _print_graph(args, result.get("graph"))
+    console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. "
+                  f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook)}")
 
 
 def _cmd_features_train(args: argparse.Namespace) -> int:
     from posthoc_vq.metrics.features import train_feature_net
 
-    f = train_feature_net(args.dataset, args.out, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, console=err_console)
+    with _own_bars(args):
+        f = train_feature_net(args.dataset, args.out, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, progress=_bars(args), console=notes)
     m = f.meta
-    console.print(f"{args.dataset} feature net: test accuracy {m['test_accuracy']:.2%} (train {m['train_accuracy']:.2%}), {m['steps']} steps in {m['seconds']:.1f}s; saved {f.path}")
-    return 0
+    _say(args, f"{args.dataset} feature net: test accuracy {m['test_accuracy']:.2%} (train {m['train_accuracy']:.2%}), {m['steps']} steps in {m['seconds']:.1f}s; saved {f.path}")
+    return EXIT_OK
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
@@ -202,97 +301,119 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"quantize.{key}={value}")
+    if args.seed is not None:
+        overrides.append(f"quantize.random_state={args.seed}")
     q = load_quantize_config(args.preset, overrides)
     if args.name is not None:
         q.name = args.name  # validated on assignment: a name that leaves the run is refused here
-    name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir)
+    with _progress(args) as progress:
+        name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir, progress=progress)
     u = meta["fit_usage"]
     per_class = f" ({estimator.codes_per_class_} per class x {len(estimator.classes_)} classes)" if estimator.needs_labels else ""
-    console.print(
-        f"{name}: K={estimator.n_codes}{per_class}, D={estimator.dim}, {meta['bits_per_image']:.1f} bits/image, fitted on {meta['fit_on']} "
-        f"({meta['n_fit']} {meta['latents']} vectors) in {meta['fit_seconds']:.1f}s; usage {u['used']}/{u['n_codes']}, entropy {u['entropy_bits']:.2f} bits"
-    )
-    _print_graph(meta.get("graph"))
-    console.print(f"saved {Run.open(args.run).artifact_dir('codebooks', name)}/")
-    return 0
+    _say(args,
+         f"{name}: K={estimator.n_codes}{per_class}, D={estimator.dim}, {meta['bits_per_image']:.1f} bits/image, fitted on {meta['fit_on']} "
+         f"({meta['n_fit']} {meta['latents']} vectors) in {meta['fit_seconds']:.1f}s; usage {u['used']}/{u['n_codes']}, entropy {u['entropy_bits']:.2f} bits")
+    _print_graph(args, meta.get("graph"))
+    _say(args, f"saved {Run.open(args.run).artifact_dir('codebooks', name)}/")
+    return EXIT_OK
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from posthoc_vq.train import finetune
 
-    r = finetune(args.run, args.codebook, args.out, epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience, resume=args.resume,
-                 data_dir=args.data_dir, progress=not args.no_progress, console=err_console)
+    out = args.out or f"{Path(args.run)}-ft-{args.codebook}"
+    with _own_bars(args):
+        r = finetune(args.run, args.codebook, out, epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience, resume=args.resume,
+                     data_dir=args.data_dir, progress=_bars(args), console=notes)
     state = "converged (early stopping)" if r.converged else "stopped at max epochs (not converged)"
     c = r.compute
-    console.print(
-        f"{args.out}: fine-tuned {r.part} on codebook {r.codebook} of {r.source}: {r.epochs} epochs, val recon {r.val_loss_before:.4f} -> "
-        f"{r.best_val_loss:.4f} (best epoch {r.best_epoch}), {state}; compute {c['wall_seconds']:.1f}s, {c['optimizer_steps']} steps, "
-        f"{c['images_seen']} images; evaluate with `posthoc-vq evaluate {args.out} --codebook {r.codebook}`",
-        highlight=False, soft_wrap=True,
-    )
-    return 0
+    _say(args,
+         f"{out}: fine-tuned {r.part} on codebook {r.codebook} of {r.source}: {r.epochs} epochs, val recon {r.val_loss_before:.4f} -> "
+         f"{r.best_val_loss:.4f} (best epoch {r.best_epoch}), {state}; compute {c['wall_seconds']:.1f}s, {c['optimizer_steps']} steps, "
+         f"{c['images_seen']} images; evaluate with `posthoc-vq evaluate {out} --codebook {r.codebook}`",
+         highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from posthoc_vq.report import write_codebook_table
+    from posthoc_vq.report.codebook_table import TIDY_COLUMNS, load_results, tidy_rows, write_codebook_table
 
+    fmt = _machine(args)
     paths = write_codebook_table(args.run, args.out, split=args.split)
-    console.print(paths["markdown"].read_text(), markup=False, highlight=False)
-    console.print(f"wrote {paths['markdown']}, {paths['csv']}, {paths['figure']}")
-    return 0
+    if fmt:
+        cont, books = load_results(args.run, args.split)
+        _emit(args, tidy_rows(cont, books, args.split), TIDY_COLUMNS)
+    elif not _quiet(args):
+        sys.stdout.write(paths["markdown"].read_text())  # raw: a Markdown table is never wrapped
+    _say(args, f"wrote {paths['markdown']}, {paths['csv']}, {paths['figure']}", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_geometry(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.geometry import geometry_of_run
     from posthoc_vq.report.geometry_figure import write_geometry_figure
 
-    r = geometry_of_run(args.run, split=args.split, data_dir=args.data_dir, seed=args.seed)
+    fmt = _machine(args)
+    with _progress(args) as progress:
+        r = geometry_of_run(args.run, split=args.split, data_dir=args.data_dir, seed=args.seed, progress=progress)
     figure = write_geometry_figure(args.run, args.split)
-    dims, dist, cls, conn = r["intrinsic_dimension"], r["distortion"], r["classes"], r["connectivity"]
-    console.print(f"{args.run} {args.split}: {r['n_vectors']} latent vectors of {dims['ambient']} dims")
-    console.print(f"intrinsic dimension: TwoNN {dims['twonn']:.2f}, MLE {dims['mle']:.2f} (k={dims['mle_k']}; n={r['samples']['dimension']})")
-    if dist["slope"] is not None:
-        console.print(f"k-means distortion: slope {dist['slope']:.3f} over K={dist['K'][0]}..{dist['K'][-1]}, d_eff {dist['d_eff']:.2f} (n={r['samples']['distortion']})")
-    console.print(f"kNN graph: smallest connected k {conn['connected_k'] if conn['connected_k'] is not None else 'none up to ' + str(conn['k'][-1])}")
-    if cls["separation"] is not None:
-        console.print(f"classes: pooled spread {cls['spread_overall']:.3f}, separation {cls['separation']:.2f} (closest pair {cls['separation_min']:.2f}), Fisher ratio {cls['fisher_ratio']:.2f}")
-    console.print(f"wrote {Run(args.run).geometry_file(args.split)} and {figure}")
-    return 0
+    if fmt:
+        from posthoc_vq.report.result_rows import geometry_rows
+
+        _emit(args, geometry_rows(r), ("metric", "value"), json_value=r)
+    elif not _quiet(args):
+        dims, dist, cls, conn = r["intrinsic_dimension"], r["distortion"], r["classes"], r["connectivity"]
+        console.print(f"{args.run} {args.split}: {r['n_vectors']} latent vectors of {dims['ambient']} dims")
+        console.print(f"intrinsic dimension: TwoNN {dims['twonn']:.2f}, MLE {dims['mle']:.2f} (k={dims['mle_k']}; n={r['samples']['dimension']})")
+        if dist["slope"] is not None:
+            console.print(f"k-means distortion: slope {dist['slope']:.3f} over K={dist['K'][0]}..{dist['K'][-1]}, d_eff {dist['d_eff']:.2f} (n={r['samples']['distortion']})")
+        console.print(f"kNN graph: smallest connected k {conn['connected_k'] if conn['connected_k'] is not None else 'none up to ' + str(conn['k'][-1])}")
+        if cls["separation"] is not None:
+            console.print(f"classes: pooled spread {cls['spread_overall']:.3f}, separation {cls['separation']:.2f} (closest pair {cls['separation_min']:.2f}), Fisher ratio {cls['fisher_ratio']:.2f}")
+    _say(args, f"wrote {Run(args.run).geometry_file(args.split)} and {figure}", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_amenability(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from posthoc_vq.experiments.amenability import amenability, markdown, verdict
     from posthoc_vq.io import write_json, write_text
     from posthoc_vq.report.amenability_figure import draw_amenability
 
-    out = Path(args.out)
-    with Progress(console=err_console, disable=args.no_progress) as bar:
-        task = bar.add_task("latent geometry of each run", total=None)
-        result = amenability(args.sweeps, method=args.method, split=args.split, data_dir=args.data_dir, compute=not args.no_compute,
-                             progress=lambda i, n, _run: bar.update(task, completed=i, total=n))
+    fmt = _machine(args)
+    out = Path(args.out or Path("runs") / "amenability")
+    with _progress(args) as progress:
+        each_run = (lambda i, n, _run: progress("latent geometry of each run", i, n)) if progress else None
+        result = amenability(args.sweeps, method=args.method, split=args.split, data_dir=args.data_dir, compute=not args.no_compute, progress=each_run)
+    lines = verdict(result)
     write_json(out / "amenability.json", result)
     write_text(out / "amenability.md", markdown(result))
     figure = draw_amenability(result, out / "amenability.png")
-    console.print(f"{result['question']} ({result['n_configurations']} configurations of {result['n_runs']} converged runs, "
-                  f"{result['n_datasets']} datasets)", soft_wrap=True, markup=False)
-    for x in verdict(result):
-        console.print(f"  {x}", soft_wrap=True, markup=False)
-    console.print(f"wrote {out / 'amenability.json'}, {out / 'amenability.md'} and {figure}", soft_wrap=True)
-    return 0
+    if fmt:
+        from posthoc_vq.report.result_rows import amenability_rows
+
+        _emit(args, amenability_rows(result), json_value=result)
+    else:
+        _say(args, f"{result['question']} ({result['n_configurations']} configurations of {result['n_runs']} converged runs, "
+                   f"{result['n_datasets']} datasets)", markup=False, soft_wrap=True)
+        for x in lines:
+            _say(args, f"  {x}", markup=False, soft_wrap=True)
+    _say(args, f"wrote {out / 'amenability.json'}, {out / 'amenability.md'} and {figure}", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from posthoc_vq.report.build import write_report
 
     # the report reads stored results and samples only: it needs no data and no model
-    result = write_report(args.path, args.out, split=args.split, progress=not args.no_progress, console=err_console)
+    out = args.out or Path(args.path) / "report"
+    with _own_bars(args):
+        result = write_report(args.path, out, split=args.split, progress=_bars(args), console=notes)
     report = result["report"]
-    console.print(f"{report.kind} report: {len(report.sections)} sections, {len(result['figures'])} figures; wrote {result['markdown']} and {result['html']}")
+    _say(args, f"{report.kind} report: {len(report.sections)} sections, {len(result['figures'])} figures; wrote {result['markdown']} and {result['html']}",
+         highlight=False, soft_wrap=True)
     for m in report.missing:
         err_console.print(f"[yellow]missing:[/] {m}", highlight=False, soft_wrap=True)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_compress_weights(args: argparse.Namespace) -> int:
@@ -300,191 +421,318 @@ def _cmd_compress_weights(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.samples import write_samples
     from posthoc_vq.evaluation.weights import evaluate_weights
     from posthoc_vq.quantize.compressed import compress_run
+    from posthoc_vq.report.result_rows import EVALUATION_COLUMNS, evaluation_rows, size_rows
 
+    fmt = _machine(args)
     fields = {"bits": args.bits, "symmetric": not args.asymmetric, "granularity": args.granularity, "group_size": args.group_size,
               "fold_bn": args.fold_bn, "skip": args.skip, "float_dtype": args.float_dtype, "name": args.name}
     config = validate({k: v for k, v in fields.items() if v is not None}, WeightsConfig, source="compress-weights options")
-    name, record = compress_run(args.run, config)
-    console.print(
-        f"{name}: {record['quantized_parameters']:,} of {record['num_parameters']:,} parameters quantized; packed file "
-        f"{record['packed_file_bytes']:,} bytes vs fp32 file {record['fp32_file_bytes']:,} bytes = {100 * record['size_ratio']:.1f}% "
-        f"({record['compression_factor']:.2f}x smaller); worst weight error {max(e['max_error_over_scale'] for e in record['layers'].values()):.3f} x scale"
-    )
-    if args.no_eval:
-        return 0
-    result = evaluate_weights(args.run, name, split=args.split, data_dir=args.data_dir, codebook=args.codebook)
-    if args.codebook is None:
-        write_samples(args.run, args.split, weights=name, data_dir=args.data_dir)  # the report's images of this model
-    table = Table(title=f"{args.run} — {name}, {result['dataset']} {args.split} split, {result['quantized']['n_images']} images")
-    for col in ("model", "vs", "PSNR (dB)", "SSIM", "PSNR change vs fp32 (dB)"):
-        table.add_column(col)
-    blocks = [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else [])
-    for label, r in blocks:
-        table.add_row(f"fp32{label}", "ground truth", _ci(r["continuous"]["psnr_db"], 2), _ci(r["continuous"]["ssim"], 4), "-")
-        table.add_row(f"{name}{label}", "ground truth", _ci(r["quantized"]["psnr_db"], 2), _ci(r["quantized"]["ssim"], 4), _ci(r["psnr_change_db"], 3))
-        table.add_row(f"{name}{label}", "fp32 output", _ci(r["penalty"]["psnr_db"], 2), _ci(r["penalty"]["ssim"], 4), "-")
-    console.print(table)
-    console.print(f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=name, codebook=args.codebook)}")
-    for w in result["warnings"]:
-        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
-    return 0
+    with _progress(args) as progress:
+        name, record = compress_run(args.run, config)
+        result = None if args.no_eval else evaluate_weights(args.run, name, split=args.split, data_dir=args.data_dir, codebook=args.codebook,
+                                                            progress=progress)
+        if result is not None and args.codebook is None:
+            write_samples(args.run, args.split, weights=name, data_dir=args.data_dir)  # the report's images of this model
+    _say(args,
+         f"{name}: {record['quantized_parameters']:,} of {record['num_parameters']:,} parameters quantized; packed file "
+         f"{record['packed_file_bytes']:,} bytes vs fp32 file {record['fp32_file_bytes']:,} bytes = {100 * record['size_ratio']:.1f}% "
+         f"({record['compression_factor']:.2f}x smaller); worst weight error {max(e['max_error_over_scale'] for e in record['layers'].values()):.3f} x scale")
+    if result is None:
+        if fmt:
+            _emit(args, size_rows(name, record), EVALUATION_COLUMNS, json_value=record)
+        return EXIT_OK
+    if fmt:
+        _emit(args, evaluation_rows(result), EVALUATION_COLUMNS, json_value=result)
+    elif not _quiet(args):
+        table = Table(title=f"{args.run} — {name}, {result['dataset']} {args.split} split, {result['quantized']['n_images']} images")
+        for col in ("model", "vs", "PSNR (dB)", "SSIM", "PSNR change vs fp32 (dB)"):
+            table.add_column(col)
+        blocks = [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else [])
+        for label, r in blocks:
+            table.add_row(f"fp32{label}", "ground truth", _ci(r["continuous"]["psnr_db"], 2), _ci(r["continuous"]["ssim"], 4), "-")
+            table.add_row(f"{name}{label}", "ground truth", _ci(r["quantized"]["psnr_db"], 2), _ci(r["quantized"]["ssim"], 4), _ci(r["psnr_change_db"], 3))
+            table.add_row(f"{name}{label}", "fp32 output", _ci(r["penalty"]["psnr_db"], 2), _ci(r["penalty"]["ssim"], 4), "-")
+        console.print(table)
+    _say(args, f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=name, codebook=args.codebook)}", highlight=False, soft_wrap=True)
+    _warn(result["warnings"])
+    return EXIT_OK
 
 
 def _cmd_compress_table(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.compression import write_compression_results
-    from posthoc_vq.report.compression_table import write_compression_table
+    from posthoc_vq.io import read_json
+    from posthoc_vq.report.compression_table import TIDY_COLUMNS, tidy_rows, write_compression_table
 
-    bits = [int(b) for b in args.bits.split(",") if b.strip()]
-    measured = write_compression_results(args.runs, args.out, bits, split=args.split, data_dir=args.data_dir)  # measures, stores the JSON
+    fmt = _machine(args)
+    try:
+        bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--bits {args.bits!r}: give a comma list among 32, 8, 4 (e.g. 32,8,4)") from None
+    out = args.out or str(Path("runs") / "compression")
+    with _progress(args) as progress:
+        measured = write_compression_results(args.runs, out, bits, split=args.split, data_dir=args.data_dir, progress=progress)  # measures, stores the JSON
     paths = write_compression_table(measured)  # formats the stored JSON into .md and .csv beside it
-    console.print(paths["markdown"].read_text(), markup=False, highlight=False)
-    console.print(f"wrote {paths['markdown']}, {paths['csv']}, {paths['json']}")
-    return 0
+    if fmt:
+        data = read_json(measured, what="compression table")
+        _emit(args, tidy_rows(data["rows"]), TIDY_COLUMNS, json_value=data)
+    elif not _quiet(args):
+        sys.stdout.write(paths["markdown"].read_text())  # raw: a Markdown table is never wrapped
+    _say(args, f"wrote {paths['markdown']}, {paths['csv']}, {paths['json']}", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from posthoc_vq.export.onnx import export_run
 
-    record = export_run(args.run, args.out, int8=args.int8, calibration_size=args.calibration_size, seed=args.seed, data_dir=args.data_dir)
+    if args.format == "onnx":  # the old meaning of --format on this command: the model format, now --model-format
+        notes.print("posthoc-vq: export --format onnx is deprecated; use --model-format onnx (--format is the format of the printed table)", highlight=False, soft_wrap=True)
+        args.format = None
+    fmt = _machine(args)
+    with _progress(args) as progress:
+        record = export_run(args.run, args.out, int8=args.int8, calibration_size=args.calibration_size, seed=args.seed, data_dir=args.data_dir,
+                            progress=progress)
+    if fmt:
+        from posthoc_vq.report.result_rows import export_rows
+
+        _emit(args, export_rows(record), json_value=record)
+        return EXIT_OK
     for key, f in record["files"].items():
-        console.print(f"{key}: {f['path']} ({f['bytes']:,} bytes), max |onnxruntime - torch| = {f['max_abs_diff_vs_torch']:.2e} on {f['check_batch']} test images")
-    return 0
+        _say(args, f"{key}: {f['path']} ({f['bytes']:,} bytes), max |onnxruntime - torch| = {f['max_abs_diff_vs_torch']:.2e} on {f['check_batch']} test images",
+             highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from posthoc_vq.experiments import load_sweep_spec, run_sweep
 
     out = args.out or str(Path("runs") / "sweeps" / load_sweep_spec(args.spec).name)
-    claims = run_sweep(args.spec, out, executor=args.executor, workers=args.workers, address=args.address, data_dir=args.data_dir,
-                       progress=not args.no_progress, console=err_console)
-    console.print(f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed)")
-    console.print("verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
-    console.print(f"wrote {Sweep(out).claims_md} and claims.json; query with `posthoc-vq results {out}`")
-    return 1 if claims["n_failed"] else 0
+    with _own_bars(args):
+        claims = run_sweep(args.spec, out, executor=args.executor, workers=args.workers, address=args.address, data_dir=args.data_dir,
+                           progress=_bars(args), console=notes)
+    _say(args, f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed)")
+    _say(args, "verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
+    _say(args, f"wrote {Sweep(out).claims_md} and claims.json; query with `posthoc-vq results {out}`", highlight=False, soft_wrap=True)
+    if claims["n_failed"]:
+        err_console.print(f"[bold red]error:[/] {claims['n_failed']} of {claims['n_cells']} cells failed; `posthoc-vq results {out} --where status=failed` "
+                          "shows them (running the same command again retries them)", highlight=False, soft_wrap=True)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    import csv
-    import io
-    import json
-
     from posthoc_vq.experiments import results_table
 
+    fmt = _machine(args)
     rows = results_table(args.sweep, args.where)
-    if args.format == "json":
-        console.print_json(json.dumps(rows, default=str))
-    elif args.format == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["status"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        console.print(buf.getvalue(), markup=False, highlight=False, end="")
-    else:
-        table = Table(title=f"{args.sweep}: {len(rows)} cells")
-        cols = [k for k in (rows[0] if rows else {}) if k not in ("cell_id", "error")]
+    if fmt:
+        _emit(args, rows)
+    elif not _quiet(args):  # for people: the axes (the keys before 'status'), the status and the main metrics
+        table = Table(title=f"{args.sweep}: {len(rows)} cells", caption="every stored metric: --format csv|json|markdown")
+        keys = list(rows[0]) if rows else []
+        main_metrics = ("psnr_db", "ssim", "mse", "continuous_psnr_db", "bits_per_image", "converged", "seconds")
+        cols = keys[: keys.index("status") + 1] + [k for k in main_metrics if k in keys] if rows else []
         for col in cols:
             table.add_column(col)
         for r in rows:
-            table.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+            table.add_row(*["" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
         console.print(table)
-    return 0
+    return EXIT_OK
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from posthoc_vq.config import list_configs
+
+    listing = list_configs()
+    if args.format == "text":
+        args.format = HUMAN
+    fmt = _machine(args)
+    if fmt:
+        from posthoc_vq.report.result_rows import preset_rows
+
+        _emit(args, preset_rows(listing), ("kind", "name", "files", "path"), json_value=listing)
+        return EXIT_OK
+    if _quiet(args):
+        return EXIT_OK
+    # plain text, one line each, never wrapped: the configs folder, then `preset NAME FILES...`, then `ablation NAME PATH`
+    width = max([len(p["name"]) for p in listing["presets"] + listing["ablations"]] + [8])
+    origin = f"${listing['source']}" if listing["source"] != "package" else "the package's own; set $POSTHOC_VQ_CONFIGS to use another folder"
+    lines = [f"configs  {listing['root']}  ({origin})"]
+    lines += [f"preset   {p['name']:<{width}}  {' '.join(p['files'])}" for p in listing["presets"]]
+    lines += [f"ablation {a['name']:<{width}}  {a['path']}" for a in listing["ablations"]]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
 
 
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from posthoc_vq.data import download, resolve_data_dir
 
-    paths = download(args.name, args.data_dir, base_url=args.base_url)
-    console.print(f"{args.name}: {len(paths)} files in {resolve_data_dir(args.data_dir) / args.name}")
-    return 0
+    with _own_bars(args):
+        paths = download(args.name, args.data_dir, base_url=args.base_url, progress=_bars(args))
+    _say(args, f"{args.name}: {len(paths)} files in {resolve_data_dir(args.data_dir) / args.name}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version (importlib.metadata), looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, default: Any = argparse.SUPPRESS, help: str | None = None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        sys.stdout.write(f"posthoc-vq {package_version()}\n")
+        parser.exit()
+
+
+def package_version() -> str:
+    """The version of the installed ``posthoc-vq`` distribution, or 'unknown' when it is not installed (a bare checkout on sys.path)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("posthoc-vq")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Deprecated(argparse.Action):
+    """The old spelling of a renamed option: still works, hidden from --help, and says on stderr what replaced it."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, replacement: str, const: Any = None, nargs: Any = None, **kwargs: Any):
+        self.replacement = replacement
+        kwargs["help"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, nargs=0 if const is not None else nargs, const=const, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        sys.stderr.write(f"posthoc-vq: {option_string} is deprecated; use {self.replacement}\n")
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes (also accepted before the command): --quiet and --no-progress."""
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars and no informational lines; results asked for with --format, warnings and errors still appear")
+    common.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    return common
+
+
+def _add_format(p: argparse.ArgumentParser, human: str = HUMAN, extra: tuple[str, ...] = ()) -> None:
+    """--format and -o/--output of a command that prints a table."""
+    p.add_argument("--format", default=None, choices=(human, *MACHINE_FORMATS, *extra), metavar="{" + ",".join((human, *MACHINE_FORMATS)) + "}",
+                   help=f"{human} (default): for people; csv (tidy), json or markdown: raw, never wrapped, and nothing else on stdout")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="write the csv/json/markdown table to FILE (atomically) instead of stdout; the format follows --format, else the suffix")
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="data root (else $POSTHOC_VQ_DATA, else ~/.cache/posthoc_vq)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posthoc-vq", description="Post-hoc quantization of trained VAEs, with honest evaluation.")
+    parser = argparse.ArgumentParser(prog="posthoc-vq", description="Post-hoc quantization of trained VAEs, with honest evaluation.",
+                                     epilog="exit codes: 0 success, 1 failed work, 2 usage or input error. "
+                                            "Shell completion: eval \"$(register-python-argcomplete posthoc-vq)\"", allow_abbrev=False)
+    parser.add_argument("--version", action=_Version, help="print the installed version and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False, help="no progress bars and no informational lines (any command)")
+    parser.add_argument("--no-progress", action="store_true", default=False, help="no progress bars (any command)")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = _common()
 
-    p = sub.add_parser("train", help="train a VAE into a run directory")
-    p.add_argument("--preset", default=None, help="dataset preset under configs/presets (default: digits) or a folder")
-    p.add_argument("--out", required=True, help="run directory")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], allow_abbrev=False, **kwargs)
+
+    p = command("train", help="train a VAE into a run directory")
+    p.add_argument("--preset", default=None, help="dataset preset (default: digits; `posthoc-vq presets` lists them) or a folder")
+    p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. train.epochs=5")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--data-dir", default=None, help="data root (else $POSTHOC_VQ_DATA, else ~/.cache/posthoc_vq)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the run's initialisation and data order (the config's seed)")
+    _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="test-set MSE/PSNR/SSIM of a run, with 95%% CIs")
+    p = command("presets", help="list the dataset presets (with their files) and the ablation specs that ship with posthoc-vq")
+    _add_format(p, extra=("text",))
+    p.set_defaults(func=_cmd_presets)
+
+    p = command("evaluate", help="test-set MSE/PSNR/SSIM of a run, with 95%% CIs")
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--data-dir", default=None)
+    _add_data_dir(p)
     p.add_argument("--codebook", default=None, help="evaluate this codebook of the run (name under RUN/codebooks)")
     p.add_argument("--weights", default=None, help="evaluate the run's packed weights NAME (under RUN/weights, from compress-weights) in place of the fp32 model; with --codebook, both")
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
+    _add_format(p)
+    p.add_argument("--json", dest="format", action=_Deprecated, const="json", replacement="--format json")
     p.add_argument("--metrics", default="psnr,ssim", help="comma list of mse,psnr,ssim (pixel) and fd,kid,pr,diversity,interp,lpips (offline, in a domain classifier's feature space)")
     p.add_argument("--features", default=None, help="feature-network folder for fd/kid/pr/diversity/interp (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
     p.add_argument("--samples", type=int, default=None, help="generated images per sample set (default: as many as the split)")
     p.add_argument("--pairs", type=int, default=100, help="test pairs for interp")
-    p.add_argument("--seed", type=int, default=0, help="seed of samples, pairs and KID subsets")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples, pairs and KID subsets drawn")
     p.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for lpips (never downloaded)")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("quantize", help="fit a post-hoc latent codebook on a trained run")
+    p = command("quantize", help="fit a post-hoc latent codebook on a trained run")
     p.add_argument("run", help="run directory")
-    p.add_argument("--preset", default=None, help="quantize preset: a YAML path or e.g. fashion-mnist/quantize-geodesic")
+    p.add_argument("--preset", default=None, help="quantize preset: a YAML path or e.g. fashion-mnist/quantize-geodesic (`posthoc-vq presets` lists them)")
     p.add_argument("--method", default=None, help="kmeans | geodesic | hybrid | residual | random-prior | class-conditional")
     p.add_argument("--K", type=int, default=None, help="codebook size (per stage for residual; total budget, split equally over the classes, for class-conditional)")
     p.add_argument("--latents", default=None, help="mu (default) or z")
     p.add_argument("--fit-on", dest="fit_on", default=None, help="train (default), train+val, train+test (transductive)")
-    p.add_argument("--stages", dest="n_stages", type=int, default=None, help="residual stages M")
-    p.add_argument("--neighbors", dest="n_neighbors", type=_int_or_auto, default=None, help="k of the kNN graph, or 'auto' (connectivity rule)")
+    p.add_argument("--n-stages", dest="n_stages", type=int, default=None, help="residual stages M (quantize.n_stages)")
+    p.add_argument("--stages", dest="n_stages", type=int, action=_Deprecated, replacement="--n-stages")
+    p.add_argument("--n-neighbors", dest="n_neighbors", type=_int_or_auto, default=None, help="k of the kNN graph, or 'auto' (connectivity rule) (quantize.n_neighbors)")
+    p.add_argument("--neighbors", dest="n_neighbors", type=_int_or_auto, action=_Deprecated, replacement="--n-neighbors")
+    p.add_argument("--seed", type=int, default=None, help="seed of the fit's random draws (quantize.random_state)")
     p.add_argument("--name", default=None, help="codebook name (default from method, K, latents, fit set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. quantize.max_iter=20")
-    p.add_argument("--data-dir", default=None)
+    _add_data_dir(p)
     p.set_defaults(func=_cmd_quantize)
 
-    p = sub.add_parser("finetune", help="fine-tune a run's decoder (and optionally its codebook) on a codebook's quantized latents, into a new run")
+    p = command("finetune", help="fine-tune a run's decoder (and optionally its codebook) on a codebook's quantized latents, into a new run")
     p.add_argument("run", help="source run directory (only read)")
     p.add_argument("--codebook", required=True, help="codebook of the source run (name under RUN/codebooks)")
-    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--out", default=None, help="new run directory (default RUN-ft-CODEBOOK)")
     p.add_argument("--epochs", type=int, default=20, help="most epochs (early stopping on the val reconstruction loss)")
     p.add_argument("--part", default="decoder", choices=("decoder", "decoder+codebook"), help="what is trained; the encoder is always frozen")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the run's train.lr)")
     p.add_argument("--patience", type=int, default=None, help="epochs without val improvement before stopping (default: the run's train.patience)")
-    p.add_argument("--data-dir", default=None, help="data root (else $POSTHOC_VQ_DATA, else ~/.cache/posthoc_vq)")
+    _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue the fine-tune in --out from its newest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
 
-    p = sub.add_parser("table", help="study-style table of a run's evaluated codebooks, and the rate-distortion figure")
+    p = command("table", help="study-style table of a run's evaluated codebooks, and the rate-distortion figure")
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    p.add_argument("--out", default=None, help="output folder of codebooks-<split>.md/.csv and the figure (default RUN/report)")
+    _add_format(p)
     p.set_defaults(func=_cmd_table)
 
-    p = sub.add_parser("geometry", help="latent geometry: intrinsic dimension, k-means distortion slope, class spread, kNN connectivity")
+    p = command("geometry", help="latent geometry: intrinsic dimension, k-means distortion slope, class spread, kNN connectivity")
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="train", help="train (default), val, test or a union such as train+test")
-    p.add_argument("--data-dir", default=None)
+    _add_data_dir(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and of k-means")
+    _add_format(p)
     p.set_defaults(func=_cmd_geometry)
 
-    p = sub.add_parser("amenability", help="does latent geometry predict the quantization penalty? rank correlations over finished sweeps' runs")
+    p = command("amenability", help="does latent geometry predict the quantization penalty? rank correlations over finished sweeps' runs")
     p.add_argument("sweeps", nargs="+", help="sweep directories (finished or partly finished `posthoc-vq ablate` folders)")
     p.add_argument("--method", default="kmeans", help="codebook method whose penalty is predicted (default kmeans)")
     p.add_argument("--split", default="train", help="split whose latents' geometry is measured (default train)")
-    p.add_argument("--out", required=True, help="output folder for amenability.json/.md/.png")
+    p.add_argument("--out", default=None, help="output folder for amenability.json/.md/.png (default runs/amenability)")
     p.add_argument("--no-compute", action="store_true", help="only read stored geometry; a run without it is an error")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    _add_data_dir(p)
+    _add_format(p)
     p.set_defaults(func=_cmd_amenability)
 
-    p = sub.add_parser("report", help="a run's or a sweep's report: report.md with PNG figures, and one self-contained report.html")
+    p = command("report", help="a run's or a sweep's report: report.md with PNG figures, and one self-contained report.html")
     p.add_argument("path", help="run directory or sweep directory")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default PATH/report)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split of a run's report (a sweep uses its spec's)")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("compress-weights", help="INT8/INT4 post-training weight quantization, packed into a file, and its measured quality")
+    p = command("compress-weights", help="INT8/INT4 post-training weight quantization, packed into a file, and its measured quality")
     p.add_argument("run", help="run directory")
     p.add_argument("--bits", type=int, default=8, choices=(8, 4))
     p.add_argument("--asymmetric", action="store_true", help="asymmetric codes with zero points (default symmetric)")
@@ -497,71 +745,98 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook", default=None, help="also evaluate the quantized decoder fed this latent codebook's vectors")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--no-eval", action="store_true", help="only write the packed file")
-    p.add_argument("--data-dir", default=None)
+    _add_data_dir(p)
+    _add_format(p)
     p.set_defaults(func=_cmd_compress_weights)
 
-    p = sub.add_parser("compress-table", help="compound compression: latent size (runs) x weight bits, with sizes and measured quality")
+    p = command("compress-table", help="compound compression: latent size (runs) x weight bits, with sizes and measured quality")
     p.add_argument("runs", nargs="+", help="trained run directories (e.g. one per latent size)")
     p.add_argument("--bits", default="32,8,4", help="comma list among 32, 8, 4")
-    p.add_argument("--out", required=True, help="output folder for compression-<split>.md/.csv/.json")
+    p.add_argument("--out", default=None, help="output folder for compression-<split>.md/.csv/.json (default runs/compression)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--data-dir", default=None)
+    _add_data_dir(p)
+    _add_format(p)
     p.set_defaults(func=_cmd_compress_table)
 
-    p = sub.add_parser("export", help="export a run's encoder and decoder for deployment")
+    p = command("export", help="export a run's encoder and decoder for deployment")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", default="onnx", choices=("onnx",))
+    p.add_argument("--model-format", default="onnx", choices=("onnx",), help="format of the exported models (onnx)")
+    _add_format(p, extra=("onnx",))  # --format onnx: the flag's old meaning here, still accepted with a note
     p.add_argument("--int8", action="store_true", help="also write static QDQ INT8 models calibrated on the train split")
     p.add_argument("--calibration-size", type=int, default=512, help="train images for INT8 calibration")
-    p.add_argument("--seed", type=int, default=0, help="which train images calibrate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw of the train images that calibrate")
     p.add_argument("--out", default=None, help="output folder (default RUN/export)")
-    p.add_argument("--data-dir", default=None)
+    _add_data_dir(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("ablate", help="run (or resume) a sweep: train every arm over seeds, quantize, evaluate, judge the claims")
-    p.add_argument("spec", help="sweep YAML, or a name under configs/ablations (e.g. smoke, latent-dim)")
+    p = command("ablate", help="run (or resume) a sweep: train every arm over seeds, quantize, evaluate, judge the claims")
+    p.add_argument("spec", help="sweep YAML, or the name of a packaged spec (e.g. smoke, latent-dim; `posthoc-vq presets` lists them)")
     p.add_argument("--out", default=None, help="sweep directory (default runs/sweeps/<name>)")
     p.add_argument("--executor", default="local", choices=("local", "process", "ray"))
     p.add_argument("--workers", type=int, default=2, help="processes (process) or CPUs of a local Ray cluster / threads per job (ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    _add_data_dir(p)
     p.set_defaults(func=_cmd_ablate)
 
-    p = sub.add_parser("results", help="query a sweep's results database")
+    p = command("results", help="query a sweep's results database: every cell's axes, status and stored metrics")
     p.add_argument("sweep", help="sweep directory")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.latent_dim=16, status=failed; repeatable")
-    p.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    _add_format(p)
     p.set_defaults(func=_cmd_results)
 
-    p = sub.add_parser("data", help="dataset utilities")
+    p = command("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True)
-    d = data_sub.add_parser("download", help="fetch a dataset from its official URLs (md5-checked, atomic)")
+    d = data_sub.add_parser("download", parents=[common], allow_abbrev=False, help="fetch a dataset from its official URLs (md5-checked, atomic)")
     d.add_argument("name")
-    d.add_argument("--data-dir", default=None)
+    _add_data_dir(d)
     d.add_argument("--base-url", default=None, help="mirror to fetch the same file names from")
     d.set_defaults(func=_cmd_data_download)
 
-    p = sub.add_parser("features", help="domain feature networks for the offline FD/KID metrics")
+    p = command("features", help="domain feature networks for the offline FD/KID metrics")
     feat_sub = p.add_subparsers(dest="features_command", required=True)
-    f = feat_sub.add_parser("train", help="train a dataset's small classifier (its penultimate layer is the FD feature space)")
+    f = feat_sub.add_parser("train", parents=[common], allow_abbrev=False,
+                            help="train a dataset's small classifier (its penultimate layer is the FD feature space)")
     f.add_argument("--dataset", required=True)
     f.add_argument("--out", default=None, help="folder (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
-    f.add_argument("--data-dir", default=None)
+    _add_data_dir(f)
     f.add_argument("--epochs", type=int, default=None, help="default per dataset (mnist 4, fashion-mnist 5)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--seed", type=int, default=0, help="seed of the network's initialisation and data order")
     f.set_defaults(func=_cmd_features_train)
     return parser
 
 
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete (``eval "$(register-python-argcomplete posthoc-vq)"``), only when a shell asks.
+
+    argcomplete is imported only then, so a normal start pays nothing and a missing argcomplete never breaks the CLI
+    (the completion request simply ends with no completions).
+    """
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        sys.exit(EXIT_FAILED)
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _autocomplete(parser)
+    args = parser.parse_args(argv)
+    quiet = _quiet(args)
+    console.quiet = notes.quiet = quiet  # module-level consoles: set on every call (tests call main again and again)
     try:
         return args.func(args)
     except PosthocVQError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        return 2
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # escaped: "posthoc-vq[export]" is no markup
+        return exit_code(err)
+    except BrokenPipeError:  # `posthoc-vq results SWEEP --format csv | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Typed run configuration: presets in YAML, dotted overrides, unknown keys are errors.
 
 A run is described by one :class:`RunConfig`. It is assembled from the preset
-files of a dataset (``configs/presets/<dataset>/vae.yaml`` and ``train.yaml``),
+files of a dataset (``presets/<dataset>/vae.yaml`` and ``train.yaml`` of :func:`configs_root`: the package's
+``posthoc_vq/configs``, or ``$POSTHOC_VQ_CONFIGS``),
 then from ``--set key.sub=value`` overrides, and validated by pydantic. Any key
 that the schema does not know is an error naming the key and the file (or the
 override) it came from, with the closest valid key as a hint.
@@ -9,7 +10,10 @@ override) it came from, with the closest valid key as a hint.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import difflib
+import importlib.resources
 import json
 import math
 import os
@@ -265,10 +269,73 @@ class FinetuneConfig(_Strict):
 # ----------------------------------------------------------------------------- loading
 
 
+CONFIGS_ENV = "POSTHOC_VQ_CONFIGS"
+_extracted: dict[str, Path] = {}
+
+
+def packaged_configs() -> Path:
+    """The ``configs/`` folder shipped inside the package (``presets/`` and ``ablations/``), found through importlib.resources.
+
+    A normal install (wheel, editable or source tree) keeps it as a real folder, returned as is. A package
+    imported from a zip archive has it extracted once per process to a temporary folder (removed at exit).
+    """
+    root = importlib.resources.files("posthoc_vq") / "configs"
+    if isinstance(root, Path):
+        return root
+    if "root" not in _extracted:  # pragma: no cover - zip imports only
+        stack = contextlib.ExitStack()
+        atexit.register(stack.close)
+        _extracted["root"] = Path(stack.enter_context(importlib.resources.as_file(root)))
+    return _extracted["root"]
+
+
 def configs_root() -> Path:
-    """Folder holding ``presets/`` and ``ablations/``: ``$POSTHOC_VQ_CONFIGS`` or the repo's ``configs/``."""
-    env = os.environ.get("POSTHOC_VQ_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    """Folder holding ``presets/`` and ``ablations/``: ``$POSTHOC_VQ_CONFIGS`` if set, else the package's own (:func:`packaged_configs`)."""
+    env = os.environ.get(CONFIGS_ENV)
+    return Path(env) if env else packaged_configs()
+
+
+def _root_note() -> str:
+    env = os.environ.get(CONFIGS_ENV)
+    return f" (from ${CONFIGS_ENV}={env})" if env else ""
+
+
+def known_presets() -> list[str]:
+    """Names of the dataset presets: the folders under ``presets/`` of :func:`configs_root`, sorted."""
+    folder = configs_root() / "presets"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def preset_files(preset: str) -> list[str]:
+    """The YAML files of the preset ``preset`` (a name, looked up under :func:`configs_root` only, never in the
+    working folder): ``vae.yaml``, ``train.yaml`` first, then the quantize presets, sorted."""
+    folder = configs_root() / "presets" / preset
+    if not folder.is_dir():
+        preset_dir(preset)  # the unknown-preset error, listing the known ones
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    return [n for n in PRESET_FILES if n in names] + [n for n in names if n not in PRESET_FILES]
+
+
+def known_quantize_presets() -> list[str]:
+    """Names ``<dataset>/quantize-*`` that ``load_quantize_config`` accepts."""
+    return [f"{d}/{Path(f).stem}" for d in known_presets() for f in preset_files(d) if f.startswith("quantize-")]
+
+
+def known_ablations() -> list[str]:
+    """Names of the sweep specs under ``ablations/`` of :func:`configs_root` (``posthoc-vq ablate NAME``), sorted."""
+    folder = configs_root() / "ablations"
+    return sorted(p.stem for p in folder.iterdir() if p.is_file() and p.suffix == ".yaml") if folder.is_dir() else []
+
+
+def list_configs() -> dict[str, Any]:
+    """What ``posthoc-vq presets`` prints: the configs folder, each preset with its files, each ablation spec with its file."""
+    root = configs_root()
+    return {
+        "root": str(root),
+        "source": CONFIGS_ENV if os.environ.get(CONFIGS_ENV) else "package",
+        "presets": [{"name": name, "path": str(root / "presets" / name), "files": preset_files(name)} for name in known_presets()],
+        "ablations": [{"name": name, "path": str(root / "ablations" / f"{name}.yaml")} for name in known_ablations()],
+    }
 
 
 def preset_dir(preset: str | os.PathLike) -> Path:
@@ -279,8 +346,13 @@ def preset_dir(preset: str | os.PathLike) -> Path:
     candidate = configs_root() / "presets" / str(preset)
     if candidate.is_dir():
         return candidate
-    known = sorted(p.name for p in (configs_root() / "presets").glob("*") if p.is_dir())
-    raise ConfigError(f"unknown preset '{preset}': no folder {candidate}. Known presets: {', '.join(known)}")
+    known = known_presets()
+    close = difflib.get_close_matches(str(preset), known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(
+        f"unknown preset '{preset}'{hint}: no folder {candidate}{_root_note()}. Known presets: {', '.join(known) or '(none)'}; "
+        "`posthoc-vq presets` lists them"
+    )
 
 
 class StrictYAMLError(yaml.YAMLError):
@@ -504,7 +576,7 @@ def load_run_config(preset: str | os.PathLike = "digits", overrides: list[str] |
 
     Parameters
     ----------
-    preset : preset name under ``configs/presets`` or a folder holding ``vae.yaml``/``train.yaml``.
+    preset : preset name (``posthoc-vq presets``) or a folder holding ``vae.yaml``/``train.yaml``.
     overrides : dotted ``key=value`` strings, applied after the preset files.
     seed : if given, replaces ``seed``.
     """
@@ -525,7 +597,7 @@ def load_run_config(preset: str | os.PathLike = "digits", overrides: list[str] |
 def load_quantize_config(preset: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> QuantizeConfig:
     """Build a :class:`QuantizeConfig` from a ``quantize-*.yaml`` file (name or path) plus ``quantize.*`` overrides.
 
-    ``preset`` is a file path, or ``<dataset>/quantize-euclidean`` style name under ``configs/presets``.
+    ``preset`` is a file path, or ``<dataset>/quantize-euclidean`` style name (``posthoc-vq presets`` lists them).
     """
     data: dict[str, Any] = {}
     source = "defaults"
@@ -534,7 +606,11 @@ def load_quantize_config(preset: str | os.PathLike | None = None, overrides: lis
         if not path.is_file():
             path = configs_root() / "presets" / f"{preset}.yaml"
         if not path.is_file():
-            raise ConfigError(f"quantize preset not found: {preset} (looked for {path})")
+            known = known_quantize_presets()
+            close = difflib.get_close_matches(str(preset), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"quantize preset not found: {preset}{hint} (looked for {path}{_root_note()}); give a YAML file or one of: "
+                              f"{', '.join(known) or '(none)'}")
         data = read_yaml(path)
         check_keys(data, QuantizeFile, source=str(path))
         source = str(path)

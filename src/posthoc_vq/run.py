@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from posthoc_vq.errors import CheckpointError, ConfigError
+from posthoc_vq.errors import CheckpointError, ConfigError, NotFoundError
 from posthoc_vq.io import sha256_file
 from posthoc_vq.locking import folder_lock, holds_lock
 from posthoc_vq.names import NAME_PATTERN, check_name, is_name  # noqa: F401 - NAME_PATTERN re-exported: run.NAME_PATTERN
@@ -112,9 +112,9 @@ class Run:
             return path
         run = cls(path)
         if not run.root.is_dir():
-            raise CheckpointError(f"run directory not found: {run.root}; train one with `posthoc-vq train --out {run.root}`")
+            raise NotFoundError(f"run directory not found: {run.root}; train one with `posthoc-vq train --out {run.root}`")
         if not run.config_file.exists():
-            raise CheckpointError(f"{run.root} is not a run directory (no {CONFIG}); train one with `posthoc-vq train --out {run.root}`")
+            raise NotFoundError(f"{run.root} is not a run directory (no {CONFIG}); train one with `posthoc-vq train --out {run.root}`")
         return run
 
     @classmethod
@@ -332,7 +332,7 @@ class Run:
     def model_record(self) -> dict[str, Any]:
         """``model.json`` checked against :class:`~posthoc_vq.records.ModelRecord` (its sha256 is required)."""
         if not self.model_record_file.exists():
-            raise CheckpointError(f"{self.model_record_file} not found: the run has no model yet (has it finished an epoch?); train it with `posthoc-vq train --resume --out {self.root}`")
+            raise NotFoundError(f"{self.model_record_file} not found: the run has no model yet (has it finished an epoch?); train it with `posthoc-vq train --resume --out {self.root}`")
         return read_dict(self.model_record_file, ModelRecord, "model record")
 
     def verified_model_sha256(self) -> str:

@@ -48,7 +48,7 @@ def plain_functions(run_dir):
     return FunctionAutoencoder(encode, decode, output_range=(0, 1), name="plain")
 
 
-@pytest.mark.parametrize("method,args", [("kmeans", ["--K", 16]), ("residual", ["--K", 8, "--stages", 2])])
+@pytest.mark.parametrize("method,args", [("kmeans", ["--K", 16]), ("residual", ["--K", 8, "--n-stages", 2])])
 def test_plain_functions_give_the_cli_results(run, method, args):
     assert cli("quantize", run, "--method", method, *args) == 0
     name = "kmeans-K16-mu-train" if method == "kmeans" else "residual-M2-K8-mu-train"

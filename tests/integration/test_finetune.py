@@ -101,7 +101,7 @@ def spatial_source(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "spatial"
     overrides = ["model.family=spatial", "model.latent_dim=4", "model.channels=[16,32]", "train.epochs=4", "train.early_stopping=false"]
     train(load_run_config("digits", overrides), run, progress=False)
-    assert cli("quantize", run, "--method", "residual", "--K", 8, "--stages", 2) == 0
+    assert cli("quantize", run, "--method", "residual", "--K", 8, "--n-stages", 2) == 0
     return run
 
 
@@ -136,7 +136,7 @@ def test_bad_input_is_a_clear_error_before_any_work(source, tmp_path, capsys):
     save_codebook(copy / "codebooks" / "kmeans-D3", other, {"name": "kmeans-D3"})
     with pytest.raises(CheckpointError, match=r"latent dimension D=3 but the model's latent_dim is 8"):
         finetune(copy, "kmeans-D3", tmp_path / "a", progress=False)
-    assert cli("finetune", copy, "--codebook", "kmeans-D3", "--out", tmp_path / "a") == 2
+    assert cli("finetune", copy, "--codebook", "kmeans-D3", "--out", tmp_path / "a") == 1  # a CheckpointError: failed work
     assert "D=3" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match=rf"no codebook 'nope' .*available: kmeans-D3, {CODEBOOK}"):
         finetune(copy, "nope", tmp_path / "a", progress=False)
@@ -149,7 +149,7 @@ def test_bad_input_is_a_clear_error_before_any_work(source, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli("finetune", source, "--codebook", CODEBOOK, "--out", tmp_path / "a", "--part", "encoder")
     assert exit_.value.code == 2 and "invalid choice: 'encoder'" in capsys.readouterr().err
-    assert cli("quantize", copy, "--method", "geodesic", "--K", 16, "--neighbors", 10) == 0
+    assert cli("quantize", copy, "--method", "geodesic", "--K", 16, "--n-neighbors", 10) == 0
     with pytest.raises(ConfigError, match="its vectors cannot be trained; use --part decoder"):
         finetune(copy, "geodesic-K16-mu-train-k10", tmp_path / "a", part="decoder+codebook", progress=False)
     assert not (tmp_path / "a").exists() and not (source / "ft").exists()

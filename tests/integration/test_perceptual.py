@@ -39,7 +39,7 @@ def run(tmp_path_factory):
     train(config, run_dir, progress=False)
     train_feature_net("digits", root / "features", epochs=15, progress=False)
     assert cli("quantize", run_dir, "--method", "kmeans", "--K", 32) == 0
-    assert cli("quantize", run_dir, "--method", "geodesic", "--K", 32, "--neighbors", 10) == 0
+    assert cli("quantize", run_dir, "--method", "geodesic", "--K", 32, "--n-neighbors", 10) == 0
     return run_dir
 
 
@@ -112,7 +112,7 @@ def test_metrics_run_with_networking_blocked(run, features, monkeypatch):
 
 
 def test_json_output_combines_pixel_and_perceptual_results(run, features, capsys):
-    assert cli("evaluate", run, "--metrics", "psnr,fd", "--features", features, "--json", "--samples", 100) == 0
+    assert cli("evaluate", run, "--metrics", "psnr,fd", "--features", features, "--format", "json", "--samples", 100) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"pixel", "perceptual"} and out["perceptual"]["metrics"] == ["fd"]
     assert out["perceptual"]["sets"]["prior"]["n"] == 100 and "kid" not in out["perceptual"]["sets"]["prior"]

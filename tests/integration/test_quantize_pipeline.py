@@ -97,7 +97,7 @@ def test_damaged_evaluation_json_is_a_clear_error(evaluated, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(evaluated, copy)
     (copy / "eval" / "continuous-test.json").write_text("{")
-    assert cli("table", copy) == 2
+    assert cli("table", copy) == 1  # a damaged result file: failed work (exit 1), not a usage error
     assert "continuous-test.json is damaged" in capsys.readouterr().err
 
 
@@ -110,7 +110,7 @@ def test_clear_errors_for_missing_and_mismatched_codebooks(run, tmp_path, capsys
 
     (other / "codebooks").mkdir(exist_ok=True)
     shutil.copytree(run / "codebooks" / "kmeans-K32-mu-train", other / "codebooks" / "foreign")
-    assert cli("evaluate", other, "--codebook", "foreign") == 2
+    assert cli("evaluate", other, "--codebook", "foreign") == 1  # an inconsistent artifact in the run: a CheckpointError
     assert "latent dimension D=8 but the model's latent_dim is 4" in capsys.readouterr().err
     assert cli("quantize", run, "--method", "kmedoids") == 2
     assert "quantize.method" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def built_digits_run(tmp_path_factory):
 
 
 def built_smoke_sweep(tmp_path_factory):
-    """configs/ablations/smoke.yaml run to completion (digits, 2 latent sizes x 3 seeds x fp32/INT8 x none/k-means)."""
+    """The packaged spec smoke.yaml run to completion (digits, 2 latent sizes x 3 seeds x fp32/INT8 x none/k-means)."""
     sweep = tmp_path_factory.getbasetemp() / "report-smoke-sweep"
     if not (sweep / "claims.json").exists():
         run_sweep(configs_root() / "ablations" / "smoke.yaml", sweep, progress=False)

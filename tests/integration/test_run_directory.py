@@ -91,7 +91,7 @@ def test_latest_pointer_outside_the_run_is_refused(run_copy, tmp_path):
     (run_copy / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "../../other-run/checkpoints/epoch-0001", "epoch": 1}))
     with pytest.raises(CheckpointError, match="latest.json is not a valid checkpoint pointer: checkpoint"):
         Run.open(run_copy).latest_checkpoint()
-    assert main(["train", "--out", str(run_copy), "--resume", "--set", "train.epochs=3", "--no-progress"]) == 2
+    assert main(["train", "--out", str(run_copy), "--resume", "--set", "train.epochs=3", "--no-progress"]) == 1  # a damaged run: failed work
 
 
 def test_every_path_a_run_makes_is_checked_to_lie_inside_it(run_copy):
@@ -112,7 +112,7 @@ def test_every_path_a_run_makes_is_checked_to_lie_inside_it(run_copy):
 def test_quantize_fails_when_the_model_file_is_missing_even_with_cached_latents(run_copy, capsys):
     run_latents(run_copy, "train")  # cache the latents
     (run_copy / "model.safetensors").unlink()
-    assert main(["quantize", str(run_copy), "--method", "kmeans", "--K", "8"]) == 2
+    assert main(["quantize", str(run_copy), "--method", "kmeans", "--K", "8"]) == 1  # a CheckpointError: failed work
     assert "model.safetensors not found" in capsys.readouterr().err
     assert not (run_copy / "codebooks").exists() or Run(run_copy).codebook_names() == []
 
@@ -122,7 +122,7 @@ def test_quantize_fails_when_the_model_file_is_corrupt_even_with_cached_latents(
     data = bytearray((run_copy / "model.safetensors").read_bytes())
     data[-10] ^= 0xFF
     (run_copy / "model.safetensors").write_bytes(bytes(data))
-    assert main(["quantize", str(run_copy), "--method", "kmeans", "--K", "8"]) == 2
+    assert main(["quantize", str(run_copy), "--method", "kmeans", "--K", "8"]) == 1
     assert "model.safetensors is corrupt or was modified" in capsys.readouterr().err
 
 
@@ -130,7 +130,7 @@ def test_removing_the_checksum_does_not_disable_the_model_check(run_copy, capsys
     meta = json.loads((run_copy / "model.json").read_text())
     del meta["sha256"]
     (run_copy / "model.json").write_text(json.dumps(meta))
-    assert main(["quantize", str(run_copy), "--method", "kmeans", "--K", "8"]) == 2
+    assert main(["quantize", str(run_copy), "--method", "kmeans", "--K", "8"]) == 1
     err = capsys.readouterr().err
     assert "model.json is not a valid model record: sha256: Field required" in err.replace("\n", " ")
 
@@ -202,7 +202,7 @@ def test_second_writer_of_a_run_fails_at_once_naming_the_holder(run_copy, held, 
     tic = time.perf_counter()
     for argv in (["quantize", str(run_copy), "--K", "8"], ["compress-weights", str(run_copy), "--bits", "8"], ["evaluate", str(run_copy)],
                  ["train", "--out", str(run_copy), "--resume", "--set", "train.epochs=3", "--no-progress"], ["export", str(run_copy)]):
-        assert main(argv) == 2
+        assert main(argv) == 1  # a LockedError: the command is right, the work cannot run now
         err = capsys.readouterr().err.replace("\n", " ")
         assert f"is being written by pid {pid}" in err, argv
     assert time.perf_counter() - tic < 30  # failed at once, did not wait
@@ -211,7 +211,7 @@ def test_second_writer_of_a_run_fails_at_once_naming_the_holder(run_copy, held, 
 def test_two_fresh_trainings_into_one_folder_do_not_both_start(tmp_path, held, capsys):
     out = tmp_path / "fresh"
     pid = held(out)
-    assert main(["train", "--preset", "digits", "--out", str(out), "--set", "train.epochs=1", "--no-progress"]) == 2
+    assert main(["train", "--preset", "digits", "--out", str(out), "--set", "train.epochs=1", "--no-progress"]) == 1
     assert f"pid {pid}" in capsys.readouterr().err.replace("\n", " ")
     assert not (out / "config.json").exists()
 
@@ -325,7 +325,7 @@ def test_two_concurrent_ablate_drivers_one_fails_at_once_and_done_cells_equal_a_
     while not (shared / ".lock").exists() or not (shared / ".lock").read_text():
         time.sleep(0.05)
     b = subprocess.run(cmd(shared), capture_output=True, text=True, env=env, timeout=120)
-    assert b.returncode == 2 and f"pid {a.pid}" in b.stderr.replace("\n", " ")
+    assert b.returncode == 1 and f"pid {a.pid}" in b.stderr.replace("\n", " ")
     assert a.wait(300) == 0
     assert subprocess.run(cmd(single), capture_output=True, text=True, env=env, timeout=300).returncode == 0
     got, want = _sweep_metrics(shared), _sweep_metrics(single)

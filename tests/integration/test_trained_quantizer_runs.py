@@ -41,7 +41,7 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
     run_cli("evaluate", run)
     shown = " ".join(capsys.readouterr().out.split())
     assert f"trained {kind}" in shown and "continuous (mu)" not in shown  # its own output is quantized
-    run_cli("evaluate", run, "--json")
+    run_cli("evaluate", run, "--format", "json")
     printed = json.loads(capsys.readouterr().out)
     result = read_json(Run(run).eval_file("test"))
     assert printed["bits_per_image"] == result["bits_per_image"] == bits and result["bits_per_token"] == bits

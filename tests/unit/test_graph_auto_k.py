@@ -123,14 +123,14 @@ def test_config_and_cli_accept_auto(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_fit(run, q, data_dir=None):
+    def fake_fit(run, q, data_dir=None, progress=None):
         seen.append(q)
         raise Stop
 
     monkeypatch.setattr(codebooks, "fit_codebook_for_run", fake_fit)
     for value, expected in (("auto", "auto"), ("12", 12)):
         with pytest.raises(Stop):
-            cli.main(["quantize", "RUN", "--method", "geodesic", "--neighbors", value])
+            cli.main(["quantize", "RUN", "--method", "geodesic", "--n-neighbors", value])
         assert seen[-1].n_neighbors == expected and seen[-1].method == "geodesic"
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["quantize", "RUN", "--neighbors", "many"])
+        cli.build_parser().parse_args(["quantize", "RUN", "--n-neighbors", "many"])

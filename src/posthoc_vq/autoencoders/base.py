@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from posthoc_vq.errors import PosthocVQError
+from posthoc_vq.progress import report
 
 #: Decoded values may exceed the declared range by this fraction of its width (float rounding).
 RANGE_TOLERANCE = 1e-4
@@ -153,6 +154,7 @@ def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", se
             out.append(post.mu)
         else:
             raise ModelContractError(f"latents must be 'mu' or 'z', got '{kind}'")
+        report("encoding images", i + len(x), len(images))
     return torch.cat(out)
 
 
@@ -183,4 +185,5 @@ def decode_latents(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000) 
                 "(e.g. output_range=(-1, 1)), or end the decoder in a sigmoid / tanh or clamp its output"
             )
         out.append(x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo))
+        report("decoding latents", i + len(x), len(z))
     return torch.cat(out)

@@ -14,6 +14,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from posthoc_vq.progress import silenced
+
 
 def make_progress(*, enabled: bool = True, transfer: bool = False) -> Progress:
     """Return a progress bar on stderr, transient when stderr is not a terminal.
@@ -21,7 +23,7 @@ def make_progress(*, enabled: bool = True, transfer: bool = False) -> Progress:
     Parameters
     ----------
     enabled : bool
-        When False the bar draws nothing.
+        When False the bar draws nothing; nor does it inside :func:`posthoc_vq.progress.silence` (``--quiet``, ``--no-progress``).
     transfer : bool
         Show bytes and speed (downloads) instead of an item count (decoding).
 
@@ -41,5 +43,5 @@ def make_progress(*, enabled: bool = True, transfer: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=not console.is_terminal,
-        disable=not enabled,
+        disable=not enabled or silenced(),
     )

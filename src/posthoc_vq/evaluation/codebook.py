@@ -26,6 +26,7 @@ from posthoc_vq.autoencoders import LatentShapeError
 from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, finish, run_header, split_images
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
+from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.records import model_compute, total_compute
@@ -92,11 +93,15 @@ def codebook_compute(summary: dict[str, Any] | None, cb_meta: dict[str, Any]) ->
     return total_compute({**model_compute(summary), "latent_encoding": cb_meta.get("encoding_compute"), "codebook_fit": cb_meta.get("compute")})
 
 
-def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
-    """Evaluate codebook ``name`` of a run on ``split``; writes ``eval/<name>-<split>.json`` and returns it."""
+def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None,
+                      progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Evaluate codebook ``name`` of a run on ``split``; writes ``eval/<name>-<split>.json`` and returns it.
+
+    ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how far encoding, assignment and decoding have got.
+    """
     run = Run.open(run_dir)
     path = run.eval_file(split, codebook=name)
-    with run.lock("evaluate"):
+    with run.lock("evaluate"), reporting(progress):
         config = run.config()
         model, meta = run.load_model()
         codebook, cb_meta = open_codebook(run, name)

@@ -22,6 +22,7 @@ from posthoc_vq.errors import ConfigError
 from posthoc_vq.evaluation.reconstruction import evaluate_continuous
 from posthoc_vq.evaluation.weights import evaluate_weights
 from posthoc_vq.io import write_json
+from posthoc_vq.progress import ProgressCallback, report, reporting
 from posthoc_vq.quantize.compressed import compress_run, require_trained
 from posthoc_vq.run import Run
 
@@ -33,8 +34,11 @@ def compression_file(out_dir: str | Path, split: str = "test") -> Path:
     return Path(out_dir) / f"compression-{split}.json"
 
 
-def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BITS, *, split: str = "test", data_dir: str | None = None) -> list[dict[str, Any]]:
+def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BITS, *, split: str = "test", data_dir: str | None = None,
+                     progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
     """Measure every (run, bits) cell; packed files are (re)made with the default settings for each bit width.
+
+    ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how many cells are measured (and how far each one's encoding and decoding has got).
 
     Returns
     -------
@@ -54,7 +58,14 @@ def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BIT
         run.verified_model_sha256()  # a missing or modified model file fails here, not half-way through the table
         cells.append((run, meta, run.model_file.stat().st_size))
     reference = max(size for _, _, size in cells)
-    rows = []
+    with reporting(progress):
+        return _measure(cells, bits, reference, split, data_dir)
+
+
+def _measure(cells: list[tuple[Run, dict[str, Any], int]], bits: Sequence[int], reference: int, split: str, data_dir: str | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    n_cells = len(cells) * len(bits)
+    report("compression table cells", 0, n_cells)
     for run, meta, fp32_size in cells:
         cont = evaluate_continuous(run.root, split=split, data_dir=data_dir)
         for b in bits:
@@ -70,11 +81,12 @@ def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BIT
                 "psnr_db": quality["psnr_db"], "ssim": quality["ssim"], "psnr_change_db": change,
                 "converged": cont["training"].get("converged"), "warnings": warnings,
             })
+            report("compression table cells", len(rows), n_cells)
     return rows
 
 
 def write_compression_results(runs: Sequence[str | Path | Run], out_dir: str | Path, bits: Sequence[int] = BITS, *, split: str = "test",
-                              data_dir: str | None = None) -> Path:
+                              data_dir: str | None = None, progress: ProgressCallback | None = None) -> Path:
     """Measure the table and store it as ``<out_dir>/compression-<split>.json`` (``split``, ``bits``, ``rows``); returns the path."""
-    rows = compression_rows(runs, bits, split=split, data_dir=data_dir)
+    rows = compression_rows(runs, bits, split=split, data_dir=data_dir, progress=progress)
     return write_json(compression_file(out_dir, split), {"split": split, "bits": list(bits), "rows": rows})

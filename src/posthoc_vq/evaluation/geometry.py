@@ -31,6 +31,7 @@ from posthoc_vq.latents import run_latents
 from posthoc_vq.metrics.geometry import (
     class_separation, class_spread, connectivity_curve, mle_dimension, twonn_dimension, zador_slope,
 )
+from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.kmeans import KMeans
 from posthoc_vq.quantize.latent.knn import knn_exact
@@ -120,8 +121,17 @@ def latent_geometry(X: np.ndarray, y: np.ndarray, *, seed: int = 0, dimension_sa
     }
 
 
-def geometry_of_run(run_dir: str | Path, split: str = "train", data_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """Latent geometry of a run's ``mu`` latents on ``split``; writes ``eval/geometry-<split>.json`` and returns its content."""
+def geometry_of_run(run_dir: str | Path, split: str = "train", data_dir: str | None = None, seed: int = 0,
+                    progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Latent geometry of a run's ``mu`` latents on ``split``; writes ``eval/geometry-<split>.json`` and returns its content.
+
+    ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how far encoding, k-means and the kNN searches have got.
+    """
+    with reporting(progress):
+        return _geometry_of_run(run_dir, split, data_dir, seed)
+
+
+def _geometry_of_run(run_dir: str | Path, split: str, data_dir: str | None, seed: int) -> dict[str, Any]:
     run = Run.open(run_dir)
     path = run.geometry_file(split)  # checks the split before any work
     config = run.config()

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from posthoc_vq.data import ImageSet
-from posthoc_vq.data.progress import make_progress
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.evaluation.generation import codebook_samples, diversity, prior_samples, quantize_latents
 from posthoc_vq.evaluation.interpolation import (
@@ -51,10 +50,11 @@ from posthoc_vq.evaluation.reconstruction import decode, run_header, split_image
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import load_run_splits, model_latents, run_latents
 from posthoc_vq.metrics.features import LoadedFeatureNet, default_features_dir, load_feature_net
-from posthoc_vq.metrics.frechet import KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_distance
+from posthoc_vq.metrics.frechet import KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_distance, require_torchmetrics
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.lpips import lpips_distance, require_lpips
 from posthoc_vq.metrics.precision_recall import DEFAULT_K, manifold_precision_recall
+from posthoc_vq.progress import ProgressCallback, report, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
@@ -113,7 +113,7 @@ def perceptual_metrics(
     kid_subset_size: int = KID_SUBSET_SIZE,
     pr_k: int = DEFAULT_K,
     lpips_weights: str | Path | None = None,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Perceptual, generative and interpolation metrics of a run, of its codebook ``codebook``, of its packed weights ``weights``, or both.
 
@@ -130,6 +130,7 @@ def perceptual_metrics(
     n_pairs, steps : interpolation pairs and points per path.
     seed : seeds samples, pairs, KID subsets and the diversity subsample.
     lpips_weights : local AlexNet weights for ``lpips``.
+    progress : an optional callback (:mod:`posthoc_vq.progress`) told how many sample sets are measured.
 
     Returns
     -------
@@ -141,9 +142,11 @@ def perceptual_metrics(
     wanted = [m for m in parse_metrics(metrics) if m in PERCEPTUAL_METRICS]
     if not wanted:
         raise ConfigError(f"no perceptual metric in {list(metrics)}; choose from {', '.join(PERCEPTUAL_METRICS)}")
+    if "fd" in wanted or "kid" in wanted:  # fail before any work when torchmetrics is not installed
+        require_torchmetrics()
     run = Run.open(run_dir)
     path = run.eval_file(split, codebook=codebook, weights=weights, kind="perceptual")
-    with run.lock("evaluate"):
+    with run.lock("evaluate"), reporting(progress):
         config = run.config()
         dataset = config.data.name
         fnet = load_feature_net(features if features is not None else default_features_dir(dataset), dataset=dataset)
@@ -190,22 +193,25 @@ def perceptual_metrics(
             "sets": {},
         }
         stages = len(jobs) + ("interp" in wanted) + ("diversity" in wanted)
-        with make_progress(enabled=progress) as bar:
-            task = bar.add_task(f"perceptual {' + '.join(filter(None, (weights, codebook))) or 'continuous'}", total=stages)
-            real = fnet.embed(x)
-            if "diversity" in wanted:
-                result["reference"] = {"diversity": diversity(*real, fnet.net.config.n_classes, seed=seed)}
-                bar.advance(task)
-            for name, description, make in jobs:
-                images = make()
-                entry = _set_metrics(fnet, real, images, set_metrics, settings, description)
-                if name == "reconstruction" and "lpips" in wanted:
-                    entry["lpips"] = mean_ci(lpips_distance(x, images, lpips_weights).numpy()).to_dict()
-                result["sets"][name] = entry
-                bar.advance(task)
-            if "interp" in wanted:
-                result["interpolation"] = _interpolation(model, cb, fnet, latents.values, latents.labels, n_pairs, steps, seed)
-                bar.advance(task)
+        label, done = f"perceptual {' + '.join(filter(None, (weights, codebook))) or 'continuous'}", 0
+        report(label, done, stages)
+        real = fnet.embed(x)
+        if "diversity" in wanted:
+            result["reference"] = {"diversity": diversity(*real, fnet.net.config.n_classes, seed=seed)}
+            done += 1
+            report(label, done, stages)
+        for name, description, make in jobs:
+            images = make()
+            entry = _set_metrics(fnet, real, images, set_metrics, settings, description)
+            if name == "reconstruction" and "lpips" in wanted:
+                entry["lpips"] = mean_ci(lpips_distance(x, images, lpips_weights).numpy()).to_dict()
+            result["sets"][name] = entry
+            done += 1
+            report(label, done, stages)
+        if "interp" in wanted:
+            result["interpolation"] = _interpolation(model, cb, fnet, latents.values, latents.labels, n_pairs, steps, seed)
+            done += 1
+            report(label, done, stages)
         result["warnings"] = _split_warnings(config.data, fnet.meta.get("split"))
         result["seconds"] = time.perf_counter() - tic
         result["provenance"] = provenance(seed=seed)

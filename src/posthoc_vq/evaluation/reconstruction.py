@@ -32,6 +32,7 @@ from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
 from posthoc_vq.models import VAEBase, latent_shape_of
 from posthoc_vq.models.quantizers import MAX_BINCOUNT_CODES
+from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.records import model_compute, total_compute
 from posthoc_vq.run import Run
@@ -201,17 +202,19 @@ def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[
     return result
 
 
-def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None) -> dict[str, Any]:
+def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None,
+                        progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Evaluate decode(mu) against ground truth on ``split``; writes ``eval/continuous-<split>.json``.
 
     A model with a trained quantizer also gets the fields of :func:`trained_quantizer_result`.
 
     Returns the JSON-able result (metrics with CIs, model size, training state, audit warnings, and
-    ``compute``: what training (and a fine-tune) cost, see :func:`~posthoc_vq.records.model_compute`).
+    ``compute``: what training (and a fine-tune) cost, see :func:`~posthoc_vq.records.model_compute`). ``progress``: an
+    optional callback (:mod:`posthoc_vq.progress`) told how far encoding and decoding have got.
     """
     run = Run.open(run_dir)
     path = run.eval_file(split)
-    with run.lock("evaluate"):
+    with run.lock("evaluate"), reporting(progress):
         config = run.config()
         model, meta = run.load_model()
         splits = splits or load_run_splits(run.root, data_dir)

@@ -24,6 +24,7 @@ from posthoc_vq.evaluation.generation import quantize_latents
 from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, run_header, split_images
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits, to_tokens
+from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
@@ -32,16 +33,18 @@ from posthoc_vq.run import Run
 
 
 def evaluate_weights(
-    run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None
+    run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Evaluate packed weights ``name`` of a run on ``split``; writes ``eval/weights-<name>[-<codebook>]-<split>.json``.
 
     Returns the JSON-able result: file sizes and ratio, per-layer weight errors, quality
-    against ground truth and against the fp32 model with CIs, and audit warnings.
+    against ground truth and against the fp32 model with CIs, and audit warnings. ``progress``: an optional callback
+    (:mod:`posthoc_vq.progress`) told how far encoding and decoding have got.
     """
     run = Run.open(run_dir)
     path = run.eval_file(split, weights=name, codebook=codebook)
-    with run.lock("evaluate"):
+    with run.lock("evaluate"), reporting(progress):
         result = _evaluate(run, name, split, data_dir, codebook)
         write_json(path, result)
     return result

@@ -40,6 +40,7 @@ from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Protocol
 
 from posthoc_vq.errors import ConfigError, ExecutorError
+from posthoc_vq.extras import require
 
 Outcome = tuple[dict[str, Any], Any, str | None]
 EXECUTORS = ("local", "process", "ray")
@@ -113,6 +114,11 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def require_ray() -> Any:
+    """The ``ray`` module, or a MissingExtraError naming the 'sweeps' extra."""
+    return require("ray", "sweeps", "The Ray executor (--executor ray)")
+
+
 class RayExecutor:
     """Ray tasks with ``num_cpus=threads`` each, on an existing cluster (``address``) or a local one (``num_cpus``).
 
@@ -121,7 +127,7 @@ class RayExecutor:
     """
 
     def __init__(self, threads: int, address: str | None = None, num_cpus: int | None = None):
-        import ray
+        ray = require_ray()
 
         self.ray = ray
         self.started = not ray.is_initialized()

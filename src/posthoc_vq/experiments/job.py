@@ -140,8 +140,7 @@ def _perceptual(run_dir: Path, codebook: str | None, weights: str | None, wanted
     path = Run(run_dir).eval_file(split, codebook=codebook, weights=weights, kind="perceptual")
     r = _reuse(path)
     if r is None or not all(m in r["sets"].get("reconstruction", {}) for m in wanted):
-        r = perceptual_metrics(run_dir, codebook=codebook, weights=weights, split=split, metrics=wanted, features=features, data_dir=data_dir,
-                               progress=False)
+        r = perceptual_metrics(run_dir, codebook=codebook, weights=weights, split=split, metrics=wanted, features=features, data_dir=data_dir)
     rec = r["sets"]["reconstruction"]
     return {m: (rec[m]["mean"] if isinstance(rec[m], dict) else rec[m]) for m in wanted}
 

@@ -17,10 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.experiments.claims import make_claims
-from posthoc_vq.experiments.executors import make_executor
+from posthoc_vq.experiments.executors import make_executor, require_ray
 from posthoc_vq.experiments.job import run_job
 from posthoc_vq.experiments.spec import PERCEPTUAL, SweepSpec, expand, load_sweep_spec
 from posthoc_vq.experiments.store import ResultStore
+from posthoc_vq.extras import require
 from posthoc_vq.io import atomic_write, read_json, write_json
 from posthoc_vq.run import Sweep
 from posthoc_vq.provenance import provenance
@@ -65,12 +66,22 @@ def _check_same_spec(sweep_dir: Path, spec: SweepSpec) -> None:
             "axis values or seeds); use another --out, or delete the folder to start over")
 
 
+def check_extras(spec: SweepSpec, executor: str) -> None:
+    """Before any work: the extras this sweep needs are installed (Ray for ``--executor ray``, torchmetrics for fd/kid),
+    so a missing one fails once, naming the extra, not in every cell."""
+    if executor == "ray":
+        require_ray()
+    if {"fd", "kid"} & set(spec.compare.metrics):
+        require("torchmetrics", "metrics", f"A sweep comparing {', '.join(sorted({'fd', 'kid'} & set(spec.compare.metrics)))} (compare.metrics)")
+
+
 def run_sweep(
     spec_path: str | Path, out_dir: str | Path, *, executor: str = "local", workers: int = 2, address: str | None = None,
     data_dir: str | None = None, progress: bool = True, console: Console | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; writes the database, the claims and returns the claims dict plus counts."""
     spec = load_sweep_spec(spec_path)
+    check_extras(spec, executor)
     sweep_dir = Path(out_dir)
     with Sweep(sweep_dir).lock("ablate"):  # one driver per sweep folder; a second fails at once naming the first
         return _run_locked(spec, sweep_dir, executor, workers, address, data_dir, progress, console)
@@ -131,8 +142,30 @@ def write_claims(sweep_dir: Path, claims: dict[str, Any], spec: SweepSpec) -> di
     return paths
 
 
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A cell's stored metrics as flat columns: a ``[low, high]`` CI (``psnr_db_ci``) becomes ``<name>_low`` and ``<name>_high``,
+    a nested dict dotted keys; numbers, strings, booleans and other lists (``warnings``) are kept as they are."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = prefix + key
+        if isinstance(value, dict):
+            out |= flat_metrics(value, name + ".")
+        elif key.endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
+            out[f"{name}_low"], out[f"{name}_high"] = value
+        else:
+            out[name] = value
+    return out
+
+
 def results_table(sweep_dir: str | Path, where: list[str] | None = None) -> list[dict[str, Any]]:
-    """Flat rows (axes, status, metrics, seconds) of a sweep's database, filtered by ``key=value`` conditions."""
+    """Flat rows of a sweep's database, filtered by ``key=value`` conditions.
+
+    Every row has the same keys: the cell's axes, ``status``, ``attempts``, ``seconds``, then every metric
+    stored for any cell (:func:`flat_metrics`: ``psnr_db``, ``psnr_db_ci_low``/``_high``, ``ssim``, ``mse``,
+    ``continuous_psnr_db``, ``bits_per_image``, ``compute_seconds``, ``fd``/``kid`` when measured...; None
+    where a cell has no value, e.g. a failed one), then ``cell_id`` and ``error`` (the last line of a failed
+    cell's traceback, else None).
+    """
     from posthoc_vq.experiments.store import filter_rows
 
     store = ResultStore.open_existing(sweep_dir)
@@ -140,11 +173,12 @@ def results_table(sweep_dir: str | Path, where: list[str] | None = None) -> list
         rows = filter_rows(store.rows(), where or [])
     finally:
         store.close()
+    metrics = [flat_metrics(r["metrics"] or {}) for r in rows]
+    names = list(dict.fromkeys(k for m in metrics for k in m))
     flat = []
-    for r in rows:
-        m = r["metrics"] or {}
-        flat.append({**r["axes"], "status": r["status"], "attempts": r["attempts"], "psnr_db": m.get("psnr_db"), "ssim": m.get("ssim"),
-                     "continuous_psnr_db": m.get("continuous_psnr_db"), "converged": m.get("converged"), "seconds": r["seconds"],
-                     "cell_id": r["cell_id"], "error": (r["error"] or "").strip().splitlines()[-1:] or None})
+    for r, m in zip(rows, metrics):
+        error = (r["error"] or "").strip().splitlines()
+        flat.append({**r["axes"], "status": r["status"], "attempts": r["attempts"], "seconds": r["seconds"], **{k: m.get(k) for k in names},
+                     "cell_id": r["cell_id"], "error": error[-1] if error else None})
     return flat
 

@@ -1,6 +1,6 @@
 """Sweep specification: a base preset, fixed settings, a grid of axes, and what to compare.
 
-Example (``configs/ablations/latent-dim.yaml``)::
+Example (the packaged spec ``latent-dim``, ``posthoc_vq/configs/ablations/latent-dim.yaml``)::
 
     name: latent-dim
     base: fashion-mnist
@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from posthoc_vq.config import (
-    FinetuneConfig, QuantizeConfig, RunConfig, WeightsConfig, _Strict, apply_overrides, check_keys, configs_root, load_run_config, read_yaml, validate,
+    FinetuneConfig, QuantizeConfig, RunConfig, WeightsConfig, _Strict, apply_overrides, check_keys, configs_root, known_ablations, load_run_config, read_yaml, validate,
 )
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.names import check_name
@@ -172,7 +172,7 @@ def _check_key(key: str, source: str) -> None:
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep YAML (a path, or a name under ``configs/ablations``).
+    """Read and validate a sweep YAML (a path, or the name of a packaged spec: ``posthoc-vq presets`` lists them).
 
     Raises ConfigError naming the key for: an unknown key, an empty axis, a reference arm
     that is not among the axis values, a compared or pairing axis that is not an axis, and
@@ -182,7 +182,9 @@ def load_sweep_spec(path: str | Path) -> SweepSpec:
     if not p.is_file():
         p = configs_root() / "ablations" / f"{path}.yaml"
     if not p.is_file():
-        raise ConfigError(f"sweep spec not found: {path} (also looked for {p})")
+        known = known_ablations()
+        raise ConfigError(f"sweep spec not found: {path} (also looked for {p}); give a YAML file or the name of a packaged spec: "
+                          f"{', '.join(known) or '(none)'} (`posthoc-vq presets` lists them)")
     spec = validate(read_yaml(p), SweepSpec, source=str(p))
     check_spec(spec, str(p))
     expand(spec, str(p))  # validates every grid point's configs

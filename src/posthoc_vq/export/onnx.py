@@ -22,23 +22,33 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn as nn
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from posthoc_vq.extras import require
 from posthoc_vq.io import atomic_write, write_json
 from posthoc_vq.latents import encode_split, load_run_splits
+from posthoc_vq.progress import ProgressCallback, report, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.compressed import require_trained
 from posthoc_vq.run import Run
 
 OPSET = 18
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # BatchNormalization stays float between QDQ pairs
+WHAT = "ONNX export"
+EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")  # torch.onnx's dynamo exporter needs onnx and onnxscript; checks and INT8 need onnxruntime
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+
+def require_export() -> None:
+    """Fail at once, naming the 'export' extra, unless onnx, onnxscript and onnxruntime all import."""
+    for name in EXPORT_MODULES:
+        require(name, "export", WHAT)
 
 
 class EncoderGraph(nn.Module):
@@ -69,6 +79,8 @@ class DecoderGraph(nn.Module):
 
 def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> Path:
     """Export ``module`` (eval mode) to ONNX at ``path`` with a dynamic batch dimension."""
+    for name in ("onnx", "onnxscript"):
+        require(name, "export", WHAT)
     module = module.eval()
     quiet = logging.getLogger("torch.onnx")
     level, quiet.level = quiet.level, logging.ERROR  # no 'torchvision is not installed' chatter
@@ -83,27 +95,34 @@ def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_na
     return path
 
 
-class _Calibration(CalibrationDataReader):
-    """Batches of one input array for onnxruntime's static calibration."""
+def _calibration_reader(name: str, values: np.ndarray, batch_size: int = 64) -> Any:
+    """An onnxruntime ``CalibrationDataReader`` giving batches of one input array (the class is made here: onnxruntime is optional)."""
+    quantization = require("onnxruntime.quantization", "export", WHAT)
 
-    def __init__(self, name: str, values: np.ndarray, batch_size: int = 64):
-        self._batches = iter([{name: values[i : i + batch_size]} for i in range(0, len(values), batch_size)])
+    class _Calibration(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{name: values[i : i + batch_size]} for i in range(0, len(values), batch_size)])
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    return _Calibration()
 
 
 def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray, op_types: list[str] | None = None) -> Path:
     """Static QDQ INT8 quantization of an ONNX model (per-channel weights), calibrated on ``calibration``;
     ``op_types``: the operators to quantize (default :data:`QUANTIZED_OPS`)."""
-    reader = _Calibration(input_name, calibration)
+    quantization = require("onnxruntime.quantization", "export", WHAT)
+    quant_pre_process = require("onnxruntime.quantization.shape_inference", "export", WHAT).quant_pre_process
+    QuantFormat, QuantType = quantization.QuantFormat, quantization.QuantType  # noqa: N806 - onnxruntime's enums
+    reader = _calibration_reader(input_name, calibration)
     pre = dst.with_name(dst.name + ".pre.onnx")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))
             with atomic_write(dst) as tmp:
-                quantize_static(
+                quantization.quantize_static(
                     str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types or QUANTIZED_OPS,
                 )
@@ -114,6 +133,7 @@ def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.nd
 
 def onnx_session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
     """An onnxruntime CPU session with ``threads`` intra-op threads."""
+    ort = require("onnxruntime", "export", WHAT)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -128,7 +148,7 @@ def _decoder_ops(model: nn.Module) -> list[str]:
 
 def export_run(
     run_dir: str | Path, out_dir: str | Path | None = None, *, int8: bool = False, calibration_size: int = 512,
-    seed: int = 0, data_dir: str | None = None,
+    seed: int = 0, data_dir: str | None = None, progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Export a run's encoder and decoder to ONNX (and INT8 QDQ with ``int8``); writes ``export.json``.
 
@@ -137,44 +157,64 @@ def export_run(
     out_dir : output folder, default ``<run>/export``.
     calibration_size : train images (and their mu) used to calibrate the INT8 activation ranges.
     seed : which train images are drawn for calibration.
+    progress : an optional callback (:mod:`posthoc_vq.progress`) told how many export steps are done
+        (each graph exported, each INT8 model calibrated, each file checked against PyTorch).
     """
+    require_export()  # before any work: a missing extra fails in one line naming it
     run = Run.open(run_dir)
     out = Path(out_dir) if out_dir else run.export_dir
-    with run.lock("export"):
-        model, meta = run.load_model()
-        require_trained(run.root, meta)
-        config = run.config()
-        torch.set_num_threads(config.train.threads)
-        splits = load_run_splits(run.root, data_dir)
-        x_check = splits.split("test").to_tensor()[:64]
-        z_check = encode_split(model, x_check, "mu")
-        encoder = EncoderGraph(model)
-        files = {
-            "encoder": export_module(encoder, x_check[:2], out / "encoder.onnx", "x", encoder.output_names()),
-            "decoder": export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"]),
+    with run.lock("export"), reporting(progress):
+        return _export(run, out, int8, calibration_size, seed, data_dir)
+
+
+def _export(run: Run, out: Path, int8: bool, calibration_size: int, seed: int, data_dir: str | None) -> dict[str, Any]:
+    """The body of :func:`export_run`, under the run's lock."""
+    n_files = 4 if int8 else 2
+    steps, done = 2 * n_files, 0  # write each file, then check each one against PyTorch
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        report("export steps", done, steps)
+
+    report("export steps", 0, steps)
+    model, meta = run.load_model()
+    require_trained(run.root, meta)
+    config = run.config()
+    torch.set_num_threads(config.train.threads)
+    splits = load_run_splits(run.root, data_dir)
+    x_check = splits.split("test").to_tensor()[:64]
+    z_check = encode_split(model, x_check, "mu")
+    encoder = EncoderGraph(model)
+    files = {"encoder": export_module(encoder, x_check[:2], out / "encoder.onnx", "x", encoder.output_names())}
+    step()
+    files["decoder"] = export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"])
+    step()
+    record: dict[str, Any] = {"run": str(run.root), "opset": OPSET, "source_model_sha256": meta["sha256"]}
+    if model.quantizer is not None:
+        record["quantizer"] = {**model.quantizer.describe(), "in_graph": "decoder"}
+    if int8:
+        train = splits.split("train").to_tensor()
+        pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
+        x_cal = train[np.sort(pick)]
+        z_cal = encode_split(model, x_cal, "mu")
+        files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
+        step()
+        files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy(), _decoder_ops(model))
+        step()
+        record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
+    with torch.no_grad():
+        ref = {"encoder": model.encode(x_check).mu.numpy(), "decoder": model.decode(z_check).numpy()}
+    record["files"] = {}
+    for key, path in files.items():
+        part = key.split("_")[0]
+        feed = {"x": x_check.numpy()} if part == "encoder" else {"z": z_check.numpy()}
+        got = onnx_session(path).run(None, feed)[0]
+        record["files"][key] = {
+            "path": str(path), "bytes": os.path.getsize(path),
+            "max_abs_diff_vs_torch": float(np.abs(got - ref[part]).max()), "check_batch": len(x_check),
         }
-        record: dict[str, Any] = {"run": str(run.root), "opset": OPSET, "source_model_sha256": meta["sha256"]}
-        if model.quantizer is not None:
-            record["quantizer"] = {**model.quantizer.describe(), "in_graph": "decoder"}
-        if int8:
-            train = splits.split("train").to_tensor()
-            pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
-            x_cal = train[np.sort(pick)]
-            z_cal = encode_split(model, x_cal, "mu")
-            files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
-            files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy(), _decoder_ops(model))
-            record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
-        with torch.no_grad():
-            ref = {"encoder": model.encode(x_check).mu.numpy(), "decoder": model.decode(z_check).numpy()}
-        record["files"] = {}
-        for key, path in files.items():
-            part = key.split("_")[0]
-            feed = {"x": x_check.numpy()} if part == "encoder" else {"z": z_check.numpy()}
-            got = onnx_session(path).run(None, feed)[0]
-            record["files"][key] = {
-                "path": str(path), "bytes": os.path.getsize(path),
-                "max_abs_diff_vs_torch": float(np.abs(got - ref[part]).max()), "check_batch": len(x_check),
-            }
-        record["provenance"] = provenance(seed=config.seed)
-        write_json(out / "export.json", record)
-        return record
+        step()
+    record["provenance"] = provenance(seed=config.seed)
+    write_json(out / "export.json", record)
+    return record

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from posthoc_vq.data import DatasetSplits, load_dataset
-from posthoc_vq.errors import CheckpointError, ConfigError
+from posthoc_vq.errors import CheckpointError, ConfigError, NotFoundError
 from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
 from posthoc_vq.provenance import provenance
 from posthoc_vq.seeding import generator, seed_everything
@@ -277,13 +277,13 @@ def load_feature_net(path: str | Path, *, dataset: str | None = None) -> LoadedF
     meta_path = folder / META_FILE
     if not meta_path.exists():
         hint = dataset or "<dataset>"
-        raise CheckpointError(
+        raise NotFoundError(
             f"no feature network at {folder} ({META_FILE} missing); create it with "
             f"`posthoc-vq features train --dataset {hint} --out {folder}`, or pass --features DIR"
         )
     meta = read_json(meta_path, what="feature network record")
     if dataset is not None and meta.get("dataset") != dataset:
-        raise CheckpointError(
+        raise NotFoundError(
             f"{meta_path} is a feature network for '{meta.get('dataset')}', not '{dataset}'; "
             f"train one with `posthoc-vq features train --dataset {dataset}`"
         )

@@ -1,6 +1,6 @@
 """Fréchet distance and kernel (KID) distance between two sets of domain features.
 
-Both are computed by torchmetrics (``FrechetInceptionDistance`` and
+Both are computed by torchmetrics (the 'metrics' extra, imported when called; ``FrechetInceptionDistance`` and
 ``KernelInceptionDistance``) with a custom ``feature`` module. The features are computed
 once per image set by the domain feature network (:mod:`.features`) and handed to the
 metrics through :class:`PrecomputedFeatures`, a pass-through module; so the test set's
@@ -24,11 +24,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
+
+from posthoc_vq.extras import require
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
+
+
+def require_torchmetrics(what: str = "FD/KID (--metrics fd, kid)") -> None:
+    """Fail naming the 'metrics' extra unless torchmetrics (and its FID/KID modules) import."""
+    require("torchmetrics.image.fid", "metrics", what)
+    require("torchmetrics.image.kid", "metrics", what)
 
 
 class PrecomputedFeatures(nn.Module):
@@ -67,8 +73,9 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 4
     -------
     float, >= 0 up to rounding (squared feature units).
     """
+    fid = require("torchmetrics.image.fid", "metrics", "The Fréchet distance (--metrics fd)")
     real, fake = _check_pair(real, fake, 2)
-    metric = FrechetInceptionDistance(feature=PrecomputedFeatures(real.shape[1]))
+    metric = fid.FrechetInceptionDistance(feature=PrecomputedFeatures(real.shape[1]))
     for rows, is_real in ((real, True), (fake, False)):
         for i in range(0, len(rows), batch_size):
             metric.update(rows[i : i + batch_size], real=is_real)
@@ -93,11 +100,12 @@ def kernel_distance(
     dict with ``mean`` and ``std`` (over subsets; squared kernel-feature units), ``subsets``,
     ``subset_size``.
     """
+    kid = require("torchmetrics.image.kid", "metrics", "The kernel distance (--metrics kid)")
     real, fake = _check_pair(real, fake, 2)
     size = min(subset_size, len(real), len(fake))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        metric = KernelInceptionDistance(feature=PrecomputedFeatures(real.shape[1]), subsets=subsets, subset_size=size)
+        metric = kid.KernelInceptionDistance(feature=PrecomputedFeatures(real.shape[1]), subsets=subsets, subset_size=size)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):

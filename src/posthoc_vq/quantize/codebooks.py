@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 from posthoc_vq.config import QuantizeConfig
-from posthoc_vq.errors import CheckpointError, ConfigError
+from posthoc_vq.errors import ConfigError, NotFoundError
 from posthoc_vq.latents import LatentSet, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
+from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.quantize.latent.store import estimator_class, load_codebook, make_estimator, save_codebook
@@ -152,8 +153,12 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     return estimator, meta
 
 
-def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_dir: str | None = None) -> tuple[str, CodebookEstimator, dict[str, Any]]:
+def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_dir: str | None = None,
+                         progress: ProgressCallback | None = None) -> tuple[str, CodebookEstimator, dict[str, Any]]:
     """Fit the configured codebook on the run's latents and save it, under the run's writer lock.
+
+    ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how far encoding, the fit
+    (k-means iterations, kNN blocks, geodesic medoid updates) and the assignment have got.
 
     Returns
     -------
@@ -161,7 +166,7 @@ def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_d
     """
     run = Run.open(run_dir)
     name = check_codebook_name(q.default_name())  # a bad name fails before any work
-    with run.lock("quantize"):
+    with run.lock("quantize"), reporting(progress):
         config = run.config()
         torch.set_num_threads(q.threads)
         latents = run_latents(run.root, q.fit_on, q.latents, seed=q.latent_seed, data_dir=data_dir)
@@ -177,7 +182,7 @@ def open_codebook(run_dir: str | Path | Run, name: str) -> tuple[CodebookEstimat
     _, record = run.codebook_files(name)
     if not record.exists():
         have = run.codebook_names()
-        raise CheckpointError(
+        raise NotFoundError(
             f"no codebook '{name}' in {run.root / 'codebooks'}; available: {', '.join(have) or 'none'} "
             f"(fit one with `posthoc-vq quantize {run.root} --method kmeans`)"
         )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from posthoc_vq.config import WeightsConfig
-from posthoc_vq.errors import CheckpointError, TrainingError
+from posthoc_vq.errors import CheckpointError, NotFoundError, UntrainedRunError
 from posthoc_vq.io import atomic_folder, write_json
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.weights import load_packed, quantize_network, save_packed
@@ -27,7 +27,7 @@ from posthoc_vq.run import WEIGHTS_RECORD, WEIGHTS_TENSORS, Run, check_name
 def require_trained(run_dir: Path, meta: dict[str, Any]) -> None:
     """Refuse a run whose model never trained: its numbers would measure random weights."""
     if meta.get("trained_steps") == 0:
-        raise TrainingError(
+        raise UntrainedRunError(
             f"{run_dir} has zero training steps: quantizing or comparing random weights measures nothing. "
             f"Train it first (`posthoc-vq train --resume --out {run_dir}`)."
         )
@@ -93,7 +93,7 @@ def open_compressed(run_dir: str | Path | Run, name: str) -> tuple[torch.nn.Modu
     path, record_path = run.weights_files(name)
     if not record_path.exists():
         have = ", ".join(run.weights_names()) or "none"
-        raise CheckpointError(f"no packed weights '{name}' in {run.root / 'weights'} (have: {have}); create them with `posthoc-vq compress-weights {run.root}`")
+        raise NotFoundError(f"no packed weights '{name}' in {run.root / 'weights'} (have: {have}); create them with `posthoc-vq compress-weights {run.root}`")
     for attempt in range(3):  # a writer may publish a new version between the two reads (see records.read_pair)
         record = read_dict(record_path, PackedWeightsRecord, "packed-weight record")
         try:

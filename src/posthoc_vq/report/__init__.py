@@ -5,6 +5,15 @@ them (``evaluate`` its results and the decoded sample sets, ``compress-table`` i
 claims.json), and this package turns those files into Markdown, CSV, PNG and HTML.
 """
 
-from posthoc_vq.report.codebook_table import write_codebook_table
+from typing import Any
 
 __all__ = ["write_codebook_table"]
+
+
+def __getattr__(name: str) -> Any:
+    """``write_codebook_table`` loads on first use: the machine formats (``report.formats``) need no numpy or matplotlib."""
+    if name == "write_codebook_table":
+        from posthoc_vq.report.codebook_table import write_codebook_table
+
+        return write_codebook_table
+    raise AttributeError(f"module 'posthoc_vq.report' has no attribute '{name}'")

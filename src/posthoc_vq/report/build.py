@@ -1,8 +1,8 @@
 """``posthoc-vq report PATH --out DIR``: detect a run or a sweep, build its report, write Markdown and HTML.
 
 Writes into ``DIR``: ``report.md`` with the PNG figures beside it, and ``report.html``,
-one self-contained page with the same figures embedded. Nothing is written into the run
-or sweep directory, and nothing is computed from models: every number, image and verdict is
+one self-contained page with the same figures embedded (the CLI's default ``DIR`` is ``PATH/report``, the
+run's own report folder). Nothing else is written into the run or sweep directory, and nothing is computed from models: every number, image and verdict is
 read from files the commands that produce results stored (``evaluate``, ``compress-weights``,
 ``compress-table``, ``ablate``); what is absent becomes a *missing* note naming that command.
 """
@@ -20,7 +20,7 @@ from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.run import Run, Sweep
 from posthoc_vq.io import atomic_write
 from posthoc_vq.report.document import Report, to_markdown
-from posthoc_vq.report.html import to_html
+from posthoc_vq.report.html import require_jinja2, to_html
 from posthoc_vq.report.run_report import read_run, run_header, run_sections
 from posthoc_vq.report.sweep_report import read_sweep, sweep_sections
 
@@ -67,6 +67,7 @@ def write_report(path: str | Path, out: str | Path, *, split: str = "test", prog
     -------
     dict with ``markdown`` and ``html`` (paths), ``report`` (the :class:`Report`), ``figures`` (paths of the PNGs).
     """
+    require_jinja2()  # before any work: without the 'report' extra nothing is written
     out = Path(out)
     columns = (SpinnerColumn(), TextColumn("report: {task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not progress, transient=True) as bar:

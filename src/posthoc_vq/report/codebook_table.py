@@ -5,6 +5,9 @@ Reads the evaluation JSONs a run has (``eval/continuous-<split>.json`` and
 and ``rate-distortion-<split>.png``: absolute PSNR/SSIM against ground truth,
 the quantization penalty, code usage, dead codes, entropy, bits per image and
 graph connectivity, one row per codebook, with the audit's warnings below.
+The Markdown is for reading (:data:`COLUMNS`, :func:`table_rows`); the CSV is tidy
+(:data:`TIDY_COLUMNS`, :func:`tidy_rows`: numbers only in numeric columns, the CI as
+two columns, empty cells for what does not apply).
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ import numpy as np
 from typing import Any
 
 from posthoc_vq.errors import PosthocVQError
-from posthoc_vq.io import atomic_write, read_json
-from posthoc_vq.report.tables import markdown_table, write_csv
+from posthoc_vq.io import atomic_write, read_json, write_text
+from posthoc_vq.report.formats import to_csv
+from posthoc_vq.report.tables import markdown_table
 from posthoc_vq.run import Run
 
 COLUMNS = (
     "method", "codebook", "fit on", "bits/image", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
     "code usage", "dead codes", "entropy (nats)", "entropy (bits)", "perplexity", "graph nodes", "graph edges", "components",
+)
+#: columns of the tidy CSV (``--format csv``): ``bits_label`` says what the continuous row's rate is (``fp32``, or ``trained vq``)
+TIDY_COLUMNS = (
+    "method", "codebook", "fit_on", "bits_per_image", "bits_label", "psnr_db", "psnr_db_ci_low", "psnr_db_ci_high", "ssim", "penalty_psnr_db",
+    "codes_used", "n_codes", "dead_codes", "entropy_nats", "entropy_bits", "perplexity", "graph_nodes", "graph_edges", "graph_components",
 )
 
 
@@ -61,6 +70,27 @@ def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "
             "code usage": f"{u['used']}/{u['n_codes']}", "dead codes": str(u["dead"]),
             "entropy (nats)": f"{u['entropy_nats']:.3f}", "entropy (bits)": f"{u['entropy_bits']:.3f}", "perplexity": f"{u['perplexity']:.1f}",
             "graph nodes": str(g.get("nodes", "-")), "graph edges": str(g.get("edges", "-")), "components": str(g.get("components", "-")),
+        })
+    return rows
+
+
+def tidy_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    """The rows of :func:`table_rows` as numbers (columns :data:`TIDY_COLUMNS`); None where a column does not apply."""
+    c = cont["continuous"]
+    kind = cont["model"].get("quantizer")
+    rows = [{
+        "method": f"trained {kind}" if kind else "continuous", "codebook": None, "fit_on": None,
+        "bits_per_image": cont["bits_per_image"] if kind else 32 * latent_size(cont), "bits_label": f"trained {kind}" if kind else "fp32",
+        "psnr_db": c["psnr_db"]["mean"], "psnr_db_ci_low": c["psnr_db"]["low"], "psnr_db_ci_high": c["psnr_db"]["high"], "ssim": c["ssim"]["mean"],
+    }]
+    for r in books:
+        q, u, g = r["quantized"], r["usage"][split], r.get("graph") or {}
+        rows.append({
+            "method": r["method"], "codebook": r["codebook"], "fit_on": r["fit_on"], "bits_per_image": r["bits_per_image"], "bits_label": None,
+            "psnr_db": q["psnr_db"]["mean"], "psnr_db_ci_low": q["psnr_db"]["low"], "psnr_db_ci_high": q["psnr_db"]["high"], "ssim": q["ssim"]["mean"],
+            "penalty_psnr_db": r["penalty"]["psnr_db"]["mean"], "codes_used": u.get("used"), "n_codes": u.get("n_codes"), "dead_codes": u.get("dead"),
+            "entropy_nats": u.get("entropy_nats"), "entropy_bits": u.get("entropy_bits"), "perplexity": u.get("perplexity"),
+            "graph_nodes": g.get("nodes"), "graph_edges": g.get("edges"), "graph_components": g.get("components"),
         })
     return rows
 
@@ -128,7 +158,7 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
 
 
 def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None = None, split: str = "test") -> dict[str, Path]:
-    """Write the table (Markdown, CSV) and the rate-distortion PNG; returns their paths."""
+    """Write the table (Markdown, tidy CSV) and the rate-distortion PNG; returns their paths."""
     run = Run.open(run_dir)
     out = Path(out_dir) if out_dir else run.report_dir
     cont, books = load_results(run, split)
@@ -136,6 +166,6 @@ def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None =
     paths = {"markdown": out / f"codebooks-{split}.md", "csv": out / f"codebooks-{split}.csv", "figure": out / f"rate-distortion-{split}.png"}
     with atomic_write(paths["markdown"]) as tmp:
         tmp.write_text(markdown(rows, cont, books, split))
-    write_csv(paths["csv"], COLUMNS, rows)
+    write_text(paths["csv"], to_csv(tidy_rows(cont, books, split), TIDY_COLUMNS))
     rate_distortion_figure(cont, books, paths["figure"])
     return paths

@@ -7,6 +7,10 @@ Two sources, both files written by the commands that measure:
   ``compression-<split>.md`` and ``.csv`` beside it;
 * a run's own evaluations (``eval/continuous-<split>.json`` and ``eval/weights-*-<split>.json``):
   :func:`rows_from_evaluations` gives the run report's compression table.
+
+:func:`format_rows` gives the Markdown's strings; :func:`tidy_rows` the CSV's numbers
+(:data:`TIDY_COLUMNS`: sizes in bytes, ratios as fractions, each CI as two columns, empty
+cells for what was not measured).
 """
 
 from __future__ import annotations
@@ -15,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from posthoc_vq.errors import PosthocVQError
-from posthoc_vq.io import atomic_write, read_json
-from posthoc_vq.report.tables import markdown_table, write_csv
+from posthoc_vq.io import atomic_write, read_json, write_text
+from posthoc_vq.report.formats import to_csv
+from posthoc_vq.report.tables import markdown_table
 from posthoc_vq.run import Run
 
 COLUMNS = (
     "run", "latent dim", "parameters", "weight bits", "file bytes", "vs own fp32", "compound factor", "PSNR (dB)",
     "PSNR 95% CI", "SSIM", "PSNR change vs fp32 (dB)", "change 95% CI", "converged",
+)
+#: columns of the tidy CSV (``compression-<split>.csv``, ``--format csv``): numbers only, ratios as fractions, each CI as two columns
+TIDY_COLUMNS = (
+    "run", "latent_dim", "parameters", "weight_bits", "file_bytes", "ratio_own", "compound_factor", "psnr_db", "psnr_db_ci_low", "psnr_db_ci_high",
+    "ssim", "psnr_change_db", "psnr_change_db_ci_low", "psnr_change_db_ci_high", "converged",
 )
 
 
@@ -42,6 +52,20 @@ def format_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
             "PSNR (dB)": f"{r['psnr_db']['mean']:.2f}", "PSNR 95% CI": _ci(r["psnr_db"], 2), "SSIM": f"{r['ssim']['mean']:.4f}",
             "PSNR change vs fp32 (dB)": "-" if c is None else f"{c['mean']:+.3f}", "change 95% CI": "-" if c is None else _ci(c, 3),
             "converged": {True: "yes", False: "NO (flagged)", None: "unknown"}[r["converged"]],
+        })
+    return out
+
+
+def tidy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored numeric rows flattened for CSV (columns :data:`TIDY_COLUMNS`); None where nothing was recorded."""
+    out = []
+    for r in rows:
+        c = r["psnr_change_db"] or {}
+        out.append({
+            "run": r["run"], "latent_dim": r["latent_dim"], "parameters": r["parameters"], "weight_bits": r["bits"], "file_bytes": r.get("file_bytes"),
+            "ratio_own": r.get("ratio_own"), "compound_factor": r.get("compound_factor"), "psnr_db": r["psnr_db"]["mean"],
+            "psnr_db_ci_low": r["psnr_db"]["low"], "psnr_db_ci_high": r["psnr_db"]["high"], "ssim": r["ssim"]["mean"],
+            "psnr_change_db": c.get("mean"), "psnr_change_db_ci_low": c.get("low"), "psnr_change_db_ci_high": c.get("high"), "converged": r["converged"],
         })
     return out
 
@@ -90,7 +114,7 @@ def write_compression_table(source: str | Path, out_dir: str | Path | None = Non
     paths = {"markdown": out / f"compression-{split}.md", "csv": out / f"compression-{split}.csv", "json": path}
     with atomic_write(paths["markdown"]) as tmp:
         tmp.write_text(compression_markdown(data))
-    write_csv(paths["csv"], COLUMNS, format_rows(data["rows"]))
+    write_text(paths["csv"], to_csv(tidy_rows(data["rows"]), TIDY_COLUMNS))
     return paths
 
 

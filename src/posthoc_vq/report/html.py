@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
+from posthoc_vq.extras import require
 from posthoc_vq.report.document import Report, check_figures
 
 TEMPLATE = "report.html.j2"
+WHAT = "The report (report.html, from a Jinja2 template)"
+
+
+def require_jinja2() -> Any:
+    """The ``jinja2`` module, or a MissingExtraError naming the 'report' extra."""
+    return require("jinja2", "report", WHAT)
 
 
 def data_uri(png: Path) -> str:
@@ -22,10 +28,11 @@ def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def environment() -> Environment:
-    """The template environment: the package's ``templates/`` folder, autoescape on, undefined names are errors."""
-    return Environment(loader=PackageLoader("posthoc_vq.report", "templates"), autoescape=True, undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True)
+def environment() -> Any:
+    """The Jinja2 template environment: the package's ``templates/`` folder, autoescape on, undefined names are errors."""
+    jinja2 = require_jinja2()
+    return jinja2.Environment(loader=jinja2.PackageLoader("posthoc_vq.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
 
 
 def to_html(report: Report, folder: Path) -> str:

@@ -48,6 +48,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import _num_features, validate_data
 
 from posthoc_vq.errors import ConfigError
+from posthoc_vq.progress import report
 
 
 class ClassLabelError(ConfigError, ValueError):
@@ -118,6 +119,7 @@ def nearest(Z: np.ndarray, C: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray
     for i in range(0, len(Zt), chunk):
         d = squared_distances(Zt[i : i + chunk], Ct, c_sq)
         dist[i : i + chunk], idx[i : i + chunk] = d.min(1)
+        report("nearest-code assignment", min(i + chunk, len(Zt)), len(Zt))
     return idx.numpy(), dist.numpy()
 
 

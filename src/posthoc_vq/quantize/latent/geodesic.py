@@ -32,6 +32,7 @@ from scipy.sparse.csgraph import dijkstra
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from posthoc_vq.progress import report
 from posthoc_vq.quantize.latent.base import CodebookEstimator, squared_distances
 from posthoc_vq.quantize.latent.graph import KNNGraph, auto_knn_graph, build_knn_graph, graph_stats
 from posthoc_vq.quantize.latent.knn import knn_query
@@ -144,6 +145,7 @@ class GeodesicKMedoids(CodebookEstimator):
         self.init_medoid_indices_ = medoids.copy()
         history, n_iter = [], 0
         for n_iter in range(1, self.max_iter + 1):
+            report("geodesic medoid iterations", n_iter - 1, self.max_iter)  # the total is the cap: a converged fit ends early
             labels, dist, reach = self._assign(Z, adj, medoids)
             history.append(float(dist.sum(dtype=np.float64)))
             new = self._update_medoids(adj, medoids, labels, dist, reach)
@@ -153,6 +155,7 @@ class GeodesicKMedoids(CodebookEstimator):
         else:  # stopped by max_iter (or max_iter == 0): assign to the medoids we return
             labels, dist, _ = self._assign(Z, adj, medoids)
             history.append(float(dist.sum(dtype=np.float64)))
+        report("geodesic medoid iterations", n_iter, n_iter)
         self._set_state(Z, graph, medoids, labels, dist, n_neighbors, search)
         self.n_iter_ = n_iter
         self.objective_history_ = history

@@ -25,6 +25,7 @@ import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from posthoc_vq.progress import report
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 
 GROUP_WIDTH = 64  # centroids per group: torch's amin is fast over >= 32 contiguous floats, slow over 16
@@ -373,6 +374,7 @@ class KMeans(CodebookEstimator):
         self.inertia_history_, self.n_reseeded_ = [], 0
         converged = False
         for it in range(int(self.max_iter)):
+            report("k-means iterations", it, int(self.max_iter))  # the total is the cap: a converged fit ends early
             changed = state.reassign(C)
             counts = torch.bincount(state.labels, minlength=K)
             self.inertia_history_.append(state.inertia(C, counts))
@@ -388,6 +390,7 @@ class KMeans(CodebookEstimator):
             if float(shift.sum()) <= tol:
                 break
         self.n_iter_ = it + 1
+        report("k-means iterations", self.n_iter_, self.n_iter_)
         if converged:
             self.inertia_ = self.inertia_history_[-1]
         else:  # labels must refer to the final centroids

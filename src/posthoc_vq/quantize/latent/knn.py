@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 import torch
 
+from posthoc_vq.progress import report
 from posthoc_vq.quantize.latent.base import as_latents
 
 GROUP = 16
@@ -206,14 +207,17 @@ def knn_exact(Z, k: int, *, exclude_self: bool = True, chunk_size: int | None = 
     X = X[order]
     L, R = _augment(X)
     top = _RunningTopK(len(L), k)
+    pairs = _block_order(torch.stack([X[s : s + b].mean(0) for s in range(0, N, b)]))
+    n_diag = -(-len(L) // b)
+    n_blocks = n_diag + len(pairs)  # the diagonal blocks, then every pair I < J
     for s in range(0, len(L), b):  # diagonal blocks first: every row gets a threshold
         B = L[s : s + b] @ R[s : s + b].T
         if exclude_self:
             B.diagonal().fill_(INF)
         top.tau[s : s + b] = _first_threshold(B, k)
         top.push(*_row_candidates(B, top.tau[s : s + b], s, s))
-    means = torch.stack([X[s : s + b].mean(0) for s in range(0, N, b)])
-    for I, J in _block_order(means):  # block (I, J) serves rows I and, transposed, rows J
+        report("kNN graph blocks", s // b + 1, n_blocks)
+    for n, (I, J) in enumerate(pairs, n_diag + 1):  # block (I, J) serves rows I and, transposed, rows J
         i, j = I * b, J * b
         B = L[i : i + b] @ R[j : j + b].T
         tau_r = top.tau[i : i + b]
@@ -222,6 +226,7 @@ def knn_exact(Z, k: int, *, exclude_self: bool = True, chunk_size: int | None = 
         # the row side needs its own pass over B, unless no row group can hold a candidate
         if (gmin.amin(1) < tau_r.view(GROUP, -1).amax(0)).any():
             top.push(*_row_candidates(B, tau_r, i, j))
+        report("kNN graph blocks", n, n_blocks)
     vals, idx = top.result()
     dist, idx = _finish(X, X, vals[:N], idx[:N])
     out_d, out_i = np.empty_like(dist), np.empty_like(idx)
@@ -260,13 +265,15 @@ def knn_query(Z_fit, Q, k: int, *, chunk_size: int | None = None) -> tuple[np.nd
     means = [torch.stack([P[s : s + b].mean(0) for s in range(0, len(P), b)]) for P in (Xq, X)]
     top = _RunningTopK(len(L), k)
     seen = torch.zeros(len(means[0]), dtype=torch.bool)
-    for I, J in _block_order(*means):
+    n_blocks = len(means[0]) * len(means[1])
+    for n, (I, J) in enumerate(_block_order(*means), 1):
         i, j = I * b, J * b
         B = L[i : i + b] @ R[j : j + b].T
         if not seen[I]:  # the nearest database block sets the first thresholds
             top.tau[i : i + b] = _first_threshold(B, k)
             seen[I] = True
         top.push(*_row_candidates(B, top.tau[i : i + b], i, j))
+        report("kNN query blocks", n, n_blocks)
     vals, idx = top.result()
     dist, idx = _finish(Xq, X, vals[: len(Q)], idx[: len(Q)])
     out_d, out_i = np.empty_like(dist), np.empty_like(idx)

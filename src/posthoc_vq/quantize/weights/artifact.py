@@ -22,7 +22,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 
 from posthoc_vq.config import VAEConfig, validate
-from posthoc_vq.errors import CheckpointError, PosthocVQError
+from posthoc_vq.errors import CheckpointError, NotFoundError, PosthocVQError
 from posthoc_vq.io import load_tensors, save_tensors
 from posthoc_vq.models import build_vae
 from posthoc_vq.quantize.weights.network import QuantizedNetwork, rebuild_folded
@@ -90,7 +90,7 @@ def load_packed(path: str | Path, sha256: str | None = None) -> tuple[nn.Module,
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"packed weights not found: {path}; create them with `posthoc-vq compress-weights RUN`")
+        raise NotFoundError(f"packed weights not found: {path}; create them with `posthoc-vq compress-weights RUN`")
     tensors = load_tensors(path, sha256=sha256)
     header = read_header(path)
     try:
