@@ -3,7 +3,10 @@
 __version__ = "0.1.0"
 
 # Library API (bring your own VAE), imported on first use so `import posthoc_vq.<module>` stays light.
-_API = {"fit_codebook", "evaluate", "FittedCodebook"}
+_API = {
+    "fit_codebook", "evaluate", "FittedCodebook", "load_run", "LoadedRun", "load_codebook", "compress_weights", "PackedWeights",
+    "load_packed", "evaluate_weights",
+}
 __all__ = sorted(_API) + ["__version__"]
 
 

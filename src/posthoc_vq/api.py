@@ -11,6 +11,10 @@
 ``model`` is anything :func:`posthoc_vq.autoencoders.as_autoencoder` accepts. Images are
 float tensors or arrays (N, C, H, W) in [0, 1], or an :class:`~posthoc_vq.data.ImageSet`.
 A model with a latent grid (C, h, w) is quantized per position (h * w codes per image).
+Also here: :func:`load_run`, :func:`load_codebook` (read a run's model / a saved codebook back),
+:meth:`FittedCodebook.as_module` (the codebook as an ``nn.Module``), :func:`compress_weights` /
+:func:`load_packed` (INT8/INT4 weights of any ``nn.Module``, and back) and :func:`evaluate_weights`
+(run-based). A model whose reconstructions are no better than the mean image gets ``untrained``.
 These functions are the core the run-based CLI (``posthoc-vq quantize`` / ``evaluate``) is a
 thin layer over: the same model and images give the same numbers and JSON keys.
 """
@@ -33,7 +37,8 @@ from posthoc_vq.evaluation.reconstruction import continuous_result, finish, mode
 from posthoc_vq.latents import LatentSet, encode_split, model_latents
 from posthoc_vq.quantize.codebooks import fit_on_latents
 from posthoc_vq.quantize.latent.base import CodebookEstimator, missing_labels_error
-from posthoc_vq.quantize.latent.store import estimator_class, load_codebook, save_codebook
+from posthoc_vq.quantize.latent.store import estimator_class, save_codebook
+from posthoc_vq.quantize.latent.store import load_codebook as load_codebook_folder
 
 
 @dataclass
@@ -44,17 +49,33 @@ class FittedCodebook:
     ----------
     codebook : the fitted estimator (``predict``, ``inverse_transform``, ``codebook_`` (K, C)...).
     latents : the :class:`~posthoc_vq.latents.LatentSet` it was fitted on, (N, *L);
-        ``latents.tokens()`` gives the (N * h * w, C) vectors of a latent grid.
+        ``latents.tokens()`` gives the (N * h * w, C) vectors of a latent grid. None for a
+        codebook read back with :func:`load_codebook`.
     meta : the JSON-able record a run's codebook file holds (fit set, usage, timing, ...).
     """
 
     codebook: CodebookEstimator
-    latents: LatentSet
+    latents: LatentSet | None
     meta: dict[str, Any]
 
     def save(self, folder: str | Path) -> Path:
         """Write the folder ``<folder>/`` (``codebook.safetensors`` + ``codebook.json``, as one unit); :func:`evaluate` accepts it back."""
         return save_codebook(folder, self.codebook, self.meta)
+
+    def as_module(self, *, straight_through: bool = False) -> torch.nn.Module:
+        """The codebook as a torch ``nn.Module``: ``forward(z) -> (z_q, indices)``, nearest-code per vector or grid position.
+
+        The codebook is a buffer (``.to(device)``, ``state_dict``); indices equal
+        ``self.codebook.predict`` for kmeans, random-prior and residual ((N, M) stage codes)
+        codebooks; geodesic, hybrid and class-conditional ones are refused with an error naming
+        the method. ``straight_through=True`` passes gradients to ``z`` straight through.
+
+        Example
+        -------
+        >>> quantizer = fitted.as_module()                      # doctest: +SKIP
+        >>> z_q, indices = quantizer(model.encode(images)[0])   # doctest: +SKIP
+        """
+        return self.codebook.as_module(straight_through=straight_through)
 
 
 def as_images(data: Any, labels: Any = None) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -124,13 +145,21 @@ def fit_codebook(
     return FittedCodebook(estimator, seen, meta)
 
 
+def mean_image_baseline(x: torch.Tensor, body: dict[str, Any]) -> dict[str, Any]:
+    """Mean per-image MSE of the mean image of ``x`` (N, C, H, W) against each image, beside the model's continuous MSE."""
+    mean_image = x.mean(0, keepdim=True, dtype=torch.float64)
+    per_image = ((x.double() - mean_image) ** 2).flatten(1).mean(1)
+    model_mse = ((body.get("continuous") or {}).get("mse") or {}).get("mean")
+    return {"mse": float(per_image.mean()), "model_mse": None if model_mse is None else float(model_mse), "reference": "mean image of the evaluated images"}
+
+
 def _codebook_and_meta(codebook: Any) -> tuple[CodebookEstimator, dict[str, Any]]:
     if isinstance(codebook, FittedCodebook):
         return codebook.codebook, codebook.meta
     if isinstance(codebook, CodebookEstimator):
         return codebook, {"method": codebook.method, "n_codes": codebook.n_codes}
     if isinstance(codebook, (str, Path)):
-        estimator, meta = load_codebook(codebook)
+        estimator, meta = load_codebook_folder(codebook)
         folder = Path(codebook).parent if Path(codebook).suffix in (".json", ".safetensors") else Path(codebook)
         return estimator, {"name": folder.name, **meta}
     raise TypeError(f"codebook must be a FittedCodebook, a fitted estimator or a saved codebook's path, got {type(codebook).__name__}")
@@ -161,6 +190,12 @@ def evaluate(
     change, latent MSE, token usage, bits per image, audit warnings; with ``run`` None and the
     model described by its adapter.
 
+    Untrained-model check: the training state of your own model is unknown, so the result holds
+    ``mean_image_baseline`` = {``mse``: mean per-image MSE of the mean image of ``data`` against
+    each image, ``model_mse``: mean per-image MSE of the continuous reconstructions decode(mu)};
+    when ``model_mse >= mse`` (the model reconstructs no better than predicting the average image)
+    the warnings hold ``untrained``.
+
     Raises
     ------
     OutputRangeError : the decoder leaves its declared output range.
@@ -180,4 +215,218 @@ def evaluate(
         body = codebook_result(ae, estimator, meta, x, lat, split)
         shape, seed = lat.latent_shape, (meta.get("quantize") or {}).get("random_state")
     result = {**model_header(ae, split, shape, dataset), **body}
+    result["mean_image_baseline"] = mean_image_baseline(x, body)
     return finish(result, seed, Path(out) if out is not None else None)
+
+
+# ---------------------------------------------------------------------------- runs, codebooks and packed weights
+
+
+@dataclass
+class LoadedRun:
+    """What :func:`load_run` returns.
+
+    Attributes
+    ----------
+    model : the run's trained VAE (a :class:`torch.nn.Module`, eval mode, on CPU).
+    config : the run's resolved :class:`~posthoc_vq.config.RunConfig`.
+    record : the model record (architecture, sha256, epochs trained, parameter count, ...).
+    path : the run directory.
+    """
+
+    model: torch.nn.Module
+    config: Any
+    record: dict[str, Any]
+    path: Path
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Load a run directory written by ``posthoc-vq train`` (or :func:`posthoc_vq.train.train`).
+
+    Parameters
+    ----------
+    path : the run directory.
+
+    Returns
+    -------
+    LoadedRun : ``.model`` (checksum-verified, eval mode), ``.config``, ``.record``, ``.path``.
+
+    Raises
+    ------
+    NotFoundError : no run there; CheckpointError : the model file is damaged.
+
+    Example
+    -------
+    >>> run = posthoc_vq.load_run("runs/digits")                         # doctest: +SKIP
+    >>> fit = posthoc_vq.fit_codebook(run.model, images, K=64)           # doctest: +SKIP
+    """
+    from posthoc_vq.run import Run
+
+    run = Run.open(path)
+    model, record = run.load_model()
+    return LoadedRun(model, run.config(), record, run.root)
+
+
+def load_codebook(run_or_folder: str | Path | LoadedRun, name: str | None = None) -> FittedCodebook:
+    """A saved codebook back as a :class:`FittedCodebook` (with ``latents`` None).
+
+    Parameters
+    ----------
+    run_or_folder : a run directory (or :class:`LoadedRun`) together with ``name``, or a saved
+        codebook's folder (``runs/x/codebooks/kmeans-K1024-mu-train``, or one written by
+        :meth:`FittedCodebook.save`).
+    name : the codebook's name in the run (``posthoc-vq quantize`` prints it); may be left out
+        when the run holds exactly one codebook.
+
+    Example
+    -------
+    >>> fit = posthoc_vq.load_codebook("runs/digits", "kmeans-K64-mu-train")    # doctest: +SKIP
+    >>> fit.as_module()(z)                                                     # doctest: +SKIP
+    """
+    from posthoc_vq.errors import NotFoundError
+    from posthoc_vq.quantize.codebooks import open_codebook
+    from posthoc_vq.run import Run
+
+    root = Path(run_or_folder.path if isinstance(run_or_folder, LoadedRun) else run_or_folder)
+    if (root / "codebook.json").exists() and name is None:
+        estimator, meta = load_codebook_folder(root)
+        return FittedCodebook(estimator, None, {"name": root.name, **meta})
+    run = Run.open(root)
+    if name is None:
+        names = run.codebook_names()
+        if len(names) != 1:
+            raise NotFoundError(f"{run.root} holds {len(names)} codebooks ({', '.join(names) or 'none'}): name one, load_codebook(run, name)")
+        name = names[0]
+    estimator, meta = open_codebook(run, name)
+    return FittedCodebook(estimator, None, {"name": name, **meta})
+
+
+@dataclass
+class PackedWeights:
+    """What :func:`compress_weights` returns: a network's weights as integer codes plus scales.
+
+    Attributes
+    ----------
+    network : the :class:`~posthoc_vq.quantize.weights.network.QuantizedNetwork` (codes, scales,
+        float rest, per-layer errors in ``network.errors``).
+    model_config : the architecture stored in the file header ({} for a model not built by posthoc-vq).
+    path, sha256, bytes : the written file (None until saved).
+    """
+
+    network: Any
+    model_config: dict[str, Any]
+    path: Path | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The dequantized float32 state dict (what :func:`load_packed` loads)."""
+        return self.network.state_dict()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the packed safetensors file; sets ``path``, ``sha256`` and ``bytes``."""
+        from posthoc_vq.quantize.weights.artifact import save_packed
+
+        saved = save_packed(path, self.network, self.model_config)
+        self.path, self.sha256, self.bytes = Path(path), saved["sha256"], saved["bytes"]
+        return self.path
+
+
+def compress_weights(model: torch.nn.Module, bits: int = 8, *, out: str | Path | None = None, **options: Any) -> PackedWeights:
+    """Quantize the weights of any :class:`torch.nn.Module` (Linear and Conv layers) to ``bits`` integers.
+
+    Parameters
+    ----------
+    model : the network; it is not modified (BatchNorm folding works on a copy).
+    bits : 8 or 4 (32 keeps fp32).
+    out : also write the packed file here (a ``.safetensors`` file).
+    options : other :class:`~posthoc_vq.config.WeightsConfig` keys: ``granularity``
+        ('tensor', 'channel', 'group'), ``group_size``, ``symmetric``, ``fold_bn``, ``skip``
+        (module names, or 'first' / 'last'), ``float_dtype`` ('fp32' or 'fp16').
+
+    Returns
+    -------
+    PackedWeights : ``.state_dict()`` dequantized, ``.network.errors`` per layer, ``.save(path)``.
+
+    Example
+    -------
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> packed = compress_weights(net, bits=4, out=tmp / "net.safetensors")   # doctest: +SKIP
+    >>> restored = load_packed(tmp / "net.safetensors", into=net)             # doctest: +SKIP
+    """
+    from posthoc_vq.config import WeightsConfig
+    from posthoc_vq.quantize.weights.network import quantize_network
+
+    config = validate({"bits": bits, **options}, WeightsConfig, source="compress_weights arguments")
+    model_config = model.config.model_dump(mode="json") if hasattr(getattr(model, "config", None), "model_dump") else {}
+    packed = PackedWeights(quantize_network(model, config), model_config)
+    if out is not None:
+        packed.save(out)
+    return packed
+
+
+def load_packed(path: str | Path, *, into: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Load a packed-weight file (from :func:`compress_weights` or ``posthoc-vq compress-weights``).
+
+    Parameters
+    ----------
+    path : the packed ``.safetensors`` file (a run's ``weights/<name>/weights.safetensors``).
+    into : the module to load the dequantized weights into (its layer names and shapes must be
+        those the file was packed from; BatchNorm layers folded at packing time are replaced by
+        ``nn.Identity`` in it). Left out, the posthoc-vq VAE described by the file's header is built.
+
+    Returns
+    -------
+    The module with the dequantized float weights, in eval mode (``into`` itself when given).
+
+    Raises
+    ------
+    NotFoundError : no such file. CheckpointError : the file is damaged, or its keys or shapes
+        do not fit ``into`` (the message names the first mismatching key).
+
+    Example
+    -------
+    >>> net = load_packed("runs/digits/weights/int8-channel/weights.safetensors", into=model)   # doctest: +SKIP
+    """
+    from posthoc_vq.errors import CheckpointError, NotFoundError
+    from posthoc_vq.io import load_tensors
+    from posthoc_vq.quantize.weights import artifact
+    from posthoc_vq.quantize.weights.network import rebuild_folded
+
+    path = Path(path)
+    if into is None:
+        return artifact.load_packed(path)[0]
+    if not path.exists():
+        raise NotFoundError(f"packed weights not found: {path}")
+    tensors = load_tensors(path)
+    header = artifact.read_header(path)
+    state = artifact.unpack_state(path, tensors, header["layers"])
+    module = rebuild_folded(into, header["folded_bn"])
+    expected = module.state_dict()
+    for key in expected:
+        if key not in state:
+            raise CheckpointError(f"{path} does not fit {type(into).__name__}: the module has '{key}', the file does not (was it packed from another architecture?)")
+        if state[key].shape != expected[key].shape:
+            raise CheckpointError(f"{path} does not fit {type(into).__name__}: '{key}' is {list(state[key].shape)} in the file, {list(expected[key].shape)} in the module")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise CheckpointError(f"{path} does not fit {type(into).__name__}: the file has '{extra[0]}', the module does not" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "test", codebook: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a run's packed weights ``name`` (``posthoc-vq evaluate RUN --weights NAME``), against its fp32 model and ground truth.
+
+    Run-based: the packed file is the one ``posthoc-vq compress-weights RUN`` wrote. Writes and returns
+    ``eval/weights-<name>[-<codebook>]-<split>.json`` (sizes, per-layer errors, quality of both
+    models with 95% CIs, the per-image PSNR change, audit warnings).
+
+    Example
+    -------
+    >>> main(["compress-weights", "runs/digits", "--bits", "8"])                  # doctest: +SKIP
+    >>> posthoc_vq.evaluate_weights("runs/digits", "int8-channel")["size"]["compression_factor"]   # doctest: +SKIP
+    """
+    from posthoc_vq.evaluation.weights import evaluate_weights as run_based
+
+    return run_based(run.path if isinstance(run, LoadedRun) else run, name, split=split, data_dir=data_dir, codebook=codebook)

@@ -12,7 +12,10 @@ Three readers apply these rules and none restates them:
 
 The rules (:data:`RULES`, in the order they are checked):
 
-* ``untrained``: zero training steps; every number measures random weights;
+* ``untrained``: zero training steps; every number measures random weights. A model of unknown
+  training state (``posthoc_vq.evaluate`` on your own model) gets it when its continuous
+  reconstructions' mean per-image MSE is at least that of the mean image of the evaluated images
+  (``mean_image_baseline``);
 * ``not_converged``: training stopped at the epoch limit instead of early stopping
   (checked only when the model trained at all);
 * ``output_range``: decoded outputs outside :data:`OUTPUT_RANGE`, where PSNR/SSIM with data range 1 are wrong;
@@ -75,9 +78,18 @@ class _Untrained(Rule):
     def applies(trained_steps: Any) -> bool:
         return trained_steps == 0
 
+    @staticmethod
+    def no_better_than_mean(baseline: Any) -> bool:
+        """A model of unknown training state (bring your own) whose mean per-image MSE is at least that of the mean image."""
+        return bool(baseline) and baseline.get("model_mse") is not None and baseline["model_mse"] >= baseline["mse"]
+
     def on_result(self, result):
         if self.applies((result.get("model") or {}).get("trained_steps")):
             return ["the model has zero training steps: its numbers measure random weights, not a trained VAE"]
+        baseline = result.get("mean_image_baseline")
+        if self.no_better_than_mean(baseline):
+            return [f"the model's reconstructions are no better than the mean image of the evaluated images (mean per-image MSE "
+                    f"{baseline['model_mse']:.4g} vs {baseline['mse']:.4g}): it looks untrained, so its numbers likely measure random weights"]
         return []
 
     def on_cell(self, metrics):

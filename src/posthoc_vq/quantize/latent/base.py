@@ -226,6 +226,17 @@ class CodebookEstimator(ClusterMixin, TransformerMixin, BaseEstimator):
         """(N, D) quantized latents: ``inverse_transform(predict(Z))``."""
         return self.inverse_transform(self.predict(Z))
 
+    def as_module(self, *, straight_through: bool = False):
+        """This fitted codebook as a torch ``nn.Module``: ``forward(z) -> (z_q, indices)``.
+
+        See :class:`~posthoc_vq.quantize.latent.module.CodebookModule`; indices equal
+        ``predict`` for kmeans, random-prior and residual codebooks. Geodesic, hybrid and
+        class-conditional codebooks are refused (their assignment is not Euclidean-nearest).
+        """
+        from posthoc_vq.quantize.latent.module import CodebookModule
+
+        return CodebookModule.from_estimator(self, straight_through=straight_through)
+
     # ------------------------------------------------------------------ persistence
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Learned state as tensors (saved with safetensors)."""
