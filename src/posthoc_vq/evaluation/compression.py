@@ -58,6 +58,7 @@ def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BIT
         run.verified_model_sha256()  # a missing or modified model file fails here, not half-way through the table
         cells.append((run, meta, run.model_file.stat().st_size))
     reference = max(size for _, _, size in cells)
+    bits = sorted(dict.fromkeys(int(b) for b in bits), reverse=True)  # each run's rows widest first: 32 (fp32), 8, 4
     with reporting(progress):
         return _measure(cells, bits, reference, split, data_dir)
 

@@ -3,7 +3,8 @@
 Reads the evaluation JSONs a run has (``eval/continuous-<split>.json`` and
 ``eval/<codebook>-<split>.json``) and writes ``codebooks-<split>.md``/``.csv``
 and ``rate-distortion-<split>.png``: absolute PSNR/SSIM against ground truth,
-the quantization penalty, code usage, dead codes, entropy, bits per image and
+the quantization penalty, code usage and dead codes (per stage and summed, with the
+distinct code tuples, for residual codebooks), entropy, bits per image and
 graph connectivity, one row per codebook, with the audit's warnings below.
 The Markdown is for reading (:data:`COLUMNS`, :func:`table_rows`); the CSV is tidy
 (:data:`TIDY_COLUMNS`, :func:`tidy_rows`: numbers only in numeric columns, the CI as
@@ -12,6 +13,7 @@ two columns, empty cells for what does not apply).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ COLUMNS = (
 #: columns of the tidy CSV (``--format csv``): ``bits_label`` says what the continuous row's rate is (``fp32``, or ``trained vq``)
 TIDY_COLUMNS = (
     "method", "codebook", "fit_on", "bits_per_image", "bits_label", "psnr_db", "psnr_db_ci_low", "psnr_db_ci_high", "ssim", "penalty_psnr_db",
-    "codes_used", "n_codes", "dead_codes", "entropy_nats", "entropy_bits", "perplexity", "graph_nodes", "graph_edges", "graph_components",
+    "codes_used", "n_codes", "dead_codes", "n_stages", "distinct_tuples", "entropy_nats", "entropy_bits", "perplexity", "graph_nodes", "graph_edges", "graph_components",
 )
 
 
@@ -52,6 +54,24 @@ def latent_size(result: dict[str, Any]) -> int:
     return int(np.prod(shape))
 
 
+def usage_summary(usage: dict[str, Any]) -> dict[str, Any]:
+    """Code usage of one stored ``usage`` block (:func:`posthoc_vq.metrics.codebook.codebook_usage`), over every stage.
+
+    A single-stage codebook: its own ``used``/``dead``/``n_codes``. A residual codebook (``stages`` present): ``used``,
+    ``dead`` and ``n_codes`` summed over the stages, ``n_stages``, ``distinct_tuples`` (distinct code combinations) and
+    ``text``, e.g. ``s1 900/1024, s2 850/1024; 20000 tuples``. ``distinct_tuples`` and ``n_stages`` are None for one stage.
+    """
+    stages = usage.get("stages")
+    if not stages:
+        used, n_codes = usage.get("used"), usage.get("n_codes")
+        return {"used": used, "dead": usage.get("dead"), "n_codes": n_codes, "n_stages": None, "distinct_tuples": None,
+                "text": f"{used}/{n_codes}" if used is not None else "-"}
+    tuples = usage.get("distinct_tuples")
+    text = ", ".join(f"s{i} {st['used']}/{st['n_codes']}" for i, st in enumerate(stages, 1)) + (f"; {tuples} tuples" if tuples is not None else "")
+    return {"used": sum(st["used"] for st in stages), "dead": sum(st["dead"] for st in stages), "n_codes": sum(st["n_codes"] for st in stages),
+            "n_stages": len(stages), "distinct_tuples": tuples, "text": text}
+
+
 def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
     c = cont["continuous"]
     kind = cont["model"].get("quantizer")  # a model trained with its quantizer: its own output is already quantized
@@ -63,11 +83,12 @@ def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "
     }]
     for r in books:
         q, u, g = r["quantized"], r["usage"][split], r.get("graph") or {}
+        us = usage_summary(u)
         rows.append({
             "method": r["method"], "codebook": r["codebook"], "fit on": r["fit_on"], "bits/image": f"{r['bits_per_image']:.0f}",
             "PSNR (dB)": f"{q['psnr_db']['mean']:.2f}", "PSNR 95% CI": f"[{q['psnr_db']['low']:.2f}, {q['psnr_db']['high']:.2f}]",
             "SSIM": f"{q['ssim']['mean']:.4f}", "penalty PSNR (dB)": f"{r['penalty']['psnr_db']['mean']:.2f}",
-            "code usage": f"{u['used']}/{u['n_codes']}", "dead codes": str(u["dead"]),
+            "code usage": us["text"], "dead codes": str(us["dead"]),
             "entropy (nats)": f"{u['entropy_nats']:.3f}", "entropy (bits)": f"{u['entropy_bits']:.3f}", "perplexity": f"{u['perplexity']:.1f}",
             "graph nodes": str(g.get("nodes", "-")), "graph edges": str(g.get("edges", "-")), "components": str(g.get("components", "-")),
         })
@@ -85,10 +106,12 @@ def tidy_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "t
     }]
     for r in books:
         q, u, g = r["quantized"], r["usage"][split], r.get("graph") or {}
+        us = usage_summary(u)
         rows.append({
             "method": r["method"], "codebook": r["codebook"], "fit_on": r["fit_on"], "bits_per_image": r["bits_per_image"], "bits_label": None,
             "psnr_db": q["psnr_db"]["mean"], "psnr_db_ci_low": q["psnr_db"]["low"], "psnr_db_ci_high": q["psnr_db"]["high"], "ssim": q["ssim"]["mean"],
-            "penalty_psnr_db": r["penalty"]["psnr_db"]["mean"], "codes_used": u.get("used"), "n_codes": u.get("n_codes"), "dead_codes": u.get("dead"),
+            "penalty_psnr_db": r["penalty"]["psnr_db"]["mean"], "codes_used": us["used"], "n_codes": us["n_codes"], "dead_codes": us["dead"],
+            "n_stages": us["n_stages"], "distinct_tuples": us["distinct_tuples"],
             "entropy_nats": u.get("entropy_nats"), "entropy_bits": u.get("entropy_bits"), "perplexity": u.get("perplexity"),
             "graph_nodes": g.get("nodes"), "graph_edges": g.get("edges"), "graph_components": g.get("components"),
         })
@@ -112,45 +135,105 @@ def markdown(rows: list[dict[str, Any]], cont: dict[str, Any], books: list[dict[
     return text
 
 
-def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], path: Path) -> None:
-    """PSNR against bits per image, with 95% CIs; the continuous model as a horizontal line."""
+MARKERS = "osD^vP*Xh<>p"
+
+
+def codebook_recipe(result: dict[str, Any], record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What makes a codebook's line in the rate-distortion figure: everything but its rate.
+
+    Method, latents (mu, z), fit set and, for graph methods, the graph's symmetry and n_neighbors (from the codebook
+    record's ``quantize`` settings where given). K and a residual codebook's number of stages are the rate: codebooks that
+    differ only in them lie on one line.
+    """
+    q = (record or {}).get("quantize") or {}
+    recipe = {"method": result["method"], "latents": result.get("latents"), "fit_on": result.get("fit_on")}
+    if result["method"] in GRAPH_METHODS or result.get("graph") is not None:
+        name = str(result.get("codebook") or "")  # no record: the name's suffixes (-k<n>, -mutual) say what differs from the defaults
+        k = re.search(r"-k(\d+|auto)(?=-|$)", name)
+        recipe["symmetry"] = q.get("symmetry") or ("mutual" if re.search(r"-mutual(?=-|$)", name) else "union")
+        recipe["n_neighbors"] = q.get("n_neighbors") if q else ((int(k.group(1)) if k.group(1).isdigit() else "auto") if k else 50)
+    return recipe
+
+
+#: methods whose codebook is built on a kNN graph (symmetry and n_neighbors are part of their recipe); as in posthoc_vq.quantize.codebooks
+GRAPH_METHODS = ("geodesic", "hybrid")
+
+
+def recipe_label(recipe: dict[str, Any]) -> str:
+    """``geodesic (mu, fit on train, k=15, mutual)``: the legend entry of a recipe's line (parts that are None left out)."""
+    parts = [str(recipe.get("latents")) if recipe.get("latents") else None, f"fit on {recipe['fit_on']}" if recipe.get("fit_on") else None]
+    if recipe.get("n_neighbors") is not None:
+        parts.append(f"k={recipe['n_neighbors']}")
+    if recipe.get("symmetry"):
+        parts.append(str(recipe["symmetry"]))
+    inner = ", ".join(p for p in parts if p)
+    return f"{recipe['method']} ({inner})" if inner else str(recipe["method"])
+
+
+def rate_distortion_series(books: list[dict[str, Any]], records: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The points of the rate-distortion figure, one series per codebook recipe (:func:`codebook_recipe`), as plain data.
+
+    Each series: ``label``, ``recipe``, ``method``, ``x`` (bits per image, exactly as stored: equal rates share one x,
+    no sideways dodge), ``y``, ``low``, ``high`` (PSNR mean and 95% CI), ``codebooks``, ``transductive`` (the fit set
+    includes test) and ``marker`` (one per series, so overlapping points stay told apart), sorted by x.
+    ``records``: codebook name -> its ``codebook.json`` (for the graph settings); optional.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    recipes: dict[tuple, dict[str, Any]] = {}
+    for r in books:
+        recipe = codebook_recipe(r, (records or {}).get(r["codebook"]))
+        key = tuple((k, str(v)) for k, v in recipe.items())
+        groups.setdefault(key, []).append(r)
+        recipes[key] = recipe
+    series = []
+    for i, key in enumerate(sorted(groups, key=lambda k: recipe_label(recipes[k]))):
+        rs = sorted(groups[key], key=lambda r: (r["bits_per_image"], r["codebook"]))
+        q = [r["quantized"]["psnr_db"] for r in rs]
+        series.append({
+            "label": recipe_label(recipes[key]), "recipe": recipes[key], "method": recipes[key]["method"],
+            "x": [float(r["bits_per_image"]) for r in rs], "y": [m["mean"] for m in q], "low": [m["low"] for m in q], "high": [m["high"] for m in q],
+            "codebooks": [r["codebook"] for r in rs], "transductive": any(r.get("fit_includes_test") for r in rs), "marker": MARKERS[i % len(MARKERS)],
+        })
+    return series
+
+
+def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], path: Path, records: dict[str, dict[str, Any]] | None = None) -> None:
+    """PSNR against bits per image, with 95% CIs; the continuous model as a horizontal line.
+
+    One line per codebook recipe (:func:`rate_distortion_series`): colour = method, marker = series (a legend entry each),
+    open markers and dashed line = fit set includes test. Equal rates share one x position.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    series = rate_distortion_series(books, records)
+    fig, ax = plt.subplots(figsize=(9.5, 4.5), dpi=120)
     c = cont["continuous"]["psnr_db"]
     ax.set_xscale("log", base=2)
     kind = cont["model"].get("quantizer")
     own = f"trained {kind} ({cont['bits_per_image']:g} bits/image)" if kind else "continuous (mu)"
     ax.axhline(c["mean"], color="black", lw=1.2, label=f"{own}, {c['mean']:.2f} dB")
     ax.axhspan(c["low"], c["high"], color="black", alpha=0.08)
-    # colour = method, filled marker = fitted on train only, open marker + dashed = fit set includes test
-    methods = sorted({r["method"] for r in books})
+    methods = sorted({s["method"] for s in series})
     colours = dict(zip(methods, plt.get_cmap("tab10").colors))
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in books:
-        groups.setdefault((r["method"], r["fit_on"]), []).append(r)
-    offsets = {m: 1.0 + 0.012 * (i - len(methods) / 2) for i, m in enumerate(methods)}  # small x-dodge so equal rates stay visible
-    for (method, fit_on), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: r["bits_per_image"])
-        transductive = any(r["fit_includes_test"] for r in rs)
-        x = [r["bits_per_image"] * offsets[method] for r in rs]
-        y = [r["quantized"]["psnr_db"]["mean"] for r in rs]
-        err = [[r["quantized"]["psnr_db"]["mean"] - r["quantized"]["psnr_db"]["low"] for r in rs], [r["quantized"]["psnr_db"]["high"] - r["quantized"]["psnr_db"]["mean"] for r in rs]]
+    for s in series:
+        err = [[y - lo for y, lo in zip(s["y"], s["low"])], [hi - y for y, hi in zip(s["y"], s["high"])]]
+        col = colours.get(s["method"], "0.3")
         ax.errorbar(
-            x, y, yerr=err, marker="o", capsize=3, color=colours[method], ls=("--" if transductive else "-") if len(rs) > 1 else "none",
-            mfc="white" if transductive else colours[method], label=f"{method} (fit on {fit_on})",
+            s["x"], s["y"], yerr=err, marker=s["marker"], ms=6, capsize=3, color=col, ls=("--" if s["transductive"] else "-") if len(s["x"]) > 1 else "none",
+            mfc="white" if s["transductive"] else col, alpha=0.9, label=s["label"],
         )
-    rates = sorted({r["bits_per_image"] for r in books})
-    ax.set_xticks(rates, [f"{b:g}" for b in rates])
+    rates = sorted({x for s in series for x in s["x"]})
+    if rates:
+        ax.set_xticks(rates, [f"{b:g}" for b in rates])
     ax.minorticks_off()
     ax.set_xlabel("bits per image")
     ax.set_ylabel("test PSNR vs ground truth (dB)")
     ax.set_title(f"{cont['dataset']}: post-hoc codebooks, rate against distortion")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -167,5 +250,10 @@ def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None =
     with atomic_write(paths["markdown"]) as tmp:
         tmp.write_text(markdown(rows, cont, books, split))
     write_text(paths["csv"], to_csv(tidy_rows(cont, books, split), TIDY_COLUMNS))
-    rate_distortion_figure(cont, books, paths["figure"])
+    records = {}
+    for name in {r["codebook"] for r in books}:  # the codebooks' settings (graph k, symmetry) for the figure's recipes
+        record_path = run.codebook_files(name)[1] if name in run.codebook_names() else None
+        if record_path is not None and record_path.exists():
+            records[name] = read_json(record_path, what="codebook record")
+    rate_distortion_figure(cont, books, paths["figure"], records)
     return paths

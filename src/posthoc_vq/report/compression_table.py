@@ -39,10 +39,23 @@ def _ci(m: dict[str, Any], digits: int) -> str:
     return f"[{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
 
 
+def order_by_bits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows ordered by weight bits as numbers, widest first: 32 (fp32), 8, 4 (never as strings, where int4 sorts before int8).
+
+    ``compress-table`` rows (several per run directory) stay grouped by run, in their first order; a run report's rows
+    (one label per row, all of one run) form one group. Within a bit width, rows without a codebook come before those
+    with one (`` + `` in the label); the sort is stable otherwise.
+    """
+    runs = [r["run"] for r in rows]
+    grouped = len(set(runs)) < len(runs)
+    first = {run: i for i, run in reversed(list(enumerate(runs)))} if grouped else {}
+    return sorted(rows, key=lambda r: (first.get(r["run"], 0), -int(r["bits"]), " + " in str(r["run"])))
+
+
 def format_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Rows of strings for the table from the stored numeric rows (a size that was not recorded is '-')."""
     out = []
-    for r in rows:
+    for r in order_by_bits(rows):
         c = r["psnr_change_db"]
         size, own, factor = r.get("file_bytes"), r.get("ratio_own"), r.get("compound_factor")
         out.append({
@@ -59,7 +72,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 def tidy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The stored numeric rows flattened for CSV (columns :data:`TIDY_COLUMNS`); None where nothing was recorded."""
     out = []
-    for r in rows:
+    for r in order_by_bits(rows):
         c = r["psnr_change_db"] or {}
         out.append({
             "run": r["run"], "latent_dim": r["latent_dim"], "parameters": r["parameters"], "weight_bits": r["bits"], "file_bytes": r.get("file_bytes"),
@@ -153,8 +166,8 @@ def rows_from_evaluations(run_dir: str | Path | Run, split: str = "test") -> lis
                      "compound_factor": None if fp32 is None else fp32 / size,
                      "psnr_db": block["quantized"]["psnr_db"], "ssim": block["quantized"]["ssim"], "psnr_change_db": block["psnr_change_db"],
                      "warnings": r.get("warnings", [])})
-    rows[1:] = sorted(rows[1:], key=lambda r: (-r["bits"], " + " in r["run"], r["run"]))  # INT8 before INT4; each without, then with a codebook
-    return rows
+    rows[1:] = sorted(rows[1:], key=lambda r: (-int(r["bits"]), " + " in r["run"], r["run"]))  # INT8 before INT4; each without, then with a codebook
+    return order_by_bits(rows)
 
 
 def codebook_block(result: dict[str, Any]) -> dict[str, Any] | None:

@@ -182,50 +182,104 @@ def _panel_axes(plt: Any, n: int, width: float = 6.5, height: float = 4.5) -> tu
     return fig, list(axes[0])
 
 
+def thin_ticks(values: Sequence[float], min_ratio: float = 1.15) -> list[float]:
+    """Tick positions for a log axis: the sorted values, leaving out any closer than ``min_ratio`` to the last kept one (labels would overlap)."""
+    kept: list[float] = []
+    for v in sorted(set(values)):
+        if not kept or v >= kept[-1] * min_ratio:
+            kept.append(v)
+    return kept
+
+
+def sweep_panel_series(points: dict[str, list[dict[str, Any]]], continuous: dict[str, Any], arms: Sequence[str] | None = None,
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The plotted data of one panel of :func:`sweep_rate_distortion`, as plain data: (series, reference lines).
+
+    series : one per (arm, quantizer recipe), each ``label``, ``arm``, ``name``, ``colour`` (the arm's index in ``arms``),
+        ``marker`` (distinct within the panel, so points at one rate stay told apart), ``x`` (bits per image exactly as
+        stored: equal rates share one x, no dodge), ``y``, ``low``, ``high`` (None when n < 2) and ``n`` (fewest seeds of a point).
+    reference lines : the continuous models' PSNR, each distinct value once (not once per arm): ``mean``, ``low``, ``high``,
+        ``label`` (``continuous 22.38 dB``; the arms are named only when the panel holds more than one value).
+    """
+    arms = list(arms) if arms is not None else list(dict.fromkeys([*points, *continuous]))
+    series: list[dict[str, Any]] = []
+    for arm in arms:
+        names = sorted({p["series"] for p in points.get(arm, [])})
+        for name in names:
+            pts = sorted((p for p in points[arm] if p["series"] == name), key=lambda p: p["bits"])
+            trivial = len(names) == 1 and name in ("codebook", "trained quantizer")
+            series.append({
+                "label": f"{arm} (n={min(p['n'] for p in pts)})" if trivial else f"{arm}: {name} (n={min(p['n'] for p in pts)})",
+                "arm": arm, "name": name, "colour": arms.index(arm), "marker": SERIES_MARKERS[len(series) % len(SERIES_MARKERS)],
+                "x": [float(p["bits"]) for p in pts], "y": [p["mean"] for p in pts], "low": [p["low"] for p in pts], "high": [p["high"] for p in pts],
+                "n": min(p["n"] for p in pts),
+            })
+    groups: dict[tuple[str, float], dict[str, Any]] = {}
+    for arm in arms:
+        lines = continuous.get(arm, [])
+        for line in [lines] if isinstance(lines, dict) else lines:
+            key = (str(line.get("label") or ""), round(float(line["mean"]), 2))
+            groups.setdefault(key, {"mean": line["mean"], "low": line.get("low"), "high": line.get("high"), "family": key[0], "arms": []})["arms"].append(arm)
+    refs = []
+    for (family, mean), g in groups.items():
+        where = f" ({family})" if family else ""
+        who = f" [{', '.join(g['arms'])}]" if len(groups) > 1 and len({k[1] for k in groups}) > 1 else ""
+        refs.append({"mean": g["mean"], "low": g["low"], "high": g["high"], "arms": g["arms"], "label": f"continuous{where}{who} {mean:.2f} dB"})
+    return series, refs
+
+
+SERIES_MARKERS = "osD^vP*Xh<>pd"
+
+
 def sweep_rate_distortion(panels: dict[str, tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]], path: Path, title: str) -> Path:
     """PSNR against bits per image per arm (mean and 95% CI over seeds), one panel per slice (e.g. per dataset).
 
     Parameters
     ----------
     panels : panel title -> (points, continuous):
-        points : arm label -> [{"series": quantizer settings, "bits": float, "mean", "low", "high" (None when n < 2), "n": int}];
+        points : arm label -> [{"series": quantizer recipe, "bits": float, "mean", "low", "high" (None when n < 2), "n": int}];
         continuous : arm label -> {"mean", "low", "high"} of the continuous (fp32, no codebook) PSNR, a dashed line, or a list of such
             dicts with a "label" when the arm's cells use several continuous models (e.g. one per rate family).
-    One colour per arm (its line and its codebooks), one marker per quantizer setting.
+    One colour per arm, one marker per series (:func:`sweep_panel_series`); equal rates share one x position. Each distinct
+    continuous PSNR is one grey line per panel, labelled on the line; the series' legend is shared by the panels, below them.
     """
     plt = pyplot()
-    fig, axes = _panel_axes(plt, len(panels))
+    n = len(panels)
     colours = plt.get_cmap("tab10").colors
-    markers = "osD^vP*X"
     arms = list(dict.fromkeys(a for points, cont in panels.values() for a in [*points, *cont]))
-    series_names = sorted({p["series"] for points, _ in panels.values() for pts in points.values() for p in pts})
+    fig, axes = _panel_axes(plt, n, width=5.5, height=4.2)
+    handles: dict[str, Any] = {}
     for ax, (panel, (points, continuous)) in zip(axes, panels.items()):
-        for arm in arms:
-            c = colours[arms.index(arm) % len(colours)]
-            lines = continuous.get(arm, [])
-            for k, line in enumerate([lines] if isinstance(lines, dict) else lines):  # one continuous model, or one per model of the arm
-                where = f" ({line['label']})" if line.get("label") else ""
-                ax.axhline(line["mean"], color=c, ls=("--", ":", "-.")[k % 3], lw=1, label=f"{arm}: continuous{where} {line['mean']:.2f} dB")
-            for j, name in enumerate(series_names):
-                pts = sorted((p for p in points.get(arm, []) if p["series"] == name), key=lambda p: p["bits"])
-                if not pts:
-                    continue
-                mean = np.array([p["mean"] for p in pts])
-                err = np.array([[p["mean"] - p["low"] if p["low"] is not None else 0.0 for p in pts],
-                                [p["high"] - p["mean"] if p["high"] is not None else 0.0 for p in pts]])
-                ax.errorbar([p["bits"] for p in pts], mean, yerr=err, marker=markers[j % len(markers)], capsize=3, color=c,
-                            label=f"{arm}: {name} (n={min(p['n'] for p in pts)})")
-        bits = sorted({p["bits"] for pts in points.values() for p in pts})
+        series, refs = sweep_panel_series(points, continuous, arms)
+        for k, ref in enumerate(refs):
+            ax.axhline(ref["mean"], color="0.25", ls=("--", ":", "-.")[k % 3], lw=1)
+            ax.annotate(ref["label"], (0.01, ref["mean"]), xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+                        fontsize=7, color="0.25", va="bottom")
+        for sr in series:
+            c = colours[sr["colour"] % len(colours)]
+            err = np.array([[y - lo if lo is not None else 0.0 for y, lo in zip(sr["y"], sr["low"])],
+                            [hi - y if hi is not None else 0.0 for y, hi in zip(sr["y"], sr["high"])]])
+            h = ax.errorbar(sr["x"], sr["y"], yerr=err, marker=sr["marker"], ms=6, capsize=3, color=c, mfc="none" if sr["colour"] >= len(colours) else c,
+                            alpha=0.85, label=sr["label"])
+            handles.setdefault(sr["label"], h)
+        bits = [x for sr in series for x in sr["x"]]
         if bits and min(bits) > 0:
             ax.set_xscale("log", base=2)
-            ax.set_xticks(bits, [f"{b:g}" for b in bits])
+            ticks = thin_ticks(bits)
+            ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
             ax.minorticks_off()
         ax.set_xlabel("bits per image")
         ax.set_ylabel("PSNR vs ground truth (dB)")
-        ax.set_title(f"{title}: {panel}" if panel else title, fontsize=10)
+        ax.set_title(panel or "", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    ncol = max(1, min(len(handles), 2 * n + 1, 6))
+    rows = math.ceil(len(handles) / ncol) if handles else 0
+    fig.suptitle(title, fontsize=11)
+    legend_h = 0.25 * rows + 0.2  # inches below the panels
+    fig.set_size_inches(fig.get_size_inches()[0], 4.2 + legend_h)
+    fig.tight_layout(rect=(0, legend_h / (4.2 + legend_h), 1, 1))
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     return save_png(fig, path)
 
 

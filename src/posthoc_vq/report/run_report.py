@@ -222,10 +222,12 @@ def rate_distortion_section(rf: RunFiles, out: Path) -> Section:
     """PSNR vs bits per image of the evaluated codebooks (the study figure of :mod:`codebook_table`)."""
     s = Section("rate-distortion", "Rate-distortion")
     if rf.continuous and rf.codebook_evals:
-        rate_distortion_figure(rf.continuous, rf.codebook_evals, out / "rate-distortion.png")
+        rate_distortion_figure(rf.continuous, rf.codebook_evals, out / "rate-distortion.png", rf.codebooks)
         s.figures.append(Figure("rate-distortion.png", "Rate-distortion",
                                 f"{rf.split} PSNR against ground truth vs bits per image, mean with 95% CI over images; the continuous model is the "
-                                "black line (its CI shaded). Open markers and dashed lines: codebooks fitted on data that includes the test split."))
+                                "black line (its CI shaded). One line per codebook recipe (method, latents, fit set, and graph k and symmetry for graph "
+                                "methods; K and residual stages vary along it), colour by method, a marker per line; equal rates share one x position. "
+                                "Open markers and dashed lines: codebooks fitted on data that includes the test split."))
     else:
         s.missing.append(_eval_missing(rf) if not rf.continuous else
                          f"no evaluated codebook on {rf.split}: `posthoc-vq quantize {rf.run_dir}` then `posthoc-vq evaluate {rf.run_dir} --codebook NAME`.")

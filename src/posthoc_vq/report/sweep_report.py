@@ -191,6 +191,10 @@ def ablation_section(sf: SweepFiles, out: Path) -> Section:
     return s
 
 
+#: quantizer axes that set the rate: cells differing only in them lie on one line of the rate-distortion figure
+RATE_AXES = ("quantize.K", "quantize.n_stages")
+
+
 def _panel_axes_of(sf: SweepFiles) -> list[str]:
     """Axes whose values get a panel of their own in the rate-distortion and compute figures (e.g. the dataset)."""
     c = sf.compare
@@ -234,7 +238,8 @@ def rate_distortion_section(sf: SweepFiles, out: Path) -> Section:
         if post_hoc and own_run:  # a trained quantizer's 'continuous' output is its quantized output: no continuous line for it
             cont[panel][arm][r["train_key"]] = m.get("continuous_psnr_db")
         if m.get("bits_per_image"):
-            quant = ", ".join(f"{k}={v}" for k, v in r["axes"].items() if k.startswith("quantize.") and k != c.axis)
+            quant = ", ".join(f"{k}={v}" for k, v in r["axes"].items()  # the recipe: K and residual stages are the rate, along one line
+                              if k.startswith("quantize.") and k not in (c.axis, *RATE_AXES))
             cells[(panel, arm, quant or ("codebook" if post_hoc else "trained quantizer"), float(m["bits_per_image"]))].append(m["psnr_db"])
         if m.get("compute_seconds"):
             group = ", ".join(f"{t}={r['axes'][t]}" for t in tags) or (f"{m.get('bits_per_image'):g} bits" if m.get("bits_per_image") else "continuous")
@@ -261,7 +266,9 @@ def rate_distortion_section(sf: SweepFiles, out: Path) -> Section:
     sweep_rate_distortion(dict(sorted(panels.items())), out / "rate-distortion.png", f"{sf.spec.name}: PSNR against bits per image (fp32 weights)")
     s.figures.append(Figure("rate-distortion.png", "Rate-distortion",
                             f"{sf.spec.split} PSNR against ground truth vs bits per image for every post-hoc codebook and trained quantizer, mean and "
-                            "95% t CI over seeds (no bar where n = 1); dashed lines: the continuous VAE behind each post-hoc arm (mean over seeds)."))
+                            "95% t CI over seeds (no bar where n = 1). One line per arm and quantizer recipe (K and residual stages vary along it), colour by arm, "
+                            "a marker per line; equal rates share one x position. Grey lines: the continuous VAE behind the post-hoc arms (mean over "
+                            "seeds), each distinct value drawn once per panel."))
     if compute:
         cpanels: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         for (panel, arm, group), pairs in compute.items():
