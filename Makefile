@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO ?= runs/demo
 SHARED_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install browser demo test wheel-check bench clean
+.PHONY: install browser demo test test-gpu wheel-check bench clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ browser:
 test: install browser wheel-check
 	$(VENV)/bin/lint-imports
 	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest
+
+# CUDA checks, where a GPU is lent (outside the default test paths; they fail, never skip, without CUDA).
+test-gpu: install
+	$(PY) -m pytest gpu_tests
 
 # The wheel works outside the checkout: built, installed without extras into a fresh venv in a temp folder,
 # then presets/train/quantize/evaluate/report run from a temp folder (.ci/wheel_check.sh; about 100 s here).

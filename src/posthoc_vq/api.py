@@ -9,7 +9,14 @@
     result["quantized"]["psnr_db"]["mean"], result["bits_per_image"]
 
 ``model`` is anything :func:`posthoc_vq.autoencoders.as_autoencoder` accepts. Images are
-float tensors or arrays (N, C, H, W) in [0, 1], or an :class:`~posthoc_vq.data.ImageSet`.
+float tensors or arrays (N, C, H, W) in [0, 1], an :class:`~posthoc_vq.data.ImageSet`, or a
+stream: any iterable of batches (a torch ``DataLoader``, a list, a generator), each a (B, C, H, W)
+float tensor in [0, 1] or an (images, labels) pair. A stream is encoded batch by batch and only
+latents and per-image metric values are kept, so a dataset larger than memory fits; per-image
+metrics and CIs equal those of the same images as one tensor. A generator is consumed once:
+give ``fit_codebook`` and ``evaluate`` each their own (a DataLoader can be iterated again).
+``device=`` (default: the device of the model's parameters, CPU if none; 'auto', 'cpu', 'cuda',
+'cuda:N', 'mps') is where encoding and decoding run; latents, codes and metrics come back to CPU.
 A model with a latent grid (C, h, w) is quantized per position (h * w codes per image).
 Also here: :func:`load_run`, :func:`load_codebook` (read a run's model / a saved codebook back),
 :meth:`FittedCodebook.as_module` (the codebook as an ``nn.Module``), :func:`compress_weights` /
@@ -21,6 +28,7 @@ thin layer over: the same model and images give the same numbers and JSON keys.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +40,10 @@ from posthoc_vq.autoencoders import as_autoencoder
 from posthoc_vq.config import QuantizeConfig, validate
 from posthoc_vq.data import ImageSet
 from posthoc_vq.errors import DatasetError
-from posthoc_vq.evaluation.codebook import codebook_result
+from posthoc_vq.devices import resolve_device
+from posthoc_vq.evaluation.codebook import codebook_result, streamed_result
 from posthoc_vq.evaluation.reconstruction import continuous_result, finish, model_header
-from posthoc_vq.latents import LatentSet, encode_split, model_latents
+from posthoc_vq.latents import LatentSet, encode_split, model_latents, stream_latents
 from posthoc_vq.quantize.codebooks import fit_on_latents
 from posthoc_vq.quantize.latent.base import CodebookEstimator, missing_labels_error
 from posthoc_vq.quantize.latent.store import estimator_class, save_codebook
@@ -99,17 +108,96 @@ def as_images(data: Any, labels: Any = None) -> tuple[torch.Tensor, np.ndarray |
     return x.float().contiguous(), labels
 
 
+def is_stream(data: Any) -> bool:
+    """True for an iterable of image batches (DataLoader, list, generator), False for one tensor, array or ImageSet."""
+    if isinstance(data, (ImageSet, torch.Tensor, np.ndarray, str, bytes, dict)):
+        return False
+    return isinstance(data, Iterable)
+
+
+def _batch_parts(item: Any, index: int) -> tuple[Any, Any]:
+    if isinstance(item, (torch.Tensor, np.ndarray)):
+        return item, None
+    if isinstance(item, (tuple, list)) and 1 <= len(item) <= 2 and isinstance(item[0], (torch.Tensor, np.ndarray)):
+        return item[0], (item[1] if len(item) == 2 else None)
+    if isinstance(item, dict):
+        raise DatasetError(f"batch {index}: a dict batch is not understood; yield images (B, C, H, W) or (images, labels)")
+    raise DatasetError(f"batch {index}: expected images (B, C, H, W) as a float tensor, or an (images, labels) pair; got {type(item).__name__}")
+
+
+def iter_batches(data: Iterable[Any], *, require_labels: str | None = None) -> Iterator[tuple[torch.Tensor, np.ndarray | None]]:
+    """Validated (images (B, C, H, W) float32 in [0, 1] on CPU, labels (B,) int64 or None) of each batch of a stream.
+
+    Errors name the batch index: a non-float or out-of-range batch, a shape different from the
+    first batch's, labels not one per image, labels in some batches only, no batches at all.
+    ``require_labels``: the call to suggest when a batch comes without labels (a class-conditional codebook).
+    """
+    first_shape, has_labels, n = None, None, 0
+    for i, item in enumerate(data):
+        images, labels = _batch_parts(item, i)
+        x = torch.as_tensor(images)
+        if not x.is_floating_point():
+            raise DatasetError(f"batch {i}: images must be floats in [0, 1], got dtype {x.dtype}; convert with images.float() / 255")
+        if x.ndim != 4 or len(x) == 0:
+            raise DatasetError(f"batch {i}: images must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        if first_shape is None:
+            first_shape = tuple(x.shape[1:])
+        elif tuple(x.shape[1:]) != first_shape:
+            raise DatasetError(f"batch {i}: images of shape {tuple(x.shape[1:])} per image, but batch 0 had {first_shape}; every batch must hold images of one shape")
+        x = x.detach().cpu().float().contiguous()
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DatasetError(f"batch {i}: images must lie in [0, 1], these lie in [{lo:.4g}, {hi:.4g}]; rescale them")
+        if has_labels is None:
+            has_labels = labels is not None
+        elif has_labels != (labels is not None):
+            raise DatasetError(f"batch {i}: {'has' if labels is not None else 'has no'} labels, but batch 0 {'had' if has_labels else 'had none'}; give labels with every batch or with none")
+        if labels is not None:
+            labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+            if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
+                raise DatasetError(f"batch {i}: labels must be ({len(x)},) integers, one per image; got shape {labels.shape}, dtype {labels.dtype}")
+            labels = labels.astype(np.int64)
+        elif require_labels is not None:
+            raise missing_labels_error("class-conditional", require_labels)
+        n += len(x)
+        yield x, labels
+    if n == 0:
+        raise DatasetError("the stream of image batches gave no batches (a generator is consumed once: give fit_codebook and evaluate each their own)")
+
+
+class _Tally:
+    """Passes a stream's batches on, summing images (float64) for the mean-image baseline and noting whether labels came."""
+
+    def __init__(self, batches: Iterable[tuple[torch.Tensor, np.ndarray | None]]) -> None:
+        self.batches, self.n, self.s1, self.s2, self.labelled = batches, 0, None, None, False
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, np.ndarray | None]]:
+        for x, y in self.batches:
+            xd = x.double()
+            self.s1 = xd.sum(0) if self.s1 is None else self.s1 + xd.sum(0)
+            self.s2 = (xd**2).sum(0) if self.s2 is None else self.s2 + (xd**2).sum(0)
+            self.n += len(x)
+            self.labelled = y is not None
+            yield x, y
+
+    def mean_image_mse(self) -> float:
+        mean = self.s1 / self.n
+        return float((self.s2 / self.n - mean**2).mean())
+
+
 def fit_codebook(
     model: Any, data: Any, *, method: str = "kmeans", K: int = 1024, latents: str = "mu", latent_seed: int = 0,
     labels: Any = None, fit_on: str = "data", max_fit_vectors: int | None = None, random_state: int = 0,
-    batch_size: int = 1000, **options: Any,
+    batch_size: int = 1000, device: str | torch.device | None = None, **options: Any,
 ) -> FittedCodebook:
     """Encode ``data`` with ``model`` and fit a codebook on the latents (per position for latent grids).
 
     Parameters
     ----------
     model : any autoencoder (see :func:`posthoc_vq.autoencoders.as_autoencoder`).
-    data : images (N, C, H, W) in [0, 1] (tensor or array) or an ImageSet.
+    data : images (N, C, H, W) in [0, 1] (tensor or array), an ImageSet, or a stream of batches
+        (a DataLoader, list or generator of (B, C, H, W) tensors or (images, labels) pairs; labels
+        then come from the pairs). Only the latents of a stream are kept.
     method : 'kmeans', 'geodesic', 'hybrid', 'residual', 'random-prior' or 'class-conditional'.
     K : codebook size (per stage for residual; for class-conditional the total budget, floor(K / n_classes) codes per class).
     latents : 'mu' (posterior means) or 'z' (samples, drawn with ``latent_seed``).
@@ -119,6 +207,11 @@ def fit_codebook(
     max_fit_vectors : fit on a seeded sample of at most this many vectors; all are assigned.
         For millions of tokens, ~256 * K is plenty for k-means.
     random_state : seed of the estimator and of the sample.
+    batch_size : images per ``encode`` call (a stream's batches are split further when larger).
+    device : where the images are encoded ('auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a
+        ``torch.device``); default the device of the model's parameters (CPU if none: a
+        :class:`~posthoc_vq.autoencoders.FunctionAutoencoder` over a GPU model's functions needs
+        ``device='cuda'``). The latents come back to CPU for fitting.
     options : other :class:`~posthoc_vq.config.QuantizeConfig` keys: n_neighbors, symmetry,
         graph ('exact' or 'hnsw'), n_stages, max_iter, threads (sets torch's process-wide
         thread count; left alone when not given).
@@ -131,13 +224,21 @@ def fit_codebook(
         {"method": method, "K": K, "latents": latents, "latent_seed": latent_seed, "max_fit_vectors": max_fit_vectors, "random_state": random_state, **options},
         QuantizeConfig, source="fit_codebook arguments",
     )
+    dev = resolve_device(device, model)
     ae = as_autoencoder(model)
-    x, labels = as_images(data, labels)
-    if labels is None and estimator_class(q.method).needs_labels:  # model_latents would give every image label 0: one class
-        raise missing_labels_error(q.method, "fit_codebook(model, data, labels=labels, ...)")
+    needs_labels = estimator_class(q.method).needs_labels
     if "threads" in options:  # torch's thread count is process-wide: changed only when asked
         torch.set_num_threads(q.threads)
-    seen = model_latents(ae, x, labels, kind=q.latents, seed=q.latent_seed, split=fit_on, batch_size=batch_size)
+    if is_stream(data):
+        if labels is not None:
+            raise DatasetError("labels= is for one tensor of images; a stream of batches carries its labels: yield (images, labels) pairs")
+        hint = "fit_codebook(model, batches_of_(images, labels), ...)" if needs_labels else None
+        seen = stream_latents(ae, iter_batches(data, require_labels=hint), kind=q.latents, seed=q.latent_seed, split=fit_on, batch_size=batch_size, device=dev)
+    else:
+        x, labels = as_images(data, labels)
+        if labels is None and needs_labels:  # model_latents would give every image label 0: one class
+            raise missing_labels_error(q.method, "fit_codebook(model, data, labels=labels, ...)")
+        seen = model_latents(ae, x, labels, kind=q.latents, seed=q.latent_seed, split=fit_on, batch_size=batch_size, device=dev)
     estimator, meta = fit_on_latents(seen, q)
     meta["quantize"].pop("fit_on", None)  # the fit set is ``fit_on`` above, not a run split
     name = q.model_copy(update={"fit_on": fit_on}).default_name()  # default name with this fit set's name
@@ -167,7 +268,7 @@ def _codebook_and_meta(codebook: Any) -> tuple[CodebookEstimator, dict[str, Any]
 
 def evaluate(
     model: Any, codebook: Any, data: Any, *, labels: Any = None, split: str = "data", dataset: str | None = None,
-    out: str | Path | None = None, batch_size: int = 1000,
+    out: str | Path | None = None, batch_size: int = 1000, device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on images ``data``, continuous and (if ``codebook`` is given) quantized.
 
@@ -176,12 +277,15 @@ def evaluate(
     model : any autoencoder (see :func:`posthoc_vq.autoencoders.as_autoencoder`).
     codebook : a :class:`FittedCodebook`, a fitted estimator, a saved codebook's folder
         (``runs/x/codebooks/kmeans-K1024-mu-train``), or None for the continuous model only.
-    data : images (N, C, H, W) in [0, 1] (tensor or array) or an ImageSet: the ground truth.
+    data : images (N, C, H, W) in [0, 1] (tensor or array) or an ImageSet: the ground truth; or a
+        stream of batches as in :func:`fit_codebook` (each batch is encoded, decoded and scored,
+        then dropped: per-image metrics and CIs equal the one-tensor ones).
     labels : (N,) class labels for per-class usage; required by a class-conditional codebook (each
         image is coded with its class's codebook).
     split : name of these images in the result (``usage[split]``).
     dataset : dataset name recorded in the result.
     out : write the JSON result here too.
+    device : where encoding and decoding run (see :func:`fit_codebook`); recorded as ``device``.
 
     Returns
     -------
@@ -201,21 +305,36 @@ def evaluate(
     OutputRangeError : the decoder leaves its declared output range.
     LatentShapeError : the codebook's vectors are not the size of the model's latent tokens.
     """
+    dev = resolve_device(device, model)
     ae = as_autoencoder(model)
-    x, labels = as_images(data, labels)
-    if codebook is None:
-        z = encode_split(ae, x, "mu", batch_size=batch_size)
-        body, shape, seed = continuous_result(ae, x, batch_size, z=z), tuple(z.shape[1:]), None
+    estimator, meta = _codebook_and_meta(codebook) if codebook is not None else (None, {})
+    seed = (meta.get("quantize") or {}).get("random_state") if codebook is not None else None
+    if is_stream(data):
+        if labels is not None:
+            raise DatasetError("labels= is for one tensor of images; a stream of batches carries its labels: yield (images, labels) pairs")
+        hint = "evaluate(model, codebook, batches_of_(images, labels), ...)" if estimator is not None and estimator.needs_labels else None
+        tally = _Tally(iter_batches(data, require_labels=hint))
+        body, lat = streamed_result(ae, estimator, meta, tally, split, kind=meta.get("latents", "mu"), seed=meta.get("latent_seed") or 0,
+                                    batch_size=batch_size, device=dev)
+        result = {**model_header(ae, split, lat.latent_shape, dataset), **body}
+        model_mse = ((body.get("continuous") or {}).get("mse") or {}).get("mean")
+        result["mean_image_baseline"] = {"mse": tally.mean_image_mse(), "model_mse": None if model_mse is None else float(model_mse),
+                                         "reference": "mean image of the evaluated images"}
     else:
-        estimator, meta = _codebook_and_meta(codebook)
-        if labels is None and estimator.needs_labels:
-            raise missing_labels_error(estimator.method, "evaluate(model, codebook, data, labels=labels, ...)")
-        kind = meta.get("latents", "mu")
-        lat = model_latents(ae, x, labels, kind=kind, seed=meta.get("latent_seed") or 0, split=split, batch_size=batch_size)
-        body = codebook_result(ae, estimator, meta, x, lat, split)
-        shape, seed = lat.latent_shape, (meta.get("quantize") or {}).get("random_state")
-    result = {**model_header(ae, split, shape, dataset), **body}
-    result["mean_image_baseline"] = mean_image_baseline(x, body)
+        x, labels = as_images(data, labels)
+        if estimator is None:
+            z = encode_split(ae, x, "mu", batch_size=batch_size, device=dev)
+            body, shape = continuous_result(ae, x, batch_size, z=z, device=dev), tuple(z.shape[1:])
+        else:
+            if labels is None and estimator.needs_labels:
+                raise missing_labels_error(estimator.method, "evaluate(model, codebook, data, labels=labels, ...)")
+            kind = meta.get("latents", "mu")
+            lat = model_latents(ae, x, labels, kind=kind, seed=meta.get("latent_seed") or 0, split=split, batch_size=batch_size, device=dev)
+            body = codebook_result(ae, estimator, meta, x, lat, split, device=dev)
+            shape = lat.latent_shape
+        result = {**model_header(ae, split, shape, dataset), **body}
+        result["mean_image_baseline"] = mean_image_baseline(x, body)
+    result["device"] = str(dev)
     return finish(result, seed, Path(out) if out is not None else None)
 
 

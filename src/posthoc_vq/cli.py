@@ -225,6 +225,18 @@ def _print_perceptual(args: argparse.Namespace, r: dict) -> None:
                   f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook, weights=args.weights, kind='perceptual')}")
 
 
+def _add_device(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--device", default="cpu", metavar="auto|cpu|cuda|cuda:N|mps",
+                   help=f"device for {what}: cpu (the default, for reproducible numbers), auto (cuda, else mps, else cpu), cuda, cuda:N or mps; recorded in the JSON")
+
+
+def _device(args: argparse.Namespace) -> Any:
+    """The resolved --device (a usage error, exit 2, when unknown or not available here)."""
+    from posthoc_vq.devices import resolve_device
+
+    return resolve_device(getattr(args, "device", "cpu"))
+
+
 def _evaluate_pixels(args: argparse.Namespace, progress: Any) -> dict:
     from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
     from posthoc_vq.evaluation.samples import write_samples
@@ -236,9 +248,9 @@ def _evaluate_pixels(args: argparse.Namespace, progress: Any) -> dict:
             write_samples(args.run, args.split, weights=args.weights, data_dir=args.data_dir)  # the report's images of this model
         return result
     if args.codebook:
-        result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir, progress=progress)
+        result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir, progress=progress, device=_device(args))
     else:
-        result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir, progress=progress)
+        result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir, progress=progress, device=_device(args))
     write_samples(args.run, args.split, codebook=args.codebook, data_dir=args.data_dir)  # the decoded images and code counts a report draws
     return result
 
@@ -307,7 +319,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if args.name is not None:
         q.name = args.name  # validated on assignment: a name that leaves the run is refused here
     with _progress(args) as progress:
-        name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir, progress=progress)
+        name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir, progress=progress, device=_device(args))
     u = meta["fit_usage"]
     per_class = f" ({estimator.codes_per_class_} per class x {len(estimator.classes_)} classes)" if estimator.needs_labels else ""
     _say(args,
@@ -670,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=100, help="test pairs for interp")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, pairs and KID subsets drawn")
     p.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for lpips (never downloaded)")
+    _add_device(p, "encoding and decoding of the pixel metrics (mse, psnr, ssim) of the fp32 model (--weights and the offline metrics run on CPU)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = command("quantize", help="fit a post-hoc latent codebook on a trained run")
@@ -687,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="codebook name (default from method, K, latents, fit set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. quantize.max_iter=20")
     _add_data_dir(p)
+    _add_device(p, "encoding the fit set's images (the fit itself runs on CPU)")
     p.set_defaults(func=_cmd_quantize)
 
     p = command("finetune", help="fine-tune a run's decoder (and optionally its codebook) on a codebook's quantized latents, into a new run")

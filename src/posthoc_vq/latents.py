@@ -78,20 +78,43 @@ class LatentSet:
         return np.repeat(self.labels, self.tokens_per_image)
 
 
-def encode_split(model: Any, images: torch.Tensor, kind: LatentKind, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
-    """(N, *L) latents of images (N, C, H, W) in [0, 1]; ``model`` is any autoencoder (see :mod:`posthoc_vq.autoencoders`)."""
-    return encode_images(as_autoencoder(model), images, kind, seed, batch_size)
+def encode_split(model: Any, images: torch.Tensor, kind: LatentKind, seed: int = 0, batch_size: int = 1000, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """(N, *L) CPU latents of images (N, C, H, W) in [0, 1]; ``model`` is any autoencoder (see :mod:`posthoc_vq.autoencoders`).
+
+    ``device``: where the batches are encoded (None: where the images are)."""
+    return encode_images(as_autoencoder(model), images, kind, seed, batch_size, device=device)
 
 
-def model_latents(model: Any, images: torch.Tensor, labels: np.ndarray | None = None, *, kind: LatentKind = "mu", seed: int = 0, split: str = "data", batch_size: int = 1000) -> LatentSet:
-    """:class:`LatentSet` of images (N, C, H, W) in [0, 1] under any autoencoder; labels default to 0."""
+def model_latents(model: Any, images: torch.Tensor, labels: np.ndarray | None = None, *, kind: LatentKind = "mu", seed: int = 0, split: str = "data",
+                  batch_size: int = 1000, device: torch.device | str | None = None) -> LatentSet:
+    """:class:`LatentSet` of images (N, C, H, W) in [0, 1] under any autoencoder; labels default to 0; encoded on ``device``."""
     if kind not in ("mu", "z"):
         raise ConfigError(f"latents must be 'mu' or 'z', got '{kind}'")
     tic = time.perf_counter()
-    values = encode_split(model, images, kind, seed, batch_size).numpy()
+    values = encode_split(model, images, kind, seed, batch_size, device=device).numpy()
     compute = compute_record(time.perf_counter() - tic, 0, len(values))
     labels = np.zeros(len(values), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
     return LatentSet(values, labels, split, kind, seed if kind == "z" else None, compute)
+
+
+def stream_latents(model: Any, batches: Any, *, kind: LatentKind = "mu", seed: int = 0, split: str = "data", batch_size: int = 1000,
+                   device: torch.device | str | None = None) -> LatentSet:
+    """:class:`LatentSet` of a stream of (images (B, C, H, W) in [0, 1], labels (B,) or None) batches, encoded batch by batch on ``device``.
+
+    Only the latents are kept, not the images. ``z`` draws its noise from one generator seeded with
+    ``seed`` across the batches (the same batches give the same samples). Labels default to 0.
+    """
+    if kind not in ("mu", "z"):
+        raise ConfigError(f"latents must be 'mu' or 'z', got '{kind}'")
+    ae = as_autoencoder(model)
+    gen = torch.Generator().manual_seed(seed)
+    tic = time.perf_counter()
+    values, labels = [], []
+    for x, y in batches:
+        values.append(encode_images(ae, x, kind, seed, batch_size, device=device, generator=gen).numpy())
+        labels.append(np.zeros(len(x), dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64))
+    out = np.concatenate(values)
+    return LatentSet(out, np.concatenate(labels), split, kind, seed if kind == "z" else None, compute_record(time.perf_counter() - tic, 0, len(out)))
 
 
 def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> DatasetSplits:
@@ -101,9 +124,12 @@ def load_run_splits(run_dir: str | Path, data_dir: str | None = None) -> Dataset
 
 def run_latents(
     run_dir: str | Path, split: str = "train", kind: LatentKind = "mu", *, seed: int = 0,
-    splits: DatasetSplits | None = None, data_dir: str | None = None, model: Any | None = None,
+    splits: DatasetSplits | None = None, data_dir: str | None = None, model: Any | None = None, device: torch.device | str | None = None,
 ) -> LatentSet:
     """Latents of one split (or a '+'-joined union like 'train+test'), cached in the run directory.
+
+    ``device``: where images are encoded when the cache is missing or stale (the model is moved
+    there); the cache holds CPU latents, whichever device made them.
 
     The set's ``compute`` is what encoding it cost when it was cached (summed over a union's
     splits); None when a cache predates compute accounting.
@@ -115,7 +141,7 @@ def run_latents(
     if bad:
         raise ConfigError(f"unknown split(s) {bad} in '{split}'; use train, val, test or a union such as train+test")
     run = Run.open(run_dir)
-    sets = [_one_split(run, p, kind, seed, splits, data_dir, model) for p in parts]
+    sets = [_one_split(run, p, kind, seed, splits, data_dir, model, device) for p in parts]
     compute = total_compute({s.split: s.compute for s in sets})
     return LatentSet(
         np.concatenate([s.values for s in sets]), np.concatenate([s.labels for s in sets]), split, kind, seed if kind == "z" else None,
@@ -123,7 +149,7 @@ def run_latents(
     )
 
 
-def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, model) -> LatentSet:
+def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, model, device=None) -> LatentSet:
     """One split's latents: the cache when it was made from this exact model file, else encoded and cached."""
     model_sha = run.verified_model_sha256()  # the weights on disk, not just the recorded checksum
     tensor_path, record_path = run.latent_files(kind, split, seed)
@@ -134,10 +160,12 @@ def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, mod
             return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None, meta.get("compute"))
     if model is None:
         model, _ = run.load_model()
+    if device is not None:
+        model = model.to(device)
     splits = splits or load_run_splits(run.root, data_dir)
     images = splits.split(split)
     tic = time.perf_counter()
-    values = encode_split(model, images.to_tensor(), kind, seed)  # (N, *L)
+    values = encode_split(model, images.to_tensor(), kind, seed, device=device)  # (N, *L), on CPU
     compute = compute_record(time.perf_counter() - tic, 0, len(values))  # the forward passes only, not loading the data
     labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
     with run.lock("encode latents"):

@@ -120,8 +120,14 @@ def to_model_range(x: torch.Tensor, output_range: tuple[float, float]) -> torch.
 
 
 @torch.no_grad()
-def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
-    """Latents (N, *L) of images (N, C, H, W) in [0, 1]: posterior means, or samples.
+def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", seed: int = 0, batch_size: int = 1000, *,
+                  device: torch.device | str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latents (N, *L) on CPU of images (N, C, H, W) in [0, 1]: posterior means, or samples.
+
+    ``device``: each batch is moved there for ``encode`` (None: left where it is); the latents
+    come back to CPU. ``generator``: a CPU generator to draw ``eps`` from (seeded with ``seed``
+    when None), so a stream of batches can share one; ``eps`` is drawn on CPU, so the samples do
+    not depend on the device.
 
     ``kind='z'`` draws ``mu + exp(logvar / 2) * eps`` with ``eps`` from a generator seeded by
     ``seed``, batch by batch. Raises :class:`LatentShapeError` when a batch's latents do not have
@@ -129,11 +135,13 @@ def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", se
     when ``z`` is asked of a model whose encoder gives no ``logvar``.
     """
     lo_hi = check_range(model.output_range, _name(model))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed) if generator is None else generator
     expected = tuple(model.latent_shape) if getattr(model, "latent_shape", None) else None
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size]
+        if device is not None:
+            x = x.to(device)
         post = as_encoded(model.encode(to_model_range(x, lo_hi)), f"{_name(model)}.encode")
         shape = tuple(post.mu.shape[1:])
         if post.mu.shape[0] != len(x) or post.mu.ndim < 2:
@@ -148,10 +156,10 @@ def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", se
         if kind == "z":
             if post.logvar is None:
                 raise ModelContractError(f"{_name(model)}.encode returns no logvar, so sampled latents (z) are not defined; use latents='mu'")
-            eps = torch.randn(post.mu.shape, generator=gen)
-            out.append(post.mu + eps * torch.exp(0.5 * post.logvar))
+            eps = torch.randn(post.mu.shape, generator=gen).to(post.mu.device)
+            out.append((post.mu + eps * torch.exp(0.5 * post.logvar)).cpu())
         elif kind == "mu":
-            out.append(post.mu)
+            out.append(post.mu.cpu())
         else:
             raise ModelContractError(f"latents must be 'mu' or 'z', got '{kind}'")
         report("encoding images", i + len(x), len(images))
@@ -159,8 +167,10 @@ def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", se
 
 
 @torch.no_grad()
-def decode_latents(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, 1] decoded from latents (N, *L), batch by batch.
+def decode_latents(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1], on CPU, decoded from latents (N, *L), batch by batch.
+
+    ``device``: each batch of latents is moved there for ``decode`` (None: left where it is).
 
     The decoder's output is checked against the model's ``output_range`` (within
     ``RANGE_TOLERANCE`` of its width) and then mapped linearly to [0, 1].
@@ -174,7 +184,8 @@ def decode_latents(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000) 
     tol = RANGE_TOLERANCE * (hi - lo)
     out = []
     for i in range(0, len(z), batch_size):
-        x = torch.as_tensor(model.decode(z[i : i + batch_size])).float()
+        zb = z[i : i + batch_size]
+        x = torch.as_tensor(model.decode(zb if device is None else zb.to(device))).float().cpu()
         if x.ndim != 4 or len(x) != len(z[i : i + batch_size]):
             raise ModelContractError(f"{_name(model)}.decode must return images (B, C, H, W); got shape {tuple(x.shape)} for {len(z[i : i + batch_size])} latents")
         x_lo, x_hi = float(x.min()), float(x.max())

@@ -16,14 +16,16 @@ encoding the fit set, fitting the codebook) and its total, for quality-vs-comput
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from posthoc_vq.autoencoders import LatentShapeError
-from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, finish, run_header, split_images
+from posthoc_vq.autoencoders import LatentShapeError, as_autoencoder, encode_images
+from posthoc_vq.devices import resolve_device
+from posthoc_vq.evaluation.reconstruction import ImageQuality, OutputComparison, compare_outputs, decode, finish, run_header, split_images
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
@@ -44,7 +46,8 @@ def check_codebook_fits(codebook: CodebookEstimator, latent_shape: tuple[int, ..
         )
 
 
-def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, Any], x: torch.Tensor, latents: LatentSet, split: str) -> dict[str, Any]:
+def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, Any], x: torch.Tensor, latents: LatentSet, split: str, *,
+                    device: torch.device | str | None = None) -> dict[str, Any]:
     """The metric part of a codebook evaluation.
 
     Parameters
@@ -56,14 +59,22 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     latents : their latents (N, *L), of the kind the codebook was fitted on, with the images' class
         labels (a ``class-conditional`` codebook codes each token within its image's class).
     split : name of these images in the result (``usage[split]``).
+    device : where decoding runs (None: where the latents are, CPU); metrics and codes on CPU.
     """
     name = cb_meta.get("name") or codebook.method
     check_codebook_fits(codebook, latents.latent_shape, name)
     tokens, token_labels = latents.tokens(), latents.token_labels()  # (N * T, C), (N * T,)
     codes = predict_codes(codebook, tokens, token_labels)  # (N * T,) or (N * T, M) for residual; class-conditional: within each token's class
     z = torch.from_numpy(latents.values)
-    z_quant = torch.from_numpy(from_tokens(codebook.inverse_transform(codes), latents.latent_shape))
-    x_cont, x_quant = decode(model, z), decode(model, z_quant)
+    z_quant = from_tokens(codebook.inverse_transform(codes), latents.latent_shape)
+    x_cont, x_quant = decode(model, z, device=device), decode(model, torch.from_numpy(z_quant), device=device)
+    return codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, compare_outputs(x, x_cont, x_quant))
+
+
+def codebook_fields(codebook: CodebookEstimator, cb_meta: dict[str, Any], latents: LatentSet, codes: np.ndarray, z_quant: np.ndarray, split: str,
+                    comparison: dict[str, Any]) -> dict[str, Any]:
+    """The keys of :func:`codebook_result` from the latents, their codes and quantized latents (N, *L), and :func:`compare_outputs`."""
+    name = cb_meta.get("name") or codebook.method
     fit_on = cb_meta.get("fit_on")
     return {
         "codebook": name,
@@ -78,11 +89,49 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
         "fit_on": fit_on,
         "fit_includes_test": cb_meta.get("fit_includes_test", None if fit_on is None else "test" in str(fit_on).split("+")),
         "n_fit": cb_meta.get("n_fit"),
-        **compare_outputs(x, x_cont, x_quant),
-        "latent_mse": float(np.mean(np.square(latents.values - z_quant.numpy()))),
-        "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, token_labels)},
+        **comparison,
+        "latent_mse": float(np.mean(np.square(latents.values - z_quant))),
+        "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, latents.token_labels())},
         "graph": cb_meta.get("graph"),
     }
+
+
+def streamed_result(model: Any, codebook: CodebookEstimator | None, cb_meta: dict[str, Any], batches: Iterable[tuple[torch.Tensor, np.ndarray]], split: str, *,
+                    kind: str = "mu", seed: int = 0, batch_size: int = 1000, device: torch.device | str | None = None) -> tuple[dict[str, Any], LatentSet]:
+    """:func:`codebook_result` (or, with ``codebook`` None, the ``continuous`` block) over a stream of image batches.
+
+    ``batches`` yields (x (B, C, H, W) in [0, 1] on CPU, labels (B,) int64). Each batch is encoded,
+    decoded (continuous and quantized), and its per-image metrics kept; the images are not. Codes
+    are predicted per batch (a token's code depends only on the token). ``z`` latents draw their
+    noise from one generator seeded with ``seed`` across the batches. Returns the result's metric
+    part and the :class:`LatentSet` of all images.
+    """
+    ae = as_autoencoder(model)
+    gen = torch.Generator().manual_seed(seed)
+    cont, comparison = ImageQuality(), OutputComparison()
+    values, labels, codes, z_quant = [], [], [], []
+    name = cb_meta.get("name") or (codebook.method if codebook is not None else "continuous")
+    for x, y in batches:
+        z = encode_images(ae, x, kind if codebook is not None else "mu", seed, batch_size, device=device, generator=gen)
+        x_cont = decode(ae, z, batch_size, device=device)
+        values.append(z.numpy())
+        labels.append(np.zeros(len(x), dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64))
+        if codebook is None:
+            cont.add(x, x_cont)
+            continue
+        part = LatentSet(values[-1], labels[-1], split, kind, None)
+        if len(values) == 1:
+            check_codebook_fits(codebook, part.latent_shape, name)
+        c = predict_codes(codebook, part.tokens(), part.token_labels())
+        zq = from_tokens(codebook.inverse_transform(c), part.latent_shape)
+        comparison.add(x, x_cont, decode(ae, torch.from_numpy(zq), batch_size, device=device))
+        codes.append(c)
+        z_quant.append(zq)
+    latents = LatentSet(np.concatenate(values), np.concatenate(labels), split, kind if codebook is not None else "mu", seed if kind == "z" and codebook is not None else None)
+    if codebook is None:
+        return {"latents": "mu", "continuous": cont.result()}, latents
+    body = codebook_fields(codebook, {**cb_meta, "name": name}, latents, np.concatenate(codes), np.concatenate(z_quant), split, comparison.result())
+    return body, latents
 
 
 def codebook_compute(summary: dict[str, Any] | None, cb_meta: dict[str, Any]) -> dict[str, Any]:
@@ -94,10 +143,12 @@ def codebook_compute(summary: dict[str, Any] | None, cb_meta: dict[str, Any]) ->
 
 
 def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None,
-                      progress: ProgressCallback | None = None) -> dict[str, Any]:
+                      progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
     """Evaluate codebook ``name`` of a run on ``split``; writes ``eval/<name>-<split>.json`` and returns it.
 
     ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how far encoding, assignment and decoding have got.
+    ``device``: where encoding and decoding run (:func:`~posthoc_vq.devices.resolve_device`; default CPU), recorded as ``device``;
+    codes and metrics are computed on CPU.
     """
     run = Run.open(run_dir)
     path = run.eval_file(split, codebook=name)
@@ -107,8 +158,11 @@ def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "tes
         codebook, cb_meta = open_codebook(run, name)
         torch.set_num_threads(config.train.threads)
         splits = load_run_splits(run.root, data_dir)
-        latents = run_latents(run.root, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model)
+        dev = resolve_device(device)
+        model = model.to(dev)
+        latents = run_latents(run.root, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model, device=dev)
         x = split_images(splits, split)
-        result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split)}
+        result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split, device=dev)}
+        result["device"] = str(dev)
         result["compute"] = codebook_compute(run.summary(), cb_meta)
         return finish(result, config.seed, path)

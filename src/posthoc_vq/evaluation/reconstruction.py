@@ -24,6 +24,7 @@ import torch
 
 from posthoc_vq.autoencoders import as_autoencoder, decode_latents
 from posthoc_vq.data import DatasetSplits
+from posthoc_vq.devices import resolve_device
 from posthoc_vq.audit import audit
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
@@ -45,13 +46,54 @@ def split_images(splits: DatasetSplits, split: str) -> torch.Tensor:
     return splits.split(split).to_tensor()
 
 
-def decode(model: Any, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def decode(model: Any, z: torch.Tensor, batch_size: int = 1000, *, device: torch.device | str | None = None) -> torch.Tensor:
     """Decoded images (N, C, H, W) in [0, 1] from latents (N, *L).
 
     ``model`` is any autoencoder (this package's VAEs, an adapter, ...); a decoder whose output
     leaves its declared range raises :class:`~posthoc_vq.autoencoders.OutputRangeError`.
     """
-    return decode_latents(as_autoencoder(model), z, batch_size)
+    return decode_latents(as_autoencoder(model), z, batch_size, device=device)
+
+
+class ImageQuality:
+    """Per-image MSE, PSNR and SSIM of outputs against references, gathered batch by batch.
+
+    Only the per-image values (and the outputs' range) are kept, not the images, so a stream of
+    batches gives exactly the per-image values and CIs of one tensor: :func:`image_quality` is
+    this with one batch.
+    """
+
+    def __init__(self) -> None:
+        self.mse: list[np.ndarray] = []
+        self.psnr: list[np.ndarray] = []
+        self.ssim: list[np.ndarray] = []
+        self.lo, self.hi, self.image_size = float("inf"), float("-inf"), None
+
+    def add(self, reference: torch.Tensor, output: torch.Tensor) -> ImageQuality:
+        self.image_size = reference.shape[-1]
+        self.mse.append(mse(reference, output).numpy())
+        self.psnr.append(psnr(reference, output, data_range=DATA_RANGE).clamp(max=PSNR_CAP_DB).numpy())
+        self.ssim.append(ssim(reference, output, data_range=DATA_RANGE).numpy())
+        self.lo, self.hi = min(self.lo, float(output.min())), max(self.hi, float(output.max()))
+        return self
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """(N,) arrays ``mse``, ``psnr_db``, ``ssim``: one value per image, in order."""
+        return {"mse": np.concatenate(self.mse), "psnr_db": np.concatenate(self.psnr), "ssim": np.concatenate(self.ssim)}
+
+    def result(self) -> dict[str, Any]:
+        """The ``image_quality`` dict: each metric's mean with a 95% CI over images."""
+        values = self.per_image()
+        win, sigma = ssim_window(self.image_size)
+        return {
+            "n_images": len(values["mse"]),
+            "mse": mean_ci(values["mse"]).to_dict(),
+            "psnr_db": mean_ci(values["psnr_db"]).to_dict(),
+            "ssim": mean_ci(values["ssim"]).to_dict(),
+            "ssim_window": {"size": win, "sigma": sigma},
+            "psnr_cap_db": PSNR_CAP_DB,
+            "output_range": [self.lo, self.hi],
+        }
 
 
 def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, Any]:
@@ -59,34 +101,40 @@ def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, An
 
     The range of ``output`` is recorded (``output_range``) for the audit; it is not clipped.
     """
-    win, sigma = ssim_window(reference.shape[-1])
-    per_psnr = psnr(reference, output, data_range=DATA_RANGE).clamp(max=PSNR_CAP_DB)
-    return {
-        "n_images": len(reference),
-        "mse": mean_ci(mse(reference, output).numpy()).to_dict(),
-        "psnr_db": mean_ci(per_psnr.numpy()).to_dict(),
-        "ssim": mean_ci(ssim(reference, output, data_range=DATA_RANGE).numpy()).to_dict(),
-        "ssim_window": {"size": win, "sigma": sigma},
-        "psnr_cap_db": PSNR_CAP_DB,
-        "output_range": [float(output.min()), float(output.max())],
-    }
+    return ImageQuality().add(reference, output).result()
 
 
 def psnr_change(x: torch.Tensor, reference_out: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
     """Per-image PSNR change (dB) of ``out`` relative to ``reference_out``, both against ``x``: mean with 95% CI."""
-    change = psnr(x, out).clamp(max=PSNR_CAP_DB) - psnr(x, reference_out).clamp(max=PSNR_CAP_DB)
-    return mean_ci(change.numpy()).to_dict()
+    return OutputComparison().add(x, reference_out, out).result()["psnr_change_db"]
+
+
+class OutputComparison:
+    """:func:`compare_outputs` gathered batch by batch (per-image values only)."""
+
+    def __init__(self) -> None:
+        self.continuous, self.quantized, self.penalty = ImageQuality(), ImageQuality(), ImageQuality()
+
+    def add(self, x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> OutputComparison:
+        self.continuous.add(x, x_fp)
+        self.quantized.add(x, x_q)
+        self.penalty.add(x_fp, x_q)
+        return self
+
+    def result(self) -> dict[str, Any]:
+        change = self.quantized.per_image()["psnr_db"] - self.continuous.per_image()["psnr_db"]  # both capped
+        return {
+            "continuous": self.continuous.result(),
+            "quantized": self.quantized.result(),
+            "penalty": self.penalty.result(),
+            "psnr_change_db": mean_ci(change).to_dict(),
+        }
 
 
 def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> dict[str, Any]:
     """Quality of a reference output and a quantized one: ``continuous`` (reference vs ground truth), ``quantized``
     (quantized vs ground truth), ``penalty`` (quantized vs reference) and the per-image ``psnr_change_db``."""
-    return {
-        "continuous": image_quality(x, x_fp),
-        "quantized": image_quality(x, x_q),
-        "penalty": image_quality(x_fp, x_q),
-        "psnr_change_db": psnr_change(x, x_fp, x_q),
-    }
+    return OutputComparison().add(x, x_fp, x_q).result()
 
 
 def run_header(run: Run, config, meta: dict[str, Any], split: str) -> dict[str, Any]:
@@ -130,13 +178,14 @@ def model_header(model: Any, split: str, latent_shape: tuple[int, ...], dataset:
     }
 
 
-def continuous_result(model: Any, x: torch.Tensor, batch_size: int = 1000, z: torch.Tensor | None = None) -> dict[str, Any]:
+def continuous_result(model: Any, x: torch.Tensor, batch_size: int = 1000, z: torch.Tensor | None = None, *,
+                      device: torch.device | str | None = None) -> dict[str, Any]:
     """Quality of decode(mu) against images ``x`` (N, C, H, W) in [0, 1]: the metric part of a result.
 
-    ``z`` (N, *L): the images' posterior means, if already encoded.
+    ``z`` (N, *L): the images' posterior means, if already encoded. ``device``: where encoding and decoding run.
     """
-    z = encode_split(model, x, "mu", batch_size=batch_size) if z is None else z
-    x_cont = decode(model, z, batch_size)
+    z = encode_split(model, x, "mu", batch_size=batch_size, device=device) if z is None else z
+    x_cont = decode(model, z, batch_size, device=device)
     return {"latents": "mu", "continuous": image_quality(x, x_cont)}
 
 
@@ -203,7 +252,7 @@ def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[
 
 
 def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None,
-                        progress: ProgressCallback | None = None) -> dict[str, Any]:
+                        progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
     """Evaluate decode(mu) against ground truth on ``split``; writes ``eval/continuous-<split>.json``.
 
     A model with a trained quantizer also gets the fields of :func:`trained_quantizer_result`.
@@ -211,6 +260,7 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
     Returns the JSON-able result (metrics with CIs, model size, training state, audit warnings, and
     ``compute``: what training (and a fine-tune) cost, see :func:`~posthoc_vq.records.model_compute`). ``progress``: an
     optional callback (:mod:`posthoc_vq.progress`) told how far encoding and decoding have got.
+    ``device``: where encoding and decoding run (:func:`~posthoc_vq.devices.resolve_device`; default CPU), recorded as ``device``.
     """
     run = Run.open(run_dir)
     path = run.eval_file(split)
@@ -220,9 +270,12 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
         splits = splits or load_run_splits(run.root, data_dir)
         torch.set_num_threads(config.train.threads)
         x = split_images(splits, split)
-        z = encode_split(model, x, "mu")
-        result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z)}
-        if model.quantizer is not None:
-            result |= trained_quantizer_result(model, x, z, splits.split(split).labels, split, result["continuous"])
+        dev = resolve_device(device)
+        model = model.to(dev)
+        z = encode_split(model, x, "mu", device=dev)
+        result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z, device=dev)}
+        if model.quantizer is not None:  # the lookups on CPU, beside the CPU latents
+            result |= trained_quantizer_result(model.cpu(), x, z, splits.split(split).labels, split, result["continuous"])
+        result["device"] = str(dev)
         result["compute"] = total_compute(model_compute(run.summary()))
         return finish(result, config.seed, path)

@@ -40,6 +40,7 @@ import torch
 
 from posthoc_vq.config import QuantizeConfig
 from posthoc_vq.errors import ConfigError, NotFoundError
+from posthoc_vq.devices import resolve_device
 from posthoc_vq.latents import LatentSet, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
@@ -154,8 +155,11 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
 
 
 def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_dir: str | None = None,
-                         progress: ProgressCallback | None = None) -> tuple[str, CodebookEstimator, dict[str, Any]]:
+                         progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> tuple[str, CodebookEstimator, dict[str, Any]]:
     """Fit the configured codebook on the run's latents and save it, under the run's writer lock.
+
+    ``device``: where the fit set's images are encoded when their latents are not cached
+    (:func:`~posthoc_vq.devices.resolve_device`; default CPU); the fit itself runs on CPU. Recorded as ``device``.
 
     ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how far encoding, the fit
     (k-means iterations, kNN blocks, geodesic medoid updates) and the assignment have got.
@@ -169,9 +173,10 @@ def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_d
     with run.lock("quantize"), reporting(progress):
         config = run.config()
         torch.set_num_threads(q.threads)
-        latents = run_latents(run.root, q.fit_on, q.latents, seed=q.latent_seed, data_dir=data_dir)
+        dev = resolve_device(device)
+        latents = run_latents(run.root, q.fit_on, q.latents, seed=q.latent_seed, data_dir=data_dir, device=dev)
         estimator, fit_meta = fit_on_latents(latents, q)
-        meta = {"name": name, "run": str(run.root), "dataset": config.data.name, **fit_meta}
+        meta = {"name": name, "run": str(run.root), "dataset": config.data.name, **fit_meta, "device": str(dev)}
         save_codebook(run.new_artifact("codebooks", name), estimator, meta)
     return name, estimator, meta
 
