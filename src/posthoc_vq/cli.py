@@ -111,6 +111,47 @@ def _own_bars(args: argparse.Namespace) -> Iterator[None]:
         yield
 
 
+# ----------------------------------------------------------------------------- experiment tracking (--track)
+
+
+def _add_track(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", default=None, choices=("mlflow",),
+                   help="also log to an experiment tracker (extra [tracking]): MLFLOW_TRACKING_URI, else ./mlruns; a tracking failure is only a warning")
+
+
+def _track_warn(message: str) -> None:
+    err_console.print(f"[yellow]warning (tracking):[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _check_track(args: argparse.Namespace) -> None:
+    """Fail before any work when --track names a tracker whose extra is not installed."""
+    from posthoc_vq.tracking import check_tracker
+
+    check_tracker(getattr(args, "track", None))
+
+
+def _tracker(args: argparse.Namespace, experiment: str, run_name: str, **kwargs: Any) -> Any:
+    """The tracker --track asks for (a no-op without it); a missing [tracking] extra fails here, before any work."""
+    from posthoc_vq.tracking import open_tracker
+
+    return open_tracker(getattr(args, "track", None), experiment, run_name, warn=_track_warn, **kwargs)
+
+
+def _track_files(tracker: Any, *paths: Path) -> None:
+    for path in paths:
+        tracker.log_artifact(path)
+
+
+def _track_training(tracker: Any, run: Run, summary: dict[str, Any]) -> None:
+    """A finished train/finetune run: its summary as metrics and tags, and its small files as artifacts (not the weights)."""
+    from posthoc_vq.tracking import numeric
+
+    tracker.log_metrics({f"summary.{k}": v for k, v in numeric({k: v for k, v in summary.items() if k != "run_dir"}).items()})
+    tracker.set_tags({"stop_reason": summary.get("stop_reason", ""), "run_dir": str(run.root)})
+    _track_files(tracker, run.config_file, run.model_record_file, run.history_json, run.history_csv, run.summary_file,
+                 run.provenance_file(False), run.config_changes_file, run.finetune_file)
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -129,8 +170,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = validate(data, RunConfig, source=f"{out / 'config.json'} with overrides {overrides}")
     else:
         config = load_run_config(args.preset or "digits", overrides, seed=args.seed)
-    with _own_bars(args):
-        result = train(config, out, resume=args.resume, progress=_bars(args), console=notes)
+    tracker = _tracker(args, Path(args.preset).name if args.preset else config.data.name, out.resolve().name, tags={"command": "train"})
+    status = "FAILED"
+    try:
+        with _own_bars(args):
+            result = train(config, out, resume=args.resume, progress=_bars(args), console=notes, tracker=tracker)
+        status = "FINISHED"
+        _track_training(tracker, Run.open(out), {**result.__dict__, "compute": result.compute})
+    finally:
+        tracker.end(status)
     state = "converged (early stopping)" if result.converged else "stopped at max epochs (not converged)"
     _say(args, f"{out}: {result.epochs} epochs, best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}, {state}, {result.seconds:.1f}s")
     return EXIT_OK
@@ -160,6 +208,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = parse_metrics(args.metrics)
     fmt = _machine(args)  # a bad --output fails before any work
+    _check_track(args)
     results = {}
     with _progress(args) as progress:
         if any(m in PIXEL_METRICS for m in metrics):
@@ -178,7 +227,50 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             _print_perceptual(args, results["perceptual"])
     for r in results.values():
         _warn(r["warnings"])
+    _track_evaluation(args, results)
     return EXIT_OK
+
+
+#: the headline numbers of a pixel evaluation logged to a tracker: section -> metrics (each its mean over images)
+TRACKED_EVAL = {"continuous": ("psnr_db", "ssim", "mse"), "quantized": ("psnr_db", "ssim", "mse"), "penalty": ("psnr_db", "ssim", "mse")}
+
+
+def _track_evaluation(args: argparse.Namespace, results: dict[str, dict]) -> None:
+    """Log an evaluation: headline metrics (means; ``<section>.<metric>``), bits per image, warnings as a tag, the eval JSON."""
+    if getattr(args, "track", None) is None:
+        return
+    from posthoc_vq.tracking import numeric
+
+    run = Run(args.run)
+    try:
+        experiment = run.config().data.name
+    except Exception:  # noqa: BLE001 - a run without a readable config still gets tracked
+        experiment = "posthoc-vq"
+    what = "+".join(filter(None, (args.weights, args.codebook))) or "continuous"
+    tracker = _tracker(args, experiment, f"{Path(args.run).resolve().name}/{what}", tags={"command": "evaluate", "run_dir": str(args.run)})
+    try:
+        tracker.log_params({"run": str(args.run), "codebook": args.codebook or "", "weights": args.weights or "", "split": args.split})
+        metrics: dict[str, float] = {}
+        pixel = results.get("pixel")
+        if pixel is not None:
+            sections = [("", pixel)] + ([("with_codebook.", pixel["with_codebook"])] if isinstance(pixel.get("with_codebook"), dict) else [])
+            for prefix, r in sections:
+                for section, names in TRACKED_EVAL.items():
+                    for name in names:
+                        value = (r.get(section) or {}).get(name)
+                        if isinstance(value, dict) and "mean" in value:
+                            metrics[f"{prefix}{section}.{name}"] = value["mean"]
+            if isinstance(pixel.get("bits_per_image"), (int, float)):
+                metrics["bits_per_image"] = pixel["bits_per_image"]
+            tracker.log_artifact(run.eval_file(args.split, codebook=args.codebook, weights=args.weights))
+        if "perceptual" in results:
+            metrics |= {f"perceptual.{k}": v for k, v in numeric(results["perceptual"].get("sets", {})).items()}
+            tracker.log_artifact(run.eval_file(args.split, codebook=args.codebook, weights=args.weights, kind="perceptual"))
+        tracker.log_metrics(numeric(metrics))
+        codes = sorted({w["code"] for r in results.values() for w in r.get("warnings", [])})
+        tracker.set_tags({"warnings": ",".join(codes) or "none"})
+    finally:
+        tracker.end()
 
 
 def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str], progress: Any) -> dict:
@@ -334,9 +426,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from posthoc_vq.train import finetune
 
     out = args.out or f"{Path(args.run)}-ft-{args.codebook}"
+    _check_track(args)
     with _own_bars(args):
         r = finetune(args.run, args.codebook, out, epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience, resume=args.resume,
                      data_dir=args.data_dir, progress=_bars(args), console=notes)
+    _track_finetune(args, Path(out))
     state = "converged (early stopping)" if r.converged else "stopped at max epochs (not converged)"
     c = r.compute
     _say(args,
@@ -345,6 +439,29 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
          f"{c['images_seen']} images; evaluate with `posthoc-vq evaluate {out} --codebook {r.codebook}`",
          highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _track_finetune(args: argparse.Namespace, out: Path) -> None:
+    """Log a finished fine-tuning run from its files: config and settings as params, history as metrics (step = epoch)."""
+    if getattr(args, "track", None) is None:
+        return
+    from posthoc_vq.io import read_json
+    from posthoc_vq.tracking import flatten, numeric
+
+    run = Run.open(out)
+    config = run.config()
+    tracker = _tracker(args, config.data.name, out.resolve().name, tags={"command": "finetune", "source": str(args.run), "codebook": args.codebook})
+    try:
+        settings = read_json(run.finetune_file, what="fine-tuning settings") if run.finetune_file.exists() else {}
+        tracker.log_params(flatten(config.to_dict()) | flatten(settings, "finetune."))
+        for row in read_json(run.history_json, what="history") if run.history_json.exists() else []:
+            tracker.log_metrics(numeric({k: v for k, v in row.items() if k not in ("epoch", "changes")}), step=row["epoch"])
+        summary = read_json(run.summary_file, what="summary") if run.summary_file.exists() else {}
+        _track_training(tracker, run, summary)
+    except Exception as err:  # noqa: BLE001 - tracking never fails the command
+        _track_warn(f"could not read {out} for tracking: {err}")
+    finally:
+        tracker.end()
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
@@ -518,9 +635,11 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from posthoc_vq.experiments import load_sweep_spec, run_sweep
 
     out = args.out or str(Path("runs") / "sweeps" / load_sweep_spec(args.spec).name)
+    _check_track(args)
     with _own_bars(args):
         claims = run_sweep(args.spec, out, executor=args.executor, workers=args.workers, address=args.address, data_dir=args.data_dir,
                            progress=_bars(args), console=notes)
+    _track_sweep(args, Path(out), claims)
     _say(args, f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed)")
     _say(args, "verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
     _say(args, f"wrote {Sweep(out).claims_md} and claims.json; query with `posthoc-vq results {out}`", highlight=False, soft_wrap=True)
@@ -529,6 +648,46 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                           "shows them (running the same command again retries them)", highlight=False, soft_wrap=True)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _track_sweep(args: argparse.Namespace, out: Path, claims: dict[str, Any]) -> None:
+    """Log a sweep: one parent run (the spec as params, the counts as metrics, the claims as artifacts) and a child run per
+    finished cell (its axes as params, its stored metrics). Run after the sweep, from its results database."""
+    if getattr(args, "track", None) is None:
+        return
+    from posthoc_vq.experiments.store import ResultStore
+    from posthoc_vq.io import read_json
+    from posthoc_vq.tracking import flatten, numeric
+
+    sweep = Sweep(out)
+    try:
+        spec = read_json(sweep.spec_file, what="sweep spec")
+        store = ResultStore(sweep.db_file)
+        try:
+            done = store.rows("done")
+        finally:
+            store.close()
+    except Exception as err:  # noqa: BLE001 - tracking never fails the command
+        _track_warn(f"could not read {out} for tracking: {err}")
+        return
+    name = str(spec.get("name") or out.name)
+    parent = _tracker(args, name, out.resolve().name, tags={"command": "ablate", "sweep_dir": str(out)})
+    try:
+        parent.log_params(flatten({k: v for k, v in spec.items() if k != "name"}))
+        parent.log_metrics(numeric({k: claims.get(k) for k in ("n_cells", "n_done", "n_failed", "ran_now")}))
+        parent.set_tags({f"verdicts.{v}": n for v, n in (claims.get("counts") or {}).items()})
+        _track_files(parent, sweep.spec_file, sweep.claims_json, sweep.claims_md)
+        parent_id = getattr(parent, "run_id", None)
+        for row in done if parent_id else []:
+            child = _tracker(args, name, str(row["cell_id"]), parent_run_id=parent_id,
+                             tags={"command": "ablate", "cell_id": row["cell_id"], "train_key": row["train_key"]})
+            try:
+                child.log_params(flatten(row.get("axes") or {}))
+                child.log_metrics(numeric((row.get("metrics") or {}) | {"seconds": row.get("seconds")}))
+            finally:
+                child.end()
+    finally:
+        parent.end("FINISHED" if not claims.get("n_failed") else "FAILED")
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
@@ -662,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of the run's initialisation and data order (the config's seed)")
     _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+    _add_track(p)
     p.set_defaults(func=_cmd_train)
 
     p = command("presets", help="list the dataset presets (with their files) and the ablation specs that ship with posthoc-vq")
@@ -683,6 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, pairs and KID subsets drawn")
     p.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for lpips (never downloaded)")
     _add_device(p, "encoding and decoding of the pixel metrics (mse, psnr, ssim) of the fp32 model (--weights and the offline metrics run on CPU)")
+    _add_track(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = command("quantize", help="fit a post-hoc latent codebook on a trained run")
@@ -713,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None, help="epochs without val improvement before stopping (default: the run's train.patience)")
     _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue the fine-tune in --out from its newest checkpoint")
+    _add_track(p)
     p.set_defaults(func=_cmd_finetune)
 
     p = command("table", help="study-style table of a run's evaluated codebooks, and the rate-distortion figure")
@@ -790,6 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes (process) or CPUs of a local Ray cluster / threads per job (ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     _add_data_dir(p)
+    _add_track(p)
     p.set_defaults(func=_cmd_ablate)
 
     p = command("results", help="query a sweep's results database: every cell's axes, status and stored metrics")

@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "report": ("jinja2",),
     "metrics": ("torchmetrics",),
     "adapters": ("pythae", "diffusers"),
+    "tracking": ("mlflow",),
 }
 
 

@@ -147,6 +147,22 @@ def test_fd_and_kid_without_the_metrics_extra(block, capsys, tmp_path):
     assert capsys.readouterr().err.strip() == f"error: {expected}"
 
 
+def test_tracking_without_the_tracking_extra(block, capsys, tmp_path):
+    from posthoc_vq.tracking import NullTracker, open_tracker
+
+    block("mlflow")
+    expected = message("Experiment tracking (--track mlflow)", "tracking", "mlflow")
+    with pytest.raises(MissingExtraError) as err:
+        open_tracker("mlflow", "experiment", "run")
+    assert str(err.value) == expected
+    assert isinstance(open_tracker(None, "experiment", "run"), NullTracker)  # no --track: nothing needed
+    for argv in (["train", "--out", str(tmp_path / "r")], ["evaluate", str(tmp_path / "no-run")], ["ablate", "smoke", "--out", str(tmp_path / "s")],
+                 ["finetune", str(tmp_path / "no-run"), "--codebook", "c", "--out", str(tmp_path / "ft")]):
+        assert main([*argv, "--track", "mlflow", "--no-progress"]) == 2, argv
+        assert capsys.readouterr().err.strip() == f"error: {expected}", argv
+    assert not any((tmp_path / name).exists() for name in ("r", "s", "ft"))  # checked before any work
+
+
 def test_the_package_imports_with_every_extra_missing():
     """A core install imports every module: no module imports an extra's package at import time."""
     blocked = sorted({m for modules in EXTRAS.values() for m in modules} | {"statsmodels"})

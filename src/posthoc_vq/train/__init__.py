@@ -13,6 +13,7 @@ from posthoc_vq.train.checkpoint import load_model, load_run_config
 from posthoc_vq.train.finetune import FinetuneResult, finetune
 from posthoc_vq.run import SUMMARY as SUMMARY_FILE
 from posthoc_vq.train.trainer import Trainer, TrainResult
+from posthoc_vq.tracking import Tracker
 
 # Keys that may change when a run is resumed: they do not change what was already trained, only
 # how training goes on (a lower lr or gradient clipping is the remedy for a diverged run). A change
@@ -21,7 +22,8 @@ from posthoc_vq.train.trainer import Trainer, TrainResult
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "lr"), ("train", "grad_clip")}
 
 
-def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, console: Console | None = None) -> TrainResult:
+def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, console: Console | None = None,
+          tracker: Tracker | None = None) -> TrainResult:
     """Train ``config`` into ``run_dir``, or continue it with ``resume``.
 
     A run directory that already holds a run is refused unless ``resume`` is set.
@@ -29,13 +31,14 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
     keys of :data:`RESUMABLE_CHANGES` (``train.epochs``, ``train.patience``,
     ``train.lr``, ``train.grad_clip``), which then apply from the next epoch on.
     When the run has no checkpoint yet, resuming starts it over with ``config``.
+    ``tracker`` (:mod:`posthoc_vq.tracking`) gets the resolved config and each epoch's metrics.
     """
     run = Run.create(run_dir)
     with run.lock("train"):  # a second train (or any writer) of this run fails at once, naming this one
-        return _train_locked(config, run, resume, progress, console)
+        return _train_locked(config, run, resume, progress, console, tracker)
 
 
-def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, console: Console | None) -> TrainResult:
+def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, console: Console | None, tracker: Tracker | None = None) -> TrainResult:
     run_dir = run.root
     if run.exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
@@ -54,7 +57,7 @@ def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, con
         for section, key in RESUMABLE_CHANGES:
             data[section][key] = getattr(getattr(config, section), key)
         config = RunConfig.model_validate(data)
-    return Trainer(config, run_dir, progress=progress, console=console).fit(resume=resume)
+    return Trainer(config, run_dir, progress=progress, console=console, tracker=tracker).fit(resume=resume)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -31,6 +31,7 @@ from posthoc_vq.run import Run
 from posthoc_vq.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from posthoc_vq.train.history import format_changes, record_config_changes, write_history
 from posthoc_vq.seeding import derived_seed, generator, seed_everything
+from posthoc_vq.tracking import NullTracker, SafeTracker, Tracker, flatten, numeric
 
 
 
@@ -101,9 +102,13 @@ class Trainer:
     run_dir : output folder (created).
     splits : pre-loaded data (else loaded from ``config.data``).
     progress : show a rich progress bar with ETA.
+    tracker : an experiment tracker (:mod:`posthoc_vq.tracking`): gets the resolved config as params
+        (dotted keys) when training starts and each epoch's numbers as metrics (step = epoch); a
+        tracker that raises is turned off with one warning, training goes on.
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, splits: DatasetSplits | None = None, progress: bool = True, console: Console | None = None):
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, splits: DatasetSplits | None = None, progress: bool = True, console: Console | None = None,
+                 tracker: Tracker | None = None):
         torch.set_num_threads(config.train.threads)
         d = config.data
         self.splits = splits or load_config_dataset(d)
@@ -112,6 +117,8 @@ class Trainer:
         self.run_dir = self.run.root
         self.console = console or Console(stderr=True)
         self.progress = progress
+        # a tracker never breaks training: one that raises warns once on stderr and is turned off
+        self.tracker = NullTracker() if tracker is None else tracker if isinstance(tracker, SafeTracker) else SafeTracker(tracker)
         self.train_x = images_tensor(self.splits, "train")
         self.val_x = images_tensor(self.splits, "val")
         seed_everything(self.config.seed)
@@ -273,6 +280,7 @@ class Trainer:
                 record_config_changes(self.run, trained, start_epoch, state["epoch"], changes)
                 self.console.print(f"changed from epoch {start_epoch} on: {format_changes(changes)}", highlight=False)
         self._write_run_files(resumed=ckpt is not None)
+        self.tracker.log_params(flatten(self.config.to_dict()))
 
         stop_reason = "max_epochs"
         if bad_epochs >= t.patience and t.early_stopping:
@@ -298,6 +306,7 @@ class Trainer:
                 improved = row["val_loss"] < best_val - t.min_delta
                 row["improved"] = improved
                 history.append(row)
+                self.tracker.log_metrics(numeric({k: v for k, v in row.items() if k not in ("epoch", "changes")}), step=epoch)
                 if improved:
                     best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
                     save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step})
