@@ -123,7 +123,7 @@ def test_config_and_cli_accept_auto(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_fit(run, q, data_dir=None, progress=None):
+    def fake_fit(run, q, data_dir=None, progress=None, device=None):
         seen.append(q)
         raise Stop
 
