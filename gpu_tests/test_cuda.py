@@ -5,33 +5,7 @@ import pytest
 import torch
 
 import posthoc_vq
-
-
-class TinyVAE(torch.nn.Module):
-    """A seeded, untrained conv autoencoder with a (4, 2, 2) latent grid; images (B, 1, 8, 8)."""
-
-    output_range = (0.0, 1.0)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.enc = torch.nn.Conv2d(1, 8, 4, stride=4)
-        self.dec = torch.nn.ConvTranspose2d(4, 1, 4, stride=4)
-
-    def encode(self, x):
-        h = self.enc(x)
-        return h[:, :4], h[:, 4:]
-
-    def decode(self, z):
-        return torch.sigmoid(self.dec(z))
-
-
-@pytest.fixture(scope="module")
-def images():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(90, 1, 8, 8, generator=g)
-    y = torch.randint(0, 3, (90,), generator=g)
-    return x, y
+from test_api_streaming import TinyVAE, images  # noqa: F401  (the CPU suite's model and fixture; gpu_tests/conftest.py puts them on the path)
 
 
 def test_cuda_is_there():

@@ -513,7 +513,7 @@ def _cmd_amenability(args: argparse.Namespace) -> int:
     with _progress(args) as progress:
         each_run = (lambda i, n, _run: progress("latent geometry of each run", i, n)) if progress else None
         result = amenability(args.sweeps, method=args.method, split=args.split, data_dir=args.data_dir, compute=not args.no_compute, progress=each_run)
-    lines = verdict(result)
+    lines = verdict(result["pooled"])
     write_json(out / "amenability.json", result)
     write_text(out / "amenability.md", markdown(result))
     figure = draw_amenability(result, out / "amenability.png")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -68,24 +69,28 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any, *, nan_to_none: bool = False) -> Any:
+    """``obj`` with paths as strings and numpy/torch scalars and arrays as Python values; with ``nan_to_none``
+    also NaN and infinities as None (strict JSON, for machine output)."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v, nan_to_none=nan_to_none) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v, nan_to_none=nan_to_none) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, float):
+        return None if nan_to_none and (math.isnan(obj) or math.isinf(obj)) else obj
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
-        return _json_safe(obj.item())
+        return json_safe(obj.item(), nan_to_none=nan_to_none)
     if hasattr(obj, "tolist"):  # arrays, e.g. an explicit init passed as a hyperparameter
-        return obj.tolist()
+        return json_safe(obj.tolist(), nan_to_none=nan_to_none)
     return obj
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (inf and NaN as Python's json writes them)."""
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=False) + "\n")
     return Path(path)
 
 

@@ -31,8 +31,9 @@ def test_device_is_recorded_and_cpu_equals_the_default(run):
     assert json.loads((run / "eval" / "continuous-test.json").read_text())["device"] == "cpu"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error where no GPU is present")
-def test_unavailable_device_is_a_usage_error(run, capsys):
+def test_unavailable_device_is_a_usage_error(run, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert cli("evaluate", run, "--device", "cuda") == 2
     assert "no CUDA device is available here" in capsys.readouterr().err
     assert cli("quantize", run, "--K", 4, "--device", "cuda:1") == 2

@@ -26,6 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.experiments.spec import SweepSpec, expand
 from posthoc_vq.experiments.statistics import holm, rank_correlation
@@ -99,8 +101,6 @@ CONFIGURATION = ("sweep", "dataset", "latent_dim", "K")
 
 def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows grouped by :data:`CONFIGURATION`: the mean penalty and mean of each measure over the group's runs."""
-    import numpy as np
-
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in CONFIGURATION), []).append(r)
@@ -161,14 +161,13 @@ def amenability(sweep_dirs: list[str | Path], *, method: str = "kmeans", split: 
     }
 
 
-def verdict(result: dict[str, Any], alpha: float = 0.05, block: str | tuple[str, str] = "pooled") -> list[str]:
-    """One line per measure: rho [CI], Holm p, and whether it predicts the penalty (by default over the pooled configurations).
+def verdict(correlations: dict[str, Any], alpha: float = 0.05) -> list[str]:
+    """One line per measure of one analysis (``result["pooled"]``, ``result["per_sweep"][name]`` or
+    ``result["runs_as_units"]``): rho [CI], Holm p, and whether it predicts the penalty.
 
     A measure predicts the penalty when its Holm p is below ``alpha`` and its bootstrap CI excludes 0.
-    ``block``: ``"pooled"``, ``"runs_as_units"`` or ``("per_sweep", <sweep name>)``.
     """
     lines = []
-    correlations = result[block[0]][block[1]] if isinstance(block, tuple) else result[block]
     for name, c in correlations.items():
         if c.get("rho") is None:
             lines.append(f"{name}: not measurable ({c['error']})")
@@ -190,9 +189,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['n_configurations']} configurations ({result['unit']}), {result['n_runs']} converged runs, "
              f"{result['n_datasets']} datasets; sweeps: {', '.join(result['sweeps'])}.\n",
              f"Not converged (left out): {len(result['left_out_unconverged'])}.\n",
-             "## Pooled over the configurations of every sweep\n", *[f"- {x}" for x in verdict(result)], ""]
+             "## Pooled over the configurations of every sweep\n", *[f"- {x}" for x in verdict(result["pooled"])], ""]
     for sweep in result["per_sweep"]:
-        parts += [f"## Configurations of sweep {sweep}\n", *[f"- {x}" for x in verdict(result, block=("per_sweep", sweep))], ""]
+        parts += [f"## Configurations of sweep {sweep}\n", *[f"- {x}" for x in verdict(result["per_sweep"][sweep])], ""]
     parts += ["## Runs as units (seeds counted as independent: p-values and CIs too optimistic)\n",
-              *[f"- {x}" for x in verdict(result, block="runs_as_units")], ""]
+              *[f"- {x}" for x in verdict(result["runs_as_units"])], ""]
     return "\n".join(parts) + "\n"

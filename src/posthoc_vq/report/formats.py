@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from posthoc_vq.io import write_text
+from posthoc_vq.io import json_safe, write_text
 
 #: the formats every table-printing command accepts besides its human default (``table``, or ``text`` for ``presets``)
 MACHINE_FORMATS = ("csv", "json", "markdown")
@@ -59,7 +59,7 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ";".join(csv_cell(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(json_safe(value), sort_keys=True)
+        return json.dumps(json_safe(value, nan_to_none=True), sort_keys=True)
     return str(value)
 
 
@@ -87,26 +87,9 @@ def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
     return head + "".join("| " + " | ".join(_markdown_cell(r.get(c)) for c in columns) + " |\n" for r in rows)
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with paths as strings, numpy/torch scalars and arrays as Python values, NaN and infinities as None."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return json_safe(obj.item())
-    if hasattr(obj, "tolist"):
-        return json_safe(obj.tolist())
-    return obj
-
-
 def to_json(value: Any) -> str:
     """Strict, indented JSON of ``value`` and a newline."""
-    return json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(value, nan_to_none=True), indent=2, allow_nan=False) + "\n"
 
 
 def render(fmt: str, rows: Sequence[dict[str, Any]], *, columns: Sequence[str] | None = None, json_value: Any = None) -> str:
