@@ -534,12 +534,14 @@ def load_packed(path: str | Path, *, into: torch.nn.Module | None = None) -> tor
     return module.eval()
 
 
-def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "test", codebook: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "test", codebook: str | None = None, data_dir: str | None = None,
+                     device: str | torch.device | None = None) -> dict[str, Any]:
     """Evaluate a run's packed weights ``name`` (``posthoc-vq evaluate RUN --weights NAME``), against its fp32 model and ground truth.
 
     Run-based: the packed file is the one ``posthoc-vq compress-weights RUN`` wrote. Writes and returns
     ``eval/weights-<name>[-<codebook>]-<split>.json`` (sizes, per-layer errors, quality of both
-    models with 95% CIs, the per-image PSNR change, audit warnings).
+    models with 95% CIs, the per-image PSNR change, audit warnings). ``device``: where both models
+    encode and decode (default CPU); codes are assigned and metrics computed on CPU.
 
     Example
     -------
@@ -548,4 +550,4 @@ def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "te
     """
     from posthoc_vq.evaluation.weights import evaluate_weights as run_based
 
-    return run_based(run.path if isinstance(run, LoadedRun) else run, name, split=split, data_dir=data_dir, codebook=codebook)
+    return run_based(run.path if isinstance(run, LoadedRun) else run, name, split=split, data_dir=data_dir, codebook=codebook, device=device)

@@ -174,7 +174,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     status = "FAILED"
     try:
         with _own_bars(args):
-            result = train(config, out, resume=args.resume, progress=_bars(args), console=notes, tracker=tracker)
+            result = train(config, out, resume=args.resume, progress=_bars(args), console=notes, tracker=tracker, device=_device(args))
         status = "FINISHED"
         _track_training(tracker, Run.open(out), {**result.__dict__, "compute": result.compute})
     finally:
@@ -335,7 +335,8 @@ def _evaluate_pixels(args: argparse.Namespace, progress: Any) -> dict:
     from posthoc_vq.evaluation.weights import evaluate_weights
 
     if args.weights:
-        result = evaluate_weights(args.run, args.weights, split=args.split, data_dir=args.data_dir, codebook=args.codebook, progress=progress)
+        result = evaluate_weights(args.run, args.weights, split=args.split, data_dir=args.data_dir, codebook=args.codebook, progress=progress,
+                                  device=_device(args))
         if args.codebook is None:
             write_samples(args.run, args.split, weights=args.weights, data_dir=args.data_dir)  # the report's images of this model
         return result
@@ -390,7 +391,8 @@ def _cmd_features_train(args: argparse.Namespace) -> int:
     from posthoc_vq.metrics.features import train_feature_net
 
     with _own_bars(args):
-        f = train_feature_net(args.dataset, args.out, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, progress=_bars(args), console=notes)
+        f = train_feature_net(args.dataset, args.out, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, progress=_bars(args), console=notes,
+                              device=_device(args))
     m = f.meta
     _say(args, f"{args.dataset} feature net: test accuracy {m['test_accuracy']:.2%} (train {m['train_accuracy']:.2%}), {m['steps']} steps in {m['seconds']:.1f}s; saved {f.path}")
     return EXIT_OK
@@ -429,7 +431,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     _check_track(args)
     with _own_bars(args):
         r = finetune(args.run, args.codebook, out, epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience, resume=args.resume,
-                     data_dir=args.data_dir, progress=_bars(args), console=notes)
+                     data_dir=args.data_dir, progress=_bars(args), console=notes, device=_device(args))
     _track_finetune(args, Path(out))
     state = "converged (early stopping)" if r.converged else "stopped at max epochs (not converged)"
     c = r.compute
@@ -821,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of the run's initialisation and data order (the config's seed)")
     _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+    _add_device(p, "training (a run may be resumed on another device)")
     _add_track(p)
     p.set_defaults(func=_cmd_train)
 
@@ -842,7 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=100, help="test pairs for interp")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, pairs and KID subsets drawn")
     p.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for lpips (never downloaded)")
-    _add_device(p, "encoding and decoding of the pixel metrics (mse, psnr, ssim) of the fp32 model (--weights and the offline metrics run on CPU)")
+    _add_device(p, "encoding and decoding for the pixel metrics (mse, psnr, ssim), of the fp32 model and of --weights (codes are assigned, "
+                   "metrics computed and the offline metrics run on CPU)")
     _add_track(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -874,6 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None, help="epochs without val improvement before stopping (default: the run's train.patience)")
     _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue the fine-tune in --out from its newest checkpoint")
+    _add_device(p, "encoding the train and val images and fine-tuning")
     _add_track(p)
     p.set_defaults(func=_cmd_finetune)
 
@@ -978,6 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(f)
     f.add_argument("--epochs", type=int, default=None, help="default per dataset (mnist 4, fashion-mnist 5)")
     f.add_argument("--seed", type=int, default=0, help="seed of the network's initialisation and data order")
+    _add_device(f, "training the feature network")
     f.set_defaults(func=_cmd_features_train)
     return parser
 

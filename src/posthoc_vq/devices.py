@@ -70,3 +70,18 @@ def resolve_device(spec: str | torch.device | None = None, model: Any = None) ->
             raise ConfigError(f"--device {spec}: no MPS (Apple GPU) device is available here (torch.backends.mps.is_available() is False); use --device cpu or auto")
         return device
     raise ConfigError(f"--device {spec}: unsupported device type '{device.type}'; use one of {DEVICE_CHOICES}")
+
+
+def device_record(device: torch.device) -> dict[str, Any]:
+    """What a result was computed on, for its JSON: the device, and a GPU's name (``torch.cuda.get_device_name``)."""
+    record: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        record["device_name"] = torch.cuda.get_device_name(device)
+    return record
+
+
+def autocast(device: torch.device, precision: str):
+    """A context manager for the forward passes at ``precision`` ('fp32' or 'bf16') on ``device``: bf16 autocast, or nothing."""
+    from contextlib import nullcontext
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()

@@ -24,6 +24,7 @@ import torch
 
 from posthoc_vq.autoencoders import as_autoencoder, encode_images
 from posthoc_vq.data import DatasetSplits, load_config_dataset
+from posthoc_vq.devices import device_record
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.io import load_tensors, save_tensors, write_json
 from posthoc_vq.records import LatentCacheRecord, compute_record, read_dict, total_compute
@@ -129,7 +130,8 @@ def run_latents(
     """Latents of one split (or a '+'-joined union like 'train+test'), cached in the run directory.
 
     ``device``: where images are encoded when the cache is missing or stale (the model is moved
-    there); the cache holds CPU latents, whichever device made them.
+    there); the cache holds CPU latents and the device that made them (``device`` in its JSON), and
+    is used only on that device (a cache made on a GPU is encoded again on CPU).
 
     The set's ``compute`` is what encoding it cost when it was cached (summed over a union's
     splits); None when a cache predates compute accounting.
@@ -150,12 +152,17 @@ def run_latents(
 
 
 def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, model, device=None) -> LatentSet:
-    """One split's latents: the cache when it was made from this exact model file, else encoded and cached."""
+    """One split's latents: the cache when it was made from this exact model file on this device, else encoded and cached.
+
+    Latents encoded on a GPU differ from CPU ones in the last bits, so a cache made on another
+    device is encoded again (and replaced): CPU numbers never depend on where a cache was made.
+    """
     model_sha = run.verified_model_sha256()  # the weights on disk, not just the recorded checksum
+    where = device_record(torch.device("cpu") if device is None else torch.device(device))
     tensor_path, record_path = run.latent_files(kind, split, seed)
     if record_path.exists():
         meta = read_dict(record_path, LatentCacheRecord, "latent cache")
-        if meta["model_sha256"] == model_sha:
+        if meta["model_sha256"] == model_sha and meta.get("device", "cpu") == where["device"]:
             t = load_tensors(tensor_path, sha256=meta["sha256"])
             return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None, meta.get("compute"))
     if model is None:
@@ -172,6 +179,6 @@ def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, mod
         sha = save_tensors(tensor_path, {"latents": values.contiguous(), "labels": labels})
         write_json(record_path, {
             "split": split, "kind": kind, "seed": seed if kind == "z" else None, "n": len(values), "dim": values.shape[1],
-            "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha, "compute": compute,
+            "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha, "compute": compute, **where,
         })
     return LatentSet(values.numpy(), labels.numpy(), split, kind, seed if kind == "z" else None, compute)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from posthoc_vq.cli import main
 from posthoc_vq.config import QuantizeConfig
@@ -330,3 +331,20 @@ def test_two_concurrent_ablate_drivers_one_fails_at_once_and_done_cells_equal_a_
     assert subprocess.run(cmd(single), capture_output=True, text=True, env=env, timeout=300).returncode == 0
     got, want = _sweep_metrics(shared), _sweep_metrics(single)
     assert len(got) == 4 and got == want
+
+
+def test_latent_cache_records_its_device_and_is_not_reused_on_another(run_copy):
+    first = run_latents(run_copy, "val")
+    tensors, record = Run.open(run_copy).latent_files("mu", "val")
+    meta = json.loads(record.read_text())
+    assert meta["device"] == "cpu"
+    assert (run_latents(run_copy, "val").values == first.values).all()
+    assert json.loads(record.read_text()) == meta  # reused as it is
+    # a cache made elsewhere: pretend a GPU made it, with latents off in the last bits
+    from posthoc_vq.io import save_tensors
+
+    meta["sha256"] = save_tensors(tensors, {"latents": torch.from_numpy(first.values + 1e-3), "labels": torch.from_numpy(first.labels)})
+    record.write_text(json.dumps(meta | {"device": "cuda", "device_name": "NVIDIA H200"}))
+    again = run_latents(run_copy, "val")
+    assert (again.values == first.values).all()  # encoded again on CPU, not the GPU cache
+    assert json.loads(record.read_text())["device"] == "cpu"

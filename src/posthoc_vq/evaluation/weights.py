@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from posthoc_vq.devices import resolve_device
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.audit import audit
 from posthoc_vq.evaluation.generation import quantize_latents
@@ -34,23 +35,25 @@ from posthoc_vq.run import Run
 
 def evaluate_weights(
     run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Evaluate packed weights ``name`` of a run on ``split``; writes ``eval/weights-<name>[-<codebook>]-<split>.json``.
 
     Returns the JSON-able result: file sizes and ratio, per-layer weight errors, quality
     against ground truth and against the fp32 model with CIs, and audit warnings. ``progress``: an optional callback
-    (:mod:`posthoc_vq.progress`) told how far encoding and decoding have got.
+    (:mod:`posthoc_vq.progress`) told how far encoding and decoding have got. ``device``: where both
+    models encode and decode (:func:`~posthoc_vq.devices.resolve_device`; default CPU), recorded as
+    ``device``; codes are assigned and metrics computed on CPU.
     """
     run = Run.open(run_dir)
     path = run.eval_file(split, weights=name, codebook=codebook)
     with run.lock("evaluate"), reporting(progress):
-        result = _evaluate(run, name, split, data_dir, codebook)
+        result = _evaluate(run, name, split, data_dir, codebook, resolve_device(device))
         write_json(path, result)
     return result
 
 
-def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: str | None) -> dict[str, Any]:
+def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: str | None, device: torch.device) -> dict[str, Any]:
     config = run.config()
     model, meta = run.load_model()
     require_trained(run.root, meta)
@@ -58,7 +61,8 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
     torch.set_num_threads(config.train.threads)
     splits = load_run_splits(run.root, data_dir)
     x = split_images(splits, split)
-    mu, mu_q = encode_split(model, x, "mu"), encode_split(qmodel, x, "mu")
+    model, qmodel = model.to(device), qmodel.to(device)
+    mu, mu_q = encode_split(model, x, "mu", device=device), encode_split(qmodel, x, "mu", device=device)  # on CPU
     result: dict[str, Any] = {
         **run_header(run, config, meta, split),
         "weights": name,
@@ -67,7 +71,8 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
         "layers": record["layers"],
         "latents": "mu",
         "latent_mse": float(torch.mean((mu - mu_q) ** 2)),
-        **compare_outputs(x, decode(model, mu), decode(qmodel, mu_q)),
+        **compare_outputs(x, decode(model, mu, device=device), decode(qmodel, mu_q, device=device)),
+        "device": str(device),
     }
     if codebook is not None:
         estimator, cb_meta = open_codebook(run, codebook)
@@ -81,7 +86,7 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
             "name": codebook, "method": cb_meta["method"], "K": cb_meta["n_codes"], "bits_per_image": estimator.bits_per_vector,
             "fit_on": cb_meta["fit_on"], "fit_includes_test": cb_meta["fit_includes_test"],
             "code_agreement": float(np.mean(predict_codes(estimator, to_tokens(mu.numpy()), token_labels) == predict_codes(estimator, to_tokens(mu_q.numpy()), token_labels))),
-            **compare_outputs(x, decode(model, z_cb), decode(qmodel, zq_cb)),
+            **compare_outputs(x, decode(model, z_cb, device=device), decode(qmodel, zq_cb, device=device)),
         }
         result["with_codebook"]["warnings"] = audit(result["with_codebook"])
     result["provenance"] = provenance(seed=config.seed)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from posthoc_vq.data import DatasetSplits, load_dataset
+from posthoc_vq.devices import device_record, resolve_device
 from posthoc_vq.errors import CheckpointError, ConfigError, NotFoundError
 from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
 from posthoc_vq.provenance import provenance
@@ -181,6 +182,7 @@ def train_feature_net(
     splits: DatasetSplits | None = None,
     progress: bool = True,
     console: Console | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> LoadedFeatureNet:
     """Train the feature network of ``dataset`` on its train split and save it.
 
@@ -192,6 +194,9 @@ def train_feature_net(
     epochs : passes over the train split (default :data:`EPOCHS` of the dataset).
     seed : initialisation and shuffling seed; the same seed gives the same weights on CPU.
     splits : already loaded splits (tests); else loaded from ``data_dir``.
+    device : where to train ('cpu', the default, 'auto', 'cuda', 'cuda:N', 'mps'); the network is
+        initialised and the data order drawn on CPU; the saved weights are CPU tensors, and the
+        device is recorded in the JSON.
 
     Returns
     -------
@@ -200,15 +205,16 @@ def train_feature_net(
     out = Path(out_dir) if out_dir is not None else default_features_dir(dataset)
     split = {"val_fraction": SPLIT_VAL_FRACTION, "split_seed": SPLIT_SEED} if splits is None else None  # None: the caller's splits
     splits = splits or load_dataset(dataset, data_dir, val_fraction=SPLIT_VAL_FRACTION, split_seed=SPLIT_SEED)
-    x_train, y_train = splits.train.to_tensor(), torch.from_numpy(splits.train.labels)
-    x_test, y_test = splits.test.to_tensor(), torch.from_numpy(splits.test.labels)
+    device = resolve_device(device)
+    x_train, y_train = splits.train.to_tensor().to(device), torch.from_numpy(splits.train.labels).to(device)
+    x_test, y_test = splits.test.to_tensor().to(device), torch.from_numpy(splits.test.labels).to(device)
     config = FeatureNetConfig(
         in_channels=splits.channels, image_size=splits.image_size, n_classes=splits.num_classes,
         epochs=epochs if epochs is not None else EPOCHS.get(dataset, DEFAULT_EPOCHS), seed=seed,
     )
     torch.set_num_threads(config.threads)
     seed_everything(seed)
-    net = FeatureNet(config)
+    net = FeatureNet(config).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_batches = math.ceil(len(x_train) / config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * n_batches)
@@ -245,6 +251,7 @@ def train_feature_net(
         "train_accuracy": accuracy(net, x_train, y_train),
         "test_accuracy": accuracy(net, x_test, y_test),
         "seconds": seconds,
+        **device_record(device),
         "features": "penultimate layer (Linear hidden units, before ReLU) x feature_scale",
         "feature_scale": float(net.feature_scale),
     }

@@ -147,7 +147,9 @@ class VAEBase(nn.Module):
             return VAEOutput(torch.sigmoid(logits), logits, z_e, None, q.z_q, codes=q.codes, aux_loss=q.aux_loss)
         post = self.encode(x)
         if sample:
-            eps = torch.randn(post.mu.shape, generator=generator, dtype=post.mu.dtype, device=post.mu.device)
+            # drawn where the generator lives (a CPU generator: the same noise on every device), then moved
+            device = post.mu.device if generator is None else generator.device
+            eps = torch.randn(post.mu.shape, generator=generator, dtype=post.mu.dtype, device=device).to(post.mu.device)
             z = post.mu + eps * torch.exp(0.5 * post.logvar)
         else:
             z = post.mu

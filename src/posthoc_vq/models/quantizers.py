@@ -329,7 +329,7 @@ class CodeUsage:
 
     def update(self, codes: torch.Tensor) -> None:
         """Add one batch of codes (B, [T,] [M]) (M = stages, last)."""
-        flat = codes.detach().reshape(-1, self.n_stages)  # (N, M)
+        flat = codes.detach().reshape(-1, self.n_stages).cpu()  # (N, M); counted on CPU whatever device made them
         if self.dense:
             offsets = torch.arange(self.n_stages, dtype=torch.int64) * self.n_codes
             self.counts += torch.bincount((flat + offsets).reshape(-1), minlength=self.counts.numel())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from posthoc_vq.config import RunConfig
@@ -23,7 +24,7 @@ RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "lr")
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, console: Console | None = None,
-          tracker: Tracker | None = None) -> TrainResult:
+          tracker: Tracker | None = None, device: str | torch.device | None = "cpu") -> TrainResult:
     """Train ``config`` into ``run_dir``, or continue it with ``resume``.
 
     A run directory that already holds a run is refused unless ``resume`` is set.
@@ -32,13 +33,15 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
     ``train.lr``, ``train.grad_clip``), which then apply from the next epoch on.
     When the run has no checkpoint yet, resuming starts it over with ``config``.
     ``tracker`` (:mod:`posthoc_vq.tracking`) gets the resolved config and each epoch's metrics.
+    ``device``: where to train (see :class:`Trainer`); a run may be resumed on another device.
     """
     run = Run.create(run_dir)
     with run.lock("train"):  # a second train (or any writer) of this run fails at once, naming this one
-        return _train_locked(config, run, resume, progress, console, tracker)
+        return _train_locked(config, run, resume, progress, console, tracker, device)
 
 
-def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, console: Console | None, tracker: Tracker | None = None) -> TrainResult:
+def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, console: Console | None, tracker: Tracker | None = None,
+                  device: str | torch.device | None = "cpu") -> TrainResult:
     run_dir = run.root
     if run.exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
@@ -57,7 +60,7 @@ def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, con
         for section, key in RESUMABLE_CHANGES:
             data[section][key] = getattr(getattr(config, section), key)
         config = RunConfig.model_validate(data)
-    return Trainer(config, run_dir, progress=progress, console=console, tracker=tracker).fit(resume=resume)
+    return Trainer(config, run_dir, progress=progress, console=console, tracker=tracker, device=device).fit(resume=resume)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +46,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from posthoc_vq.devices import autocast, device_record, resolve_device
 from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, from_tokens, load_run_splits, to_tokens
@@ -114,7 +114,7 @@ class _Tuned(nn.Module):
 def finetune(
     run_dir: str | Path | Run, codebook: str, out: str | Path, *, epochs: int = 20, part: Part = "decoder", lr: float | None = None,
     patience: int | None = None, min_delta: float | None = None, resume: bool = False, data_dir: str | None = None, progress: bool = True,
-    console: Console | None = None,
+    console: Console | None = None, device: str | torch.device | None = "cpu",
 ) -> FinetuneResult:
     """Fine-tune a run's decoder (and optionally its codebook) on codebook ``codebook``'s quantized latents into a new run ``out``.
 
@@ -128,6 +128,8 @@ def finetune(
     lr : Adam learning rate (default: the run's ``train.lr``).
     min_delta : val-loss gain (per image) that counts as an improvement (default: the run's ``train.min_delta``).
     resume : continue ``out`` from its newest checkpoint (``epochs`` and ``patience`` may change; the rest must match).
+    device : where images are encoded and the decoder is trained ('cpu', the default, 'auto', 'cuda', 'cuda:N', 'mps');
+        the codes are assigned on CPU, the shuffling order is drawn on CPU (the same batches on every device).
 
     Returns
     -------
@@ -158,7 +160,7 @@ def finetune(
         if run.exists() and not resume:  # checked again under the lock: another writer may have created it meanwhile
             raise ConfigError(f"{run.root} already holds a run; choose another --out (or pass --resume to continue a fine-tune there)")
         return _Finetuner(source, run, name, estimator, cb_meta, epochs=epochs, part=part, lr=lr, patience=patience, min_delta=min_delta,
-                          data_dir=data_dir, progress=progress, console=console).fit(resume)
+                          data_dir=data_dir, progress=progress, console=console, device=resolve_device(device)).fit(resume)
 
 
 def _check_apart(source: Run, target: Run) -> None:
@@ -187,8 +189,10 @@ class _Finetuner:
     """One fine-tune into ``run`` (whose lock the caller holds)."""
 
     def __init__(self, source: Run, run: Run, name: str, estimator: CodebookEstimator, cb_meta: dict[str, Any], *, epochs: int, part: str,
-                 lr: float | None, patience: int | None, min_delta: float | None, data_dir: str | None, progress: bool, console: Console | None):
+                 lr: float | None, patience: int | None, min_delta: float | None, data_dir: str | None, progress: bool, console: Console | None,
+                 device: torch.device = torch.device("cpu")):
         self.source, self.run, self.name, self.estimator, self.cb_meta, self.part = source, run, name, estimator, cb_meta, part
+        self.device = device
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.config = source.config()
@@ -205,11 +209,11 @@ class _Finetuner:
         trainable = TRAINABLE_VECTORS.get(estimator.method) if part == "decoder+codebook" else None
         vectors = estimator.state_tensors()[trainable] if trainable else None
         self.vector_key = trainable
-        self.model = _Tuned(self.vae, vectors)
+        self.model = _Tuned(self.vae, vectors).to(device)
         params = decoder_parameters(self.vae) + ([self.model.vectors] if trainable else [])
         self.optimizer = torch.optim.Adam(params, lr=self.settings["lr"], weight_decay=t.weight_decay)
-        self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if t.precision == "bf16" else nullcontext
-        self.train_x, self.val_x = images_tensor(self.splits, "train"), images_tensor(self.splits, "val")  # uint8 (N, C, H, W)
+        self.autocast = lambda: autocast(device, t.precision)
+        self.train_x, self.val_x = (images_tensor(self.splits, s).to(device) for s in ("train", "val"))  # uint8 (N, C, H, W)
         self.split_labels = {s: np.asarray(self.splits.split(s).labels, dtype=np.int64) for s in ("train", "val")}  # per-class usage; class-conditional codes
 
     # ------------------------------------------------------------------ quantized latents
@@ -219,19 +223,19 @@ class _Finetuner:
         kind, seed = self.cb_meta.get("latents") or "mu", self.cb_meta.get("latent_seed") or 0
         self.vae.eval()
         with torch.no_grad():
-            z = {s: encode_split(self.vae, self.splits.split(s).to_tensor(), kind, seed) for s in ("train", "val")}  # (N, *L)
+            z = {s: encode_split(self.vae, self.splits.split(s).to_tensor(), kind, seed, device=self.device) for s in ("train", "val")}  # (N, *L) on CPU
         self.latent_shape = tuple(z["train"].shape[1:])
         self.tokens_per_image = int(np.prod(self.latent_shape[1:], dtype=np.int64))
         self.tokens = {s: to_tokens(v.numpy()) for s, v in z.items()}  # (N * T, C)
         self.token_labels = {s: np.repeat(y, self.tokens_per_image) for s, y in self.split_labels.items()}  # (N * T,): each token its image's class
         if self.vector_key is None:  # fixed vectors: quantize once, exactly as the evaluation does
-            self.fixed = {s: torch.from_numpy(from_tokens(self.estimator.inverse_transform(predict_codes(self.estimator, t, self.token_labels[s])), self.latent_shape))
+            self.fixed = {s: torch.from_numpy(from_tokens(self.estimator.inverse_transform(predict_codes(self.estimator, t, self.token_labels[s])), self.latent_shape)).to(self.device)
                           for s, t in self.tokens.items()}  # (N, *L)
 
     def _current_estimator(self) -> CodebookEstimator:
         """The codebook with the vectors as they are now (the source's for part decoder)."""
         if self.vector_key is not None:
-            self.estimator.load_state({self.vector_key: self.model.vectors.detach().clone()}, self.estimator.state_info())
+            self.estimator.load_state({self.vector_key: self.model.vectors.detach().cpu().clone()}, self.estimator.state_info())
         return self.estimator
 
     def _assign(self) -> None:
@@ -242,7 +246,7 @@ class _Finetuner:
         self.codes = {}
         for s, t in self.tokens.items():
             codes = predict_codes(estimator, t, self.token_labels[s])  # (N * T,) or (N * T, M)
-            self.codes[s] = torch.from_numpy(codes).reshape(-1, self.tokens_per_image, *codes.shape[1:])
+            self.codes[s] = torch.from_numpy(codes).reshape(-1, self.tokens_per_image, *codes.shape[1:]).to(self.device)
 
     def _latents(self, split: str, idx: torch.Tensor | slice) -> torch.Tensor:
         """Quantized latents (B, *L) of images ``idx`` of a split; differentiable in the vectors when they are trained."""
@@ -428,4 +432,5 @@ class _Finetuner:
         write_json(self.run.finetune_file, self.settings)
         sizes = {s: len(self.splits.split(s)) for s in ("train", "val", "test")}
         write_json(self.run.provenance_file(resumed), provenance(seed=self.config.seed, resumed=resumed, dataset_sizes=sizes,
-                                                                 finetune_of={"run": str(self.source.root), "provenance": self.source.provenance()}))
+                                                                 finetune_of={"run": str(self.source.root), "provenance": self.source.provenance()},
+                                                                 **device_record(self.device)))

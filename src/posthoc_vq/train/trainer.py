@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from posthoc_vq.config import RunConfig
 from posthoc_vq.data import DatasetSplits, load_config_dataset
+from posthoc_vq.devices import autocast, device_record, resolve_device
 from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.models import ConvVAE, build_vae
@@ -47,6 +47,7 @@ class TrainResult:
     seconds: float
     images_per_second: float
     images_seen: int = 0  # train images passed through optimizer steps: epochs x train images, over every invocation
+    device: str = "cpu"  # where this invocation trained (a resumed run may have trained its earlier epochs elsewhere)
 
     @property
     def compute(self) -> dict[str, Any]:
@@ -105,10 +106,17 @@ class Trainer:
     tracker : an experiment tracker (:mod:`posthoc_vq.tracking`): gets the resolved config as params
         (dotted keys) when training starts and each epoch's numbers as metrics (step = epoch); a
         tracker that raises is turned off with one warning, training goes on.
+    device : where to train ('cpu', the default, 'auto', 'cuda', 'cuda:N', 'mps'; see
+        :func:`posthoc_vq.devices.resolve_device`). The images go to the device once (uint8); the
+        shuffling order and the reparameterisation noise are drawn from CPU generators on every
+        device, so a GPU run sees the same batches and noise as a CPU run and differs only by the
+        device's arithmetic. Recorded in the run's provenance and summary; checkpoints hold CPU
+        tensors, so a run may be resumed on another device.
     """
 
     def __init__(self, config: RunConfig, run_dir: str | Path, *, splits: DatasetSplits | None = None, progress: bool = True, console: Console | None = None,
-                 tracker: Tracker | None = None):
+                 tracker: Tracker | None = None, device: str | torch.device | None = "cpu"):
+        self.device = resolve_device(device)
         torch.set_num_threads(config.train.threads)
         d = config.data
         self.splits = splits or load_config_dataset(d)
@@ -119,14 +127,14 @@ class Trainer:
         self.progress = progress
         # a tracker never breaks training: one that raises warns once on stderr and is turned off
         self.tracker = NullTracker() if tracker is None else tracker if isinstance(tracker, SafeTracker) else SafeTracker(tracker)
-        self.train_x = images_tensor(self.splits, "train")
-        self.val_x = images_tensor(self.splits, "val")
+        self.train_x = images_tensor(self.splits, "train").to(self.device)
+        self.val_x = images_tensor(self.splits, "val").to(self.device)
         seed_everything(self.config.seed)
-        self.model: ConvVAE = build_vae(self.config.model)
+        self.model: ConvVAE = build_vae(self.config.model).to(self.device)  # initialised on CPU: the same weights on every device
         t = self.config.train
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.scheduler = _scheduler(self.config, self.optimizer)
-        self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if t.precision == "bf16" else nullcontext
+        self.autocast = lambda: autocast(self.device, t.precision)
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int, on_batch=None) -> dict[str, float]:
@@ -337,12 +345,13 @@ class Trainer:
         result = TrainResult(
             run_dir=str(self.run_dir), epochs=epochs_done, best_epoch=best_epoch, best_val_loss=best_val,
             converged=stop_reason == "early_stopping", stop_reason=stop_reason, steps=self.step, seconds=seconds,
-            images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0, images_seen=images_seen,
+            images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0, images_seen=images_seen, device=str(self.device),
         )
         write_json(self.run.summary_file, {**asdict(result), "compute": result.compute})
         return result
 
     def _write_run_files(self, resumed: bool) -> None:
         write_json(self.run.config_file, self.config.to_dict())
-        info = provenance(seed=self.config.seed, resumed=resumed, dataset_sizes={s: len(self.splits.split(s)) for s in ("train", "val", "test")})
+        info = provenance(seed=self.config.seed, resumed=resumed, dataset_sizes={s: len(self.splits.split(s)) for s in ("train", "val", "test")},
+                          **device_record(self.device))
         write_json(self.run.provenance_file(resumed), info)
