@@ -130,7 +130,9 @@ class TrainConfig(_Strict):
     min_delta: float = Field(0.0, ge=0.0, description="improvement needed, in val-loss units")
     grad_clip: float | None = Field(None, gt=0.0)
     threads: int = Field(2, ge=1)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="forward passes in fp32, in bf16 autocast, or auto: bf16 where the device computes bf16 natively "
+                            "(CUDA; a CPU with AVX512-BF16 or AMX), else fp32; the precision used is recorded in the run")
     eval_batch_size: int = Field(1000, ge=1)
 
 

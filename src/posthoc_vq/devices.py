@@ -80,8 +80,37 @@ def device_record(device: torch.device) -> dict[str, Any]:
     return record
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: any CUDA device, or an x86 CPU whose flags (Linux
+    ``/proc/cpuinfo``) list ``avx512_bf16`` or ``amx_bf16``. Elsewhere (no such flags, macOS, MPS) False:
+    bf16 autocast there would be emulated, slower than fp32."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from Linux's ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision ``precision`` ('fp32', 'bf16' or 'auto') means on ``device``: auto is bf16 where
+    :func:`native_bf16`, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
-    """A context manager for the forward passes at ``precision`` ('fp32' or 'bf16') on ``device``: bf16 autocast, or nothing."""
+    """A context manager for the forward passes at ``precision`` ('fp32', 'bf16', 'auto') on ``device``: bf16 autocast, or nothing."""
     from contextlib import nullcontext
 
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if resolve_precision(precision, device) == "bf16" else nullcontext()

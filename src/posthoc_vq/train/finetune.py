@@ -46,7 +46,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from posthoc_vq.devices import autocast, device_record, resolve_device
+from posthoc_vq.devices import autocast, device_record, resolve_device, resolve_precision
 from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, from_tokens, load_run_splits, to_tokens
@@ -212,7 +212,8 @@ class _Finetuner:
         self.model = _Tuned(self.vae, vectors).to(device)
         params = decoder_parameters(self.vae) + ([self.model.vectors] if trainable else [])
         self.optimizer = torch.optim.Adam(params, lr=self.settings["lr"], weight_decay=t.weight_decay)
-        self.autocast = lambda: autocast(device, t.precision)
+        self.precision = resolve_precision(t.precision, device)
+        self.autocast = lambda: autocast(device, self.precision)
         self.train_x, self.val_x = (images_tensor(self.splits, s).to(device) for s in ("train", "val"))  # uint8 (N, C, H, W)
         self.split_labels = {s: np.asarray(self.splits.split(s).labels, dtype=np.int64) for s in ("train", "val")}  # per-class usage; class-conditional codes
 
@@ -433,4 +434,4 @@ class _Finetuner:
         sizes = {s: len(self.splits.split(s)) for s in ("train", "val", "test")}
         write_json(self.run.provenance_file(resumed), provenance(seed=self.config.seed, resumed=resumed, dataset_sizes=sizes,
                                                                  finetune_of={"run": str(self.source.root), "provenance": self.source.provenance()},
-                                                                 **device_record(self.device)))
+                                                                 precision=self.precision, **device_record(self.device)))

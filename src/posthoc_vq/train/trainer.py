@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from posthoc_vq.config import RunConfig
 from posthoc_vq.data import DatasetSplits, load_config_dataset
-from posthoc_vq.devices import autocast, device_record, resolve_device
+from posthoc_vq.devices import autocast, device_record, resolve_device, resolve_precision
 from posthoc_vq.errors import ConfigError, TrainingError
 from posthoc_vq.io import write_json
 from posthoc_vq.models import ConvVAE, build_vae
@@ -48,6 +48,7 @@ class TrainResult:
     images_per_second: float
     images_seen: int = 0  # train images passed through optimizer steps: epochs x train images, over every invocation
     device: str = "cpu"  # where this invocation trained (a resumed run may have trained its earlier epochs elsewhere)
+    precision: str = "fp32"  # what train.precision meant there ('auto' resolved: fp32 or bf16)
 
     @property
     def compute(self) -> dict[str, Any]:
@@ -134,7 +135,8 @@ class Trainer:
         t = self.config.train
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.scheduler = _scheduler(self.config, self.optimizer)
-        self.autocast = lambda: autocast(self.device, t.precision)
+        self.precision = resolve_precision(t.precision, self.device)
+        self.autocast = lambda: autocast(self.device, self.precision)
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int, on_batch=None) -> dict[str, float]:
@@ -346,6 +348,7 @@ class Trainer:
             run_dir=str(self.run_dir), epochs=epochs_done, best_epoch=best_epoch, best_val_loss=best_val,
             converged=stop_reason == "early_stopping", stop_reason=stop_reason, steps=self.step, seconds=seconds,
             images_per_second=len(self.train_x) * epochs_done / seconds if seconds else 0.0, images_seen=images_seen, device=str(self.device),
+            precision=self.precision,
         )
         write_json(self.run.summary_file, {**asdict(result), "compute": result.compute})
         return result
@@ -353,5 +356,5 @@ class Trainer:
     def _write_run_files(self, resumed: bool) -> None:
         write_json(self.run.config_file, self.config.to_dict())
         info = provenance(seed=self.config.seed, resumed=resumed, dataset_sizes={s: len(self.splits.split(s)) for s in ("train", "val", "test")},
-                          **device_record(self.device))
+                          precision=self.precision, **device_record(self.device))
         write_json(self.run.provenance_file(resumed), info)
