@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from posthoc_vq.waitpolicy import wait_policy_record
+
 PACKAGES = ("posthoc-vq", "torch", "numpy", "scipy", "scikit-learn", "faiss-cpu", "safetensors", "pydantic")
 
 
@@ -47,6 +49,7 @@ def provenance(seed: int | None = None, **extra: Any) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        "wait_policy": wait_policy_record(),
         "command": sys.argv,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,

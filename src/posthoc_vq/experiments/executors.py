@@ -5,6 +5,13 @@ finish (in any order); the sweep logic never knows which executor it has. Every 
 runs a job with the same number of torch threads ``T`` (set by the job itself), so the
 same sweep gives the same numbers under each of them.
 
+Thread budget (:func:`thread_budget`): parallel jobs x threads per job never exceed the CPUs the
+executor is given (this process's CPU affinity, or a Ray cluster's CPUs per node), because
+oversubscribed OpenMP threads collapse throughput. Workers are lowered first (which changes no
+number); only a spec whose ``threads`` alone exceed the CPUs has its threads lowered, by every
+executor alike (so they still agree), and the sweep's provenance records the budget
+(``thread_budget``: the CPUs, the workers and threads asked for and used, and why).
+
 Connecting to a Ray cluster (``--address``) is checked before ``ray.init``, so that a wrong
 address is one clear error rather than a hang or a traceback: the address must parse
 (``HOST:PORT``, ``[IPv6]:PORT``, ``ray://HOST:PORT`` or ``auto``); a TCP connect to it must
@@ -53,6 +60,52 @@ RAY_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How many jobs run at once (``workers``; None: as many as a Ray cluster schedules) with how many torch threads each."""
+
+    cpus: int
+    workers: int | None
+    threads: int
+    asked_workers: int | None
+    asked_threads: int
+
+    @property
+    def notes(self) -> list[str]:
+        out = []
+        if self.threads != self.asked_threads:
+            out.append(f"threads per job lowered from {self.asked_threads} to {self.threads}: only {self.cpus} CPUs "
+                       f"(the numbers are those of threads={self.threads}, not {self.asked_threads})")
+        if self.workers is not None and self.asked_workers is not None and self.workers != self.asked_workers:
+            out.append(f"workers lowered from {self.asked_workers} to {self.workers}: {self.asked_workers} x {self.threads} threads "
+                       f"would exceed {self.cpus} CPUs")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cpus": self.cpus, "workers": self.workers, "threads": self.threads, "asked_workers": self.asked_workers,
+                "asked_threads": self.asked_threads, "notes": self.notes}
+
+
+def thread_budget(workers: int | None, threads: int, cpus: int | None = None) -> ThreadBudget:
+    """Workers x threads within ``cpus`` (default :func:`available_cpus`): threads capped at the CPUs, then workers at CPUs // threads."""
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1 (got {threads})")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {workers})")
+    cpus = available_cpus() if cpus is None else max(1, int(cpus))
+    t = min(threads, cpus)
+    w = None if workers is None else max(1, min(workers, cpus // t))
+    return ThreadBudget(cpus=cpus, workers=w, threads=t, asked_workers=workers, asked_threads=threads)
+
+
 class Executor(Protocol):
     def run(self, fn: Callable[[dict[str, Any]], Any], tasks: list[dict[str, Any]]) -> Iterator[Outcome]: ...
 
@@ -90,7 +143,9 @@ def _exit_when_orphaned(parent: int, poll: float = PARENT_POLL_SECONDS) -> None:
 
 
 def _worker_init(parent: int) -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+    # the OpenMP wait policy is posthoc_vq's default (posthoc_vq.waitpolicy), inherited or applied when this
+    # spawned worker imported posthoc_vq to unpickle this function, before anything imported torch; a user's own
+    # OMP_WAIT_POLICY / GOMP_SPINCOUNT comes through the environment unchanged
     _exit_when_orphaned(parent)
 
 
@@ -138,6 +193,14 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=num_cpus, **kwargs)
         self.threads = threads
+
+    def node_cpus(self) -> int:
+        """CPUs of the cluster's largest node: one job must fit on one node."""
+        try:
+            cpus = [n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive", True)]
+        except Exception:
+            cpus = []
+        return int(max(cpus)) if cpus and max(cpus) >= 1 else available_cpus()
 
     def run(self, fn, tasks):
         remote = self.ray.remote(num_cpus=self.threads, max_retries=0)(fn)
@@ -415,7 +478,9 @@ def connect_ray(ray: Any, address: str, init_kwargs: dict[str, Any]) -> None:
 
 
 def make_executor(name: str, *, workers: int = 2, threads: int = 1, address: str | None = None) -> Executor:
-    """``local``, ``process`` (``workers`` processes) or ``ray`` (``address``, else a local cluster of ``workers * threads`` CPUs)."""
+    """``local``, ``process`` (``workers`` processes) or ``ray`` (``address``, else a local cluster of ``workers * threads`` CPUs).
+
+    ``workers`` and ``threads`` are used as given: :func:`make_budgeted_executor` fits them to the CPUs first."""
     if name == "local":
         return LocalExecutor()
     if name == "process":
@@ -423,3 +488,19 @@ def make_executor(name: str, *, workers: int = 2, threads: int = 1, address: str
     if name == "ray":
         return RayExecutor(threads, address=address, num_cpus=None if address else workers * threads)
     raise ConfigError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
+
+
+def make_budgeted_executor(name: str, *, workers: int = 2, threads: int = 1, address: str | None = None,
+                           cpus: int | None = None) -> tuple[Executor, ThreadBudget]:
+    """:func:`make_executor` within the thread budget (:func:`thread_budget`): the executor and the budget its jobs must use
+    (``budget.threads`` torch threads each). ``cpus`` defaults to this process's CPUs; on an existing Ray cluster
+    (``address``) it is the largest node's CPUs, and Ray's scheduler bounds the jobs per node."""
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
+    if name == "ray" and address:
+        ex = make_executor(name, threads=threads, address=address)
+        budget = thread_budget(None, threads, cpus if cpus is not None else ex.node_cpus())
+        ex.threads = budget.threads
+        return ex, budget
+    budget = thread_budget(1 if name == "local" else workers, threads, cpus)
+    return make_executor(name, workers=budget.workers or 1, threads=budget.threads, address=address), budget

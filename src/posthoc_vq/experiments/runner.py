@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.experiments.claims import make_claims
-from posthoc_vq.experiments.executors import make_executor, require_ray
+from posthoc_vq.experiments.executors import make_budgeted_executor, require_ray
 from posthoc_vq.experiments.job import run_job
 from posthoc_vq.experiments.spec import PERCEPTUAL, SweepSpec, expand, load_sweep_spec
 from posthoc_vq.experiments.store import ResultStore
@@ -101,7 +101,12 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, a
         n_todo = sum(len(t["cells"]) for t in tasks)
         failed = 0
         if tasks:
-            runner = make_executor(executor, workers=workers, threads=spec.threads, address=address)
+            runner, budget = make_budgeted_executor(executor, workers=workers, threads=spec.threads, address=address)
+            for task in tasks:  # every executor runs a job with the budget's threads: they still give identical numbers
+                task["threads"] = budget.threads
+            write_json(sweep.provenance_file, provenance(seed=None, executor=executor, thread_budget=budget.as_dict()))
+            for note in budget.notes:
+                (console or Console(stderr=True)).print(f"[yellow]note:[/] {note}", highlight=False)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
             try:
                 with Progress(*columns, console=console, disable=not progress) as bar:
