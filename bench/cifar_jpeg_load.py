@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import multiprocessing as mp
-import platform
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from common import in_process
+from common import in_process, machine, sgemm_gflops
+from posthoc_vq.io import write_json
+from posthoc_vq.provenance import provenance
 
 
 def _loader(data_dir: str, cache: str, queue) -> None:
@@ -68,11 +67,12 @@ def main(argv=None) -> int:
         "anchor_images": n_anchor,
         "first_decode_over_anchor": first / anchor,
         "targets_seconds": {"first_decode": 30.0, "cached_load": 2.0},
-        "machine": {"cpus": mp.cpu_count(), "python": platform.python_version(), "processor": platform.processor()},
+        "machine": machine(),
+        "sgemm_gflops_2048": sgemm_gflops(threads=2),
+        "provenance": provenance(),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"cifar-10-jpeg, {n} images: first decode {first:.2f} s (PIL plain loop {anchor:.2f} s), cached load {cached:.2f} s -> {out}")
     return 0
 

@@ -216,11 +216,13 @@ def main(argv=None) -> int:
     from posthoc_vq.provenance import provenance
     from posthoc_vq.waitpolicy import DEFAULT_SPINCOUNT
 
+    from common import machine
+
     report = {
         "preset": args.preset, "images_per_epoch": args.images, "threads": args.threads, "cpus": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "default_spincount": DEFAULT_SPINCOUNT, "policies": policies, "scenarios": scenarios, "targets": TARGETS,
-        "sgemm_gflops_2048": {"start": gflops_start, "end": gflops_end},
+        "machine": machine(), "sgemm_gflops_2048": {"start": gflops_start, "end": gflops_end},
         "epoch_seconds": epoch, "ratios": ratios, "meets_targets": verdict,
         "wait_policy_used": {pol: raw["quiet"][pol][0]["wait_policy"] for pol in policies},
         "raw_seconds": {s: {pol: [m["seconds"] for m in raw[s][pol]] for pol in policies} for s in scenarios},

@@ -23,14 +23,13 @@ Without ``--run`` a Fashion-MNIST model is trained for one epoch into ``bench/re
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import interleaved, sgemm_gflops
+from common import interleaved, machine, sgemm_gflops
 from posthoc_vq.config import load_run_config
 from posthoc_vq.export.onnx import export_run, onnx_session
 from posthoc_vq.io import write_json
@@ -125,7 +124,7 @@ def main() -> None:
 
     record = {
         "benchmark": "export_latency", "run": str(run), "threads": THREADS, "rounds": args.rounds,
-        "machine": {"cpu": platform.processor() or platform.machine(), "sgemm_gflops_2048": gflops},
+        "machine": machine(), "sgemm_gflops_2048": gflops,
         "file_bytes": {k: v["bytes"] for k, v in exported["files"].items()},
         "latency": results, "test_psnr_db": quality, "quality_images": len(xq),
         "provenance": provenance(seed=0),

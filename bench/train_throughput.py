@@ -21,8 +21,6 @@ Writes JSON (``--out``) and prints the ratios.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import platform
 import resource
 import sys
 import tempfile
@@ -33,7 +31,7 @@ import torch
 
 from posthoc_vq.config import load_run_config
 from posthoc_vq.data import DatasetSplits, ImageSet, load_dataset
-from common import in_process, sgemm_gflops
+from common import in_process, machine, sgemm_gflops
 from posthoc_vq.io import write_json
 from posthoc_vq.provenance import provenance
 
@@ -153,7 +151,7 @@ def main(argv=None) -> int:
         "images_per_epoch": args.images,
         "batch_size": config.train.batch_size,
         "threads": threads,
-        "machine": {"processor": platform.processor(), "cpus": mp.cpu_count()},
+        "machine": machine(),
         "sgemm_gflops_2048": gflops,
         "sgemm_gflops_2048_at_start": gflops_start,
         "train_flops_per_image": flops,
