@@ -192,3 +192,21 @@ def test_a_library_tracker_that_raises_does_not_stop_training(tmp_path, capsys):
     result = train(config, tmp_path / "r", progress=False, tracker=Flaky())
     assert result.epochs == 2 and seen and seen[0]["train.epochs"] == 2
     assert capsys.readouterr().err.count("disk full") == 1
+
+
+def test_a_resumed_training_logs_its_whole_history(tmp_path, monkeypatch):
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run = tmp_path / "resumed"
+    one = [a if a != "train.epochs=2" else "train.epochs=1" for a in TINY]
+    assert main(["train", "--preset", "digits", "--out", str(run), *one, "--track", "mlflow", "--no-progress"]) == 0
+    assert main(["train", "--preset", "digits", "--out", str(run), *TINY, "--resume", "--track", "mlflow", "--no-progress"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("digits")
+    first, second = sorted(client.search_runs([exp.experiment_id]), key=lambda r: r.info.start_time)
+    history = json.loads((run / "history.json").read_text())
+    val = sorted(client.get_metric_history(second.info.run_id, "val_loss"), key=lambda m: m.step)
+    assert [m.step for m in val] == [1, 2]
+    assert [m.value for m in val] == pytest.approx([row["val_loss"] for row in history], rel=1e-12)
+    assert second.data.tags["resumed_after_epoch"] == "1"
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "val_loss")] == [1]

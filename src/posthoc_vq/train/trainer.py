@@ -291,6 +291,10 @@ class Trainer:
                 self.console.print(f"changed from epoch {start_epoch} on: {format_changes(changes)}", highlight=False)
         self._write_run_files(resumed=ckpt is not None)
         self.tracker.log_params(flatten(self.config.to_dict()))
+        if ckpt is not None:  # a resumed run's tracker run holds the whole history, the epochs before the resume too
+            self.tracker.set_tags({"resumed_after_epoch": state["epoch"]})
+            for old in history:
+                self.tracker.log_metrics(numeric({k: v for k, v in old.items() if k not in ("epoch", "changes")}), step=old["epoch"])
 
         stop_reason = "max_epochs"
         if bad_epochs >= t.patience and t.early_stopping:
