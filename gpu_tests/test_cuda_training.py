@@ -120,3 +120,25 @@ def test_cuda_is_the_default_of_auto():
     from posthoc_vq.devices import resolve_device
 
     assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_precision_auto_is_bf16_on_cuda(tmp_path):
+    run = tmp_path / "auto"
+    cli("train", "--preset", "digits", "--out", run, "--set", "train.epochs=1", "--set", "train.precision=auto", *DIGITS, "--device", "cuda")
+    assert read(run / "train_summary.json")["precision"] == "bf16"
+    assert read(run / "provenance.json")["precision"] == "bf16"
+
+
+def test_a_latent_cache_made_on_cuda_is_encoded_again_on_cpu(runs):
+    cpu, _ = runs
+    from posthoc_vq.latents import run_latents
+    from posthoc_vq.run import Run
+
+    record = Run.open(cpu).latent_files("mu", "test")[1]
+    on_gpu = run_latents(cpu, "test", device="cuda")
+    assert read(record)["device"] == "cuda" and "NVIDIA" in read(record)["device_name"]
+    on_cpu = run_latents(cpu, "test", device="cpu")
+    assert read(record)["device"] == "cpu"
+    diff = float(abs(on_gpu.values - on_cpu.values).max())
+    print(f"\nlargest |mu_cuda - mu_cpu| over the test split: {diff:.2e}")
+    assert diff < 1e-2
