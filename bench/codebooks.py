@@ -12,7 +12,13 @@ Measured in one run, on the same data and thread count:
   recomputed on the full data by one float64 function;
 * exact kNN graph, k neighbours of every point: ``knn_exact`` vs ``faiss.IndexFlatL2``
   search with k + 1 (self included); optionally HNSW (``--hnsw``) with its recall;
-* optionally (``--geodesic``) a whole ``GeodesicKMedoids`` fit, if that module exists.
+* optionally (``--geodesic``) a whole ``GeodesicKMedoids`` fit, if that module exists;
+* instead of the above (``--assign N``): token-scale geodesic assignment, the case of the
+  fashion-mnist-spatial preset. A ``GeodesicKMedoids`` (HNSW graph, as the preset) is fitted
+  on ``--fit-size`` points, then ``predict`` assigns N queries; against the bound of the
+  dense (N, D) @ (D, fit-size) matmul its kNN linking implies, and against faiss
+  ``IndexFlatL2`` searching the same k neighbours of the same queries. Labels are also
+  computed from faiss's neighbours by the same rule, and their agreement reported.
 
 Methods run interleaved, once per round for ``--repeats`` rounds; each reports its best
 round. Per stage: FLOPs, seconds, bound seconds = FLOPs / sgemm rate, ratio to bound. The
@@ -22,6 +28,7 @@ assignment than ``iters`` so that its labels and inertia refer to the final cent
 
     python bench/codebooks.py                       # stand-in data
     python bench/codebooks.py --latents z.npy       # (N, 128) float32 latents
+    python bench/codebooks.py --assign 2646000 --repeats 1   # 8-D stand-in tokens
 """
 
 from __future__ import annotations
@@ -158,6 +165,73 @@ def bench_geodesic(X: np.ndarray, K: int, k: int, seed: int) -> dict[str, Any] |
     return {"seconds": t, "n_iter": est.n_iter_, "objective": est.objective_, "graph": est.graph_stats_}
 
 
+def assign_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """Fit sample (fit_size, D) and queries (assign, D): from ``--latents`` (a seeded sample to
+    fit; the first ``--assign`` rows as queries) or the stand-in with ``--dim`` dimensions."""
+    if args.latents:
+        Z = np.ascontiguousarray(np.load(args.latents), dtype=np.float32)
+        fit = Z[np.sort(np.random.default_rng(args.seed).choice(len(Z), args.fit_size, replace=False))]
+        return fit, Z[: args.assign], f"latents {args.latents}"
+    Z = stand_in(args.fit_size + args.assign, args.dim, seed=args.seed)
+    return Z[: args.fit_size], Z[args.fit_size :], f"stand-in: {args.fit_size + args.assign:,} x {args.dim} float32 Gaussian mixture (seed {args.seed}); the first {args.fit_size:,} fitted"
+
+
+def bench_assign(fit: np.ndarray, Q: np.ndarray, K: int, k: int, fit_iters: int, seed: int, repeats: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    from posthoc_vq.quantize.latent.geodesic import GeodesicKMedoids
+
+    est, fit_seconds = timed(lambda: GeodesicKMedoids(K, n_neighbors=k, graph="hnsw", max_iter=fit_iters, random_state=seed).fit(fit))
+
+    def faiss_search():
+        index = faiss.IndexFlatL2(fit.shape[1])
+        index.add(fit)
+        return index.search(Q, k)
+
+    res, times = interleaved({"ours": lambda: est.predict(Q, return_distance=True), "faiss_flat": faiss_search}, repeats)
+    res["fit"] = {"seconds": fit_seconds, "n_iter": est.n_iter_, "n_neighbors": est.n_neighbors_}
+    res["estimator"] = est
+    return res, times
+
+
+def report_assign(fit: np.ndarray, Q: np.ndarray, k: int, res: dict[str, Any], times: dict[str, list[float]], gflops: float) -> dict[str, Any]:
+    est, (labels, dist) = res["estimator"], res["ours"]
+    flops = 2.0 * len(Q) * len(fit) * fit.shape[1]
+    f_idx = res["faiss_flat"][1]  # faiss's k neighbours, linked by the rule of GeodesicKMedoids.predict
+    d = np.concatenate([np.linalg.norm(Q[s : s + 65536, None] - fit[f_idx[s : s + 65536]], axis=2) for s in range(0, len(Q), 65536)])
+    f_labels = est.labels_[f_idx[np.arange(len(Q)), (d + est.node_distance_[f_idx]).argmin(1)]]
+    out = {
+        "queries": len(Q),
+        "fit_size": len(fit),
+        "k": k,
+        "fit": res["fit"],
+        "ours_predict": stage(flops, times["ours"], gflops),
+        "faiss_flat_search": stage(flops, times["faiss_flat"], gflops),
+        "label_agreement_with_faiss_links": float((labels == f_labels).mean()),
+        "mean_distance": float(dist.mean(dtype=np.float64)),
+    }
+    out["time_ours_over_faiss"] = out["ours_predict"]["seconds"] / out["faiss_flat_search"]["seconds"]
+    return out
+
+
+def main_assign(args: argparse.Namespace) -> int:
+    fit, Q, data = assign_data(args)
+    rates = [sgemm_gflops()]
+    res, times = bench_assign(fit, Q, args.clusters, args.neighbors, args.fit_iters, args.seed, args.repeats)
+    rates.append(sgemm_gflops())
+    gflops = max(rates)
+    a = report_assign(fit, Q, args.neighbors, res, times, gflops)
+    out = args.out or "bench/results/codebooks_assign.json"
+    report = {"data": data, "clusters": args.clusters, "threads": args.threads, "machine": {"processor": platform.processor(), "torch_threads": torch.get_num_threads()}, "sgemm_gflops_2048": gflops, "sgemm_gflops_readings": rates, "assign": a, "provenance": provenance(seed=args.seed)}
+    write_json(out, report)
+    print(f"data: {data}; sgemm {gflops:.0f} GFLOP/s (readings {', '.join(f'{r:.0f}' for r in rates)}); {args.threads} threads; best of {args.repeats}")
+    print(f"geodesic fit on {len(fit):,} points: {a['fit']['seconds']:.1f} s, {a['fit']['n_iter']} rounds")
+    print(f"{'stage':28s} {'GFLOP':>8s} {'best s':>8s} {'bound s':>8s} {'x bound':>8s}")
+    for name, s in [(f"predict ours ({len(Q):,} q)", a["ours_predict"]), (f"faiss IndexFlatL2 k={args.neighbors}", a["faiss_flat_search"])]:
+        print(f"{name:28s} {s['flops'] / 1e9:8.1f} {s['seconds']:8.2f} {s['bound_seconds']:8.2f} {s['ratio_to_bound']:8.2f}")
+    print(f"ours/faiss {a['time_ours_over_faiss']:.2f}; label agreement with faiss-linked labels {a['label_agreement_with_faiss_links']:.6f}")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--latents", help="(N, D) float32 .npy; default: the Gaussian-mixture stand-in")
@@ -169,11 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hnsw", action="store_true", help="also time faiss HNSW and its recall")
     p.add_argument("--geodesic", action="store_true", help="also time GeodesicKMedoids (if present)")
-    p.add_argument("--out", default="bench/results/codebooks.json")
+    p.add_argument("--assign", type=int, metavar="N_QUERIES", help="only time geodesic assignment of this many queries (module docstring)")
+    p.add_argument("--fit-size", type=int, default=50_000, help="--assign: points the geodesic codebook is fitted on")
+    p.add_argument("--fit-iters", type=int, default=2, help="--assign: medoid rounds of that fit (its quality does not change predict's cost)")
+    p.add_argument("--dim", type=int, default=8, help="--assign: stand-in dimension (8: the spatial preset's tokens)")
+    p.add_argument("--out", help="JSON path (default bench/results/codebooks.json, or codebooks_assign.json with --assign)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
+    if args.assign:
+        return main_assign(args)
+    args.out = args.out or "bench/results/codebooks.json"
     if args.latents:
         X, data = np.ascontiguousarray(np.load(args.latents), dtype=np.float32), f"latents {args.latents}"
     else:

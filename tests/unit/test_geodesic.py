@@ -10,8 +10,9 @@ import scipy.sparse as sp
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from scipy.sparse.csgraph import dijkstra
+from sklearn.neighbors import NearestNeighbors
 
-from posthoc_vq.quantize.latent import geodesic
+from posthoc_vq.quantize.latent import geodesic, knn
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 from posthoc_vq.quantize.latent.geodesic import GeodesicKMedoids
 from posthoc_vq.quantize.latent.graph import DisconnectedGraphWarning
@@ -225,3 +226,70 @@ def test_snap_resolves_collisions_with_next_nearest(data):
     # Together they take the 20 points nearest that spot (beyond the 8 looked-up candidates).
     d = np.linalg.norm(Z - Z[0], axis=1)
     np.testing.assert_array_equal(np.sort(idx), np.sort(np.argsort(d, kind="stable")[:20]))
+
+
+def mixture(n, d=8, seed=0):
+    """Token-like points: a seeded mixture of anisotropic Gaussians (as bench/codebooks.py's stand-in)."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 5, n)
+    means, scales = 2.0 * rng.standard_normal((5, d)), np.exp(rng.uniform(-2.0, 0.5, (5, d)))
+    return (means[label] + rng.standard_normal((n, d)) * scales[label]).astype(np.float32)
+
+
+def reference_predict(model, Q):
+    """Held-out assignment as first implemented: brute-force k nearest (scikit-learn), edge
+    weights from the differences, queries on a fitted point are that node, argmin of weight + node distance."""
+    Z = model.fit_points_
+    _, idx = NearestNeighbors(n_neighbors=model.n_neighbors_, algorithm="brute").fit(Z).kneighbors(Q)
+    diff = Q[:, None, :] - Z[idx]
+    d = np.sqrt(np.einsum("nkd,nkd->nk", diff, diff))
+    same = (d == 0).any(1, keepdims=True)
+    d[same & (d > 0)] = np.inf
+    total = d + model.node_distance_[idx]
+    best = total.argmin(1)
+    rows = np.arange(len(Q))
+    return model.labels_[idx[rows, best]], total[rows, best]
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    """A geodesic codebook on 3,000 8-D mixture points (exact graph) and 2,000 held-out queries plus 100 fitted ones."""
+    Z = mixture(5000, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DisconnectedGraphWarning)
+        model = GeodesicKMedoids(24, n_neighbors=12, max_iter=3, random_state=0).fit(Z[:3000])
+    return model, np.concatenate([Z[3000:], Z[:100]])
+
+
+@pytest.mark.parametrize("block, chunk", [(None, None), (64, 32), (256, 100)])
+def test_token_predict_matches_reference(tokens, block, chunk, monkeypatch):
+    model, Q = tokens
+    if block is not None:  # small blocks and chunks: many of them, far blocks skipped
+        monkeypatch.setattr(knn, "QUERY_FIT_BLOCK", block)
+        monkeypatch.setattr(knn, "QUERY_CHUNK", chunk)
+    labels, dist = model.predict(Q, return_distance=True)
+    ref_labels, ref_dist = reference_predict(model, Q)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-6)
+    np.testing.assert_array_equal(labels[-100:], model.labels_[:100])  # fitted points keep their codes
+    np.testing.assert_array_equal(dist[-100:], model.node_distance_[:100])
+    np.testing.assert_array_equal(model.transform(Q[:300]).argmin(1), labels[:300])
+
+
+def test_token_predict_matches_per_query_dijkstra(tokens, monkeypatch):
+    model, Q = tokens
+    monkeypatch.setattr(knn, "QUERY_FIT_BLOCK", 128)
+    monkeypatch.setattr(knn, "QUERY_CHUNK", 16)
+    Q = Q[:25]
+    labels, dist = model.predict(Q, return_distance=True)
+    _, idx = NearestNeighbors(n_neighbors=model.n_neighbors_, algorithm="brute").fit(model.fit_points_).kneighbors(Q)
+    n = len(model.fit_points_)
+    A = model.graph_.adjacency.tocoo()
+    for q in range(len(Q)):
+        w = np.linalg.norm(model.fit_points_[idx[q]].astype(np.float64) - Q[q], axis=1)
+        rows = np.r_[A.row, np.full(len(w), n), idx[q]]
+        cols = np.r_[A.col, idx[q], np.full(len(w), n)]
+        aug = sp.csr_matrix((np.r_[A.data, w, w], (rows, cols)), shape=(n + 1, n + 1))
+        to_medoid = dijkstra(aug, indices=n)[model.medoid_indices_]
+        assert dist[q] == pytest.approx(to_medoid.min(), rel=1e-5)
+        assert to_medoid[labels[q]] == pytest.approx(to_medoid.min(), rel=1e-5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
+from posthoc_vq.quantize.latent import knn
 from posthoc_vq.quantize.latent.knn import knn_exact, knn_hnsw, knn_query, knn_recall
 
 
@@ -95,6 +96,20 @@ def test_knn_query_matches_sklearn(chunk):
     ref_d, _ = NearestNeighbors(n_neighbors=25, algorithm="brute").fit(Z).kneighbors(Q)
     np.testing.assert_allclose(dist, ref_d, atol=1e-4)
     assert np.all(dist[300:, 0] == 0)
+
+
+def test_knn_query_skips_far_blocks_exactly(monkeypatch):
+    P = points(3500, 8, seed=11, duplicates=False)  # six clusters
+    Z, Q = P[:3000], np.vstack([P[3000:], P[:10]])
+    scanned, chunks = [], []
+    group_minima, nearest = knn._FittedBlocks._group_minima, knn._FittedBlocks.nearest
+    monkeypatch.setattr(knn._FittedBlocks, "_group_minima", lambda self, J, L: scanned.append(J) or group_minima(self, J, L))
+    monkeypatch.setattr(knn._FittedBlocks, "nearest", lambda self, Xq, k: chunks.append(len(self.width)) or nearest(self, Xq, k))
+    monkeypatch.setattr(knn, "QUERY_CHUNK", 16)
+    dist, idx = knn_query(Z, Q, 20, chunk_size=64)
+    D, ref = brute(Q, Z, 20)
+    check(dist, idx, D, ref)
+    assert 0 < len(scanned) < 0.5 * sum(chunks)  # clustered points: most (block, chunk) pairs are never multiplied
 
 
 def test_knn_query_few_queries_and_k_equals_n():

@@ -20,6 +20,13 @@ only block entries below it are candidates, and the work is arranged so that few
 and rows J, so only half the matmuls run. The order changes only speed: results are exact
 up to float32 rounding of the matmul form (relative ~1e-6 of ||x||^2 + ||y||^2), and
 distances below a tenth of sqrt(||x||^2 + ||y||^2) (centred) are recomputed as ||x - y||.
+
+``knn_query`` (many queries against fitted points: a geodesic codebook assigning millions of
+tokens) keeps no per-row buffers: blocks are k-means cells, each block's distances are
+reduced to strided-group minima as soon as they are computed, the k groups with the smallest
+minima hold the k nearest points, and blocks that a chunk's bounding box shows to be too far
+are never multiplied. Its candidates are ranked, and its distances computed, as ||q - x||
+(:func:`knn_query`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ from posthoc_vq.quantize.latent.base import as_latents
 
 GROUP = 16
 BLOCK = 2048  # points per block: a 16 MiB float32 block stays in L3 while it is scanned
+QUERY_FIT_BLOCK = 1024  # knn_query: fitted points per k-means cell, on average (a cell is the unit of skipping)
+QUERY_CHUNK = 256  # knn_query: queries per chunk, the columns of each block's matmul (sgemm is fastest at <= 512 with a 10-wide inner dimension)
+SUBCELLS = 8  # knn_query: queries are ordered within a cell by a k-means this many times finer
+FIRST_BLOCKS = 2  # knn_query: blocks every chunk scans before it bounds its k-th distances
+BOUND_SLACK = 1e-5  # knn_query's skip margin, relative to ||q||^2 + ||x||^2: above float32 rounding of the matmul form
 INF = float("inf")
 _NONE = (torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64), torch.empty(0))
 
@@ -140,16 +152,21 @@ def _augment(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return L, R
 
 
-def _spatial_order(X: torch.Tensor, n_groups: int, Q: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """Orders grouping nearby points: ``X`` (and ``Q``) sorted by their nearest of
-    ``n_groups`` coarse k-means centroids, fitted on up to 256 points per centroid of ``X``."""
+def _cells(X: torch.Tensor, n_groups: int, Q: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Nearest of ``n_groups`` coarse k-means centroids, fitted on up to 256 points per centroid
+    of ``X``, for each point of ``X`` (and of ``Q``): int64 labels."""
     from posthoc_vq.quantize.latent.kmeans import KMeans, assign  # kmeans does not import knn
 
     n_groups = max(1, min(n_groups, len(X)))
     sample = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))[: 256 * n_groups]
     km = KMeans(n_groups, max_iter=8, tol=1e-3, random_state=0).fit(X[sample].numpy())
     C = torch.from_numpy(km.codebook_)
-    return tuple(torch.sort(assign(P, C)[0], stable=True)[1] for P in ([X] if Q is None else [X, Q]))
+    return tuple(assign(P, C)[0] for P in ([X] if Q is None else [X, Q]))
+
+
+def _spatial_order(X: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Order grouping nearby points: ``X`` sorted by its :func:`_cells`."""
+    return torch.sort(_cells(X, n_groups)[0], stable=True)[1]
 
 
 def _block_order(row_means: torch.Tensor, col_means: torch.Tensor | None = None) -> list[tuple[int, int]]:
@@ -203,7 +220,7 @@ def knn_exact(Z, k: int, *, exclude_self: bool = True, chunk_size: int | None = 
         raise ValueError(f"k must lie in [1, {N - int(exclude_self)}] for N={N} points (exclude_self={exclude_self}), got {k}")
     b, nb = _blocks(N, chunk_size)
     X = torch.from_numpy(Z - Z.mean(0, dtype=np.float64).astype(np.float32))
-    (order,) = _spatial_order(X, nb)
+    order = _spatial_order(X, nb)
     X = X[order]
     L, R = _augment(X)
     top = _RunningTopK(len(L), k)
@@ -238,12 +255,26 @@ def knn_exact(Z, k: int, *, exclude_self: bool = True, chunk_size: int | None = 
 def knn_query(Z_fit, Q, k: int, *, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest fitted points of each query (no exclusion).
 
+    Fitted points and queries are split into the cells of a coarse k-means (about
+    ``chunk_size`` fitted points per cell): a cell of fitted points is a block, and the
+    queries of a cell, ordered by a k-means SUBCELLS times finer (so that a chunk covers a
+    small part of its cell), go in chunks of at most QUERY_CHUNK. Each (block, chunk) matmul of
+    augmented vectors gives squared distances in (block, chunk) layout (QUERY_CHUNK columns:
+    the shape sgemm runs fastest on with an inner dimension of D + 2), reduced at once, in
+    cache, to minima over groups of GROUP strided rows of the block. The k nearest points
+    lie in the k groups with the smallest minima (k groups below a point's distance would
+    give k nearer points), so only those k * GROUP candidates are kept, and ranked by
+    ||q - x|| computed from the differences. A chunk first scans its FIRST_BLOCKS nearest
+    blocks; the k-th smallest group minimum there bounds each query's k-th distance from
+    above, and a block whose bounding box lies farther from the chunk's box than every
+    query's bound (less a margin for float32 rounding) is never multiplied.
+
     Parameters
     ----------
     Z_fit : (N, D) float32 fitted points.
     Q : (M, D) float32 queries.
     k : neighbours per query, k <= N.
-    chunk_size : points per block (rounded up to a multiple of 16; default 2048).
+    chunk_size : fitted points per cell, on average (default QUERY_FIT_BLOCK).
 
     Returns
     -------
@@ -256,29 +287,89 @@ def knn_query(Z_fit, Q, k: int, *, chunk_size: int | None = None) -> tuple[np.nd
         raise ValueError(f"k must lie in [1, {N}] for N={N} fitted points, got {k}")
     if len(Q) == 0:
         return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-    b, nb = _blocks(N, chunk_size)
     mean = Z_fit.mean(0, dtype=np.float64).astype(np.float32)
     X, Xq = torch.from_numpy(Z_fit - mean), torch.from_numpy(Q - mean)
-    order, q_order = _spatial_order(X, nb, Xq)
-    X, Xq = X[order], Xq[q_order]
-    (_, R), (L, _) = _augment(X), _augment(Xq)
-    means = [torch.stack([P[s : s + b].mean(0) for s in range(0, len(P), b)]) for P in (Xq, X)]
-    top = _RunningTopK(len(L), k)
-    seen = torch.zeros(len(means[0]), dtype=torch.bool)
-    n_blocks = len(means[0]) * len(means[1])
-    for n, (I, J) in enumerate(_block_order(*means), 1):
-        i, j = I * b, J * b
-        B = L[i : i + b] @ R[j : j + b].T
-        if not seen[I]:  # the nearest database block sets the first thresholds
-            top.tau[i : i + b] = _first_threshold(B, k)
-            seen[I] = True
-        top.push(*_row_candidates(B, top.tau[i : i + b], i, j))
-        report("kNN query blocks", n, n_blocks)
-    vals, idx = top.result()
-    dist, idx = _finish(Xq, X, vals[: len(Q)], idx[: len(Q)])
-    out_d, out_i = np.empty_like(dist), np.empty_like(idx)
-    out_d[q_order.numpy()], out_i[q_order.numpy()] = dist, order.numpy()[idx]
+    n_cells = -(-N // (chunk_size or QUERY_FIT_BLOCK))
+    cell, q_cell = _cells(X, n_cells, Xq)
+    (q_sub,) = _cells(X, n_cells * SUBCELLS, Xq)[1:]  # a finer order inside each cell: compact chunks
+    order, q_order = torch.sort(cell, stable=True)[1], torch.sort(q_cell * n_cells * SUBCELLS + q_sub, stable=True)[1]
+    blocks = _FittedBlocks(X[order], torch.bincount(cell, minlength=n_cells))
+    Xq = Xq[q_order]
+    q_ends = torch.bincount(q_cell, minlength=n_cells).cumsum(0).tolist()
+    chunks = [(s, min(s + QUERY_CHUNK, e)) for c, e in zip([0] + q_ends[:-1], q_ends) for s in range(c, e, QUERY_CHUNK)]
+    sq, idx = torch.empty(len(Q), k), torch.empty(len(Q), k, dtype=torch.int64)
+    for n, (s, e) in enumerate(chunks, 1):
+        sq[s:e], idx[s:e] = blocks.nearest(Xq[s:e], k)
+        report("kNN query blocks", n, len(chunks))
+    dist, p = sq.sqrt_().sort(dim=1, stable=True)
+    out_d, out_i = np.empty((len(Q), k), np.float32), np.empty((len(Q), k), np.int64)
+    out_d[q_order.numpy()], out_i[q_order.numpy()] = dist.numpy(), order.numpy()[idx.gather(1, p).numpy()]
     return out_d, out_i
+
+
+class _FittedBlocks:
+    """Fitted points ``X`` (N, D) in blocks of consecutive rows (``sizes`` (n,) of them;
+    empty blocks are dropped), searched chunk by chunk of queries.
+
+    Each block is padded to a multiple of GROUP rows with points at infinity; group w of a
+    block of P padded rows holds its rows w + t * P / GROUP, t < GROUP.
+    """
+
+    def __init__(self, X: torch.Tensor, sizes: torch.Tensor):
+        ends = sizes.cumsum(0).tolist()
+        parts = [(s, e) for s, e in zip([0] + ends[:-1], ends) if e > s]
+        padded = [-(-(e - s) // GROUP) * GROUP for s, e in parts]
+        self.X = torch.cat([torch.cat([X[s:e], torch.full((p - (e - s), X.shape[1]), INF)]) for (s, e), p in zip(parts, padded)])
+        real = torch.cat([torch.cat([torch.arange(s, e), torch.full((p - (e - s),), -1)]) for (s, e), p in zip(parts, padded)])
+        finite = torch.where(real.unsqueeze(1) >= 0, self.X, 0.0)
+        norm = torch.where(real >= 0, (finite * finite).sum(1), INF)
+        self.R = torch.cat([-2.0 * finite, torch.ones(len(finite), 1), norm.unsqueeze(1)], 1)  # as _augment's right form
+        self.real = real  # padded row -> row of X, -1 on padding
+        self.lo = torch.stack([X[s:e].amin(0) for s, e in parts])
+        self.hi = torch.stack([X[s:e].amax(0) for s, e in parts])
+        self.norm = torch.maximum(self.lo.abs(), self.hi.abs()).square().sum(1)  # >= ||x||^2 in the block
+        self.start = torch.tensor([0] + padded).cumsum(0)[:-1]  # first padded row of each block
+        self.width = torch.tensor(padded) // GROUP  # groups per block
+        self.first_group = torch.cat([torch.zeros(1, dtype=torch.int64), self.width.cumsum(0)[:-1]])
+        block_of = torch.repeat_interleave(torch.arange(len(parts)), self.width)
+        local = torch.arange(int(self.width.sum())) - self.first_group[block_of]
+        self.members = (self.start[block_of] + local).unsqueeze(1) + self.width[block_of].unsqueeze(1) * torch.arange(GROUP)
+
+    def _group_minima(self, J: int, L: torch.Tensor) -> torch.Tensor:
+        """(width[J], m) minima of block J's squared distances (matmul form) over its groups."""
+        s, w = int(self.start[J]), int(self.width[J])
+        return (self.R[s : s + w * GROUP] @ L.T).view(GROUP, w, len(L)).amin(0)
+
+    def nearest(self, Xq: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared distances (m, k) and rows of X (m, k) of the k nearest fitted points of the queries ``Xq`` (m, D)."""
+        m, D = Xq.shape
+        L = _augment(Xq)[0][:m]
+        gap = ((self.lo - Xq.amax(0)).clamp(min=0) + (Xq.amin(0) - self.hi).clamp(min=0)).square_().sum(1)
+        below = gap - BOUND_SLACK * (L[:, D].max() + self.norm)  # under every squared distance of chunk to block
+        visit = torch.argsort(gap, stable=True)
+        enough = int(torch.searchsorted(self.width[visit].cumsum(0), k)) + 1  # blocks holding >= k groups
+        computed = visit[: max(FIRST_BLOCKS, enough)].tolist()
+        minima = [self._group_minima(J, L) for J in computed]
+        if enough <= len(computed):  # the first blocks hold k groups: the k-th minimum bounds the k-th distance
+            bound = float(np.partition(torch.cat(minima).numpy(), k - 1, axis=0)[k - 1].max())
+            rest = [J for J in visit[len(computed) :].tolist() if below[J] < bound]
+            minima += [self._group_minima(J, L) for J in rest]
+            computed += rest
+        group = torch.cat([self.first_group[J] + torch.arange(int(self.width[J])) for J in computed])
+        chosen = group[_smallest(torch.cat(minima).T.contiguous(), min(k, len(group)))]  # (m, k) group ids
+        cand = self.members.index_select(0, chosen.view(-1)).view(m, -1)
+        near = self.X.index_select(0, cand.view(-1)).view(m, cand.shape[1], D)
+        sq = (near - Xq.unsqueeze(1)).square_().sum(2).nan_to_num_(nan=INF)  # inf - inf on padding rows
+        p = _smallest(sq, k)
+        return sq.gather(1, p), self.real[cand.gather(1, p)]
+
+
+def _smallest(V: torch.Tensor, k: int) -> torch.Tensor:
+    """(m, k) column indices of the k smallest entries of each row of ``V`` (m, n), in no order
+    (numpy's introselect: several times faster than ``torch.topk`` on CPU)."""
+    if k == V.shape[1]:
+        return torch.arange(k).repeat(len(V), 1)
+    return torch.from_numpy(np.ascontiguousarray(np.argpartition(V.numpy(), k - 1, axis=1)[:, :k]))
 
 
 def knn_hnsw(Z, k: int, *, M: int = 32, ef_construction: int = 200, ef_search: int = 128, random_state: int = 0, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
