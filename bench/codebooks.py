@@ -11,7 +11,8 @@ Measured in one run, on the same data and thread count:
   at 70,000 x 1024) vs scikit-learn (init='random', Lloyd). Final inertia of each codebook is
   recomputed on the full data by one float64 function;
 * exact kNN graph, k neighbours of every point: ``knn_exact`` vs ``faiss.IndexFlatL2``
-  search with k + 1 (self included); optionally HNSW (``--hnsw``) with its recall;
+  search with k + 1 (self included); optionally HNSW (``--hnsw``) with its recall; skipped
+  with ``--no-knn``;
 * optionally (``--geodesic``) a whole ``GeodesicKMedoids`` fit, if that module exists;
 * instead of the above (``--assign N``): token-scale geodesic assignment, the case of the
   fashion-mnist-spatial preset. A ``GeodesicKMedoids`` (HNSW graph, as the preset) is fitted
@@ -28,6 +29,7 @@ assignment than ``iters`` so that its labels and inertia refer to the final cent
 
     python bench/codebooks.py                       # stand-in data
     python bench/codebooks.py --latents z.npy       # (N, 128) float32 latents
+    python bench/codebooks.py --no-knn              # k-means only
     python bench/codebooks.py --assign 2646000 --repeats 1   # 8-D stand-in tokens
 """
 
@@ -35,10 +37,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import faiss
 import numpy as np
@@ -46,11 +46,12 @@ import torch
 from sklearn.cluster import KMeans as SkKMeans
 from threadpoolctl import threadpool_limits
 
-from common import interleaved, sgemm_gflops, timed  # bench/ is on sys.path
+from common import interleaved, machine, sgemm_gflops, timed  # bench/ is on sys.path
 from posthoc_vq.io import write_json
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.kmeans import KMeans
 from posthoc_vq.quantize.latent.knn import knn_exact, knn_hnsw, knn_recall
+from posthoc_vq.quantize.latent.rowpool import RowPool
 
 
 def stand_in(n: int = 70_000, d: int = 128, components: int = 10, seed: int = 0) -> np.ndarray:
@@ -87,6 +88,10 @@ def run_kmeans(X: np.ndarray, K: int, iters: int, seed: int, repeats: int, threa
     D = X.shape[1]
     Xc = torch.from_numpy(X - X.mean(0, dtype=np.float64).astype(np.float32))
 
+    def seeding():
+        with RowPool() as pool:
+            return KMeans(K, random_state=seed)._initial_centroids(Xc, np.zeros(D), np.random.default_rng(seed), pool)
+
     def faiss_fit():
         km = faiss.Kmeans(D, K, niter=iters, seed=seed, verbose=False, spherical=False)
         km.train(X)
@@ -98,7 +103,7 @@ def run_kmeans(X: np.ndarray, K: int, iters: int, seed: int, repeats: int, threa
 
     return interleaved(
         {
-            "seeding": lambda: KMeans(K, random_state=seed)._initial_centroids(Xc, np.zeros(D), np.random.default_rng(seed)),
+            "seeding": seeding,
             "ours": lambda: KMeans(K, max_iter=iters, tol=0.0, random_state=seed).fit(X),
             "faiss": faiss_fit,
             "sklearn_random_init": sklearn_fit,
@@ -220,7 +225,7 @@ def main_assign(args: argparse.Namespace) -> int:
     gflops = max(rates)
     a = report_assign(fit, Q, args.neighbors, res, times, gflops)
     out = args.out or "bench/results/codebooks_assign.json"
-    report = {"data": data, "clusters": args.clusters, "threads": args.threads, "machine": {"processor": platform.processor(), "torch_threads": torch.get_num_threads()}, "sgemm_gflops_2048": gflops, "sgemm_gflops_readings": rates, "assign": a, "provenance": provenance(seed=args.seed)}
+    report = {"data": data, "clusters": args.clusters, "threads": args.threads, "machine": machine(), "sgemm_gflops_2048": gflops, "sgemm_gflops_readings": rates, "assign": a, "provenance": provenance(seed=args.seed)}
     write_json(out, report)
     print(f"data: {data}; sgemm {gflops:.0f} GFLOP/s (readings {', '.join(f'{r:.0f}' for r in rates)}); {args.threads} threads; best of {args.repeats}")
     print(f"geodesic fit on {len(fit):,} points: {a['fit']['seconds']:.1f} s, {a['fit']['n_iter']} rounds")
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hnsw", action="store_true", help="also time faiss HNSW and its recall")
     p.add_argument("--geodesic", action="store_true", help="also time GeodesicKMedoids (if present)")
+    p.add_argument("--no-knn", action="store_true", help="skip the kNN-graph stage (and --hnsw)")
     p.add_argument("--assign", type=int, metavar="N_QUERIES", help="only time geodesic assignment of this many queries (module docstring)")
     p.add_argument("--fit-size", type=int, default=50_000, help="--assign: points the geodesic codebook is fitted on")
     p.add_argument("--fit-iters", type=int, default=2, help="--assign: medoid rounds of that fit (its quality does not change predict's cost)")
@@ -265,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     rates = [sgemm_gflops()]
     km_res, km_times = run_kmeans(X, args.clusters, args.iters, args.seed, args.repeats, args.threads)
     rates.append(sgemm_gflops())
-    knn_res, knn_times = run_knn(X, args.neighbors, args.repeats)
-    rates.append(sgemm_gflops())
+    if not args.no_knn:
+        knn_res, knn_times = run_knn(X, args.neighbors, args.repeats)
+        rates.append(sgemm_gflops())
     gflops = max(rates)  # the machine's rate; lower readings mean others were using the CPU
     km = report_kmeans(X, args.clusters, args.iters, km_res, km_times, gflops)
-    knn = report_knn(X, args.neighbors, knn_res, knn_times, gflops)
-    if args.hnsw:
+    knn = None if args.no_knn else report_knn(X, args.neighbors, knn_res, knn_times, gflops)
+    if args.hnsw and knn:
         knn["hnsw"] = bench_hnsw(X, args.neighbors, knn_res["ours"][1], args.seed)
     report = {
         "data": data,
@@ -278,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "clusters": args.clusters,
         "iterations": args.iters,
         "threads": args.threads,
-        "machine": {"processor": platform.processor(), "torch_threads": torch.get_num_threads()},
+        "machine": machine(),
         "sgemm_gflops_2048": gflops,
         "sgemm_gflops_readings": rates,
         "kmeans": km,
@@ -291,12 +298,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"data: {data}; sgemm {gflops:.0f} GFLOP/s (readings {', '.join(f'{r:.0f}' for r in rates)}); {args.threads} threads; best of {args.repeats}")
     print(f"{'stage':28s} {'GFLOP':>8s} {'best s':>8s} {'bound s':>8s} {'x bound':>8s}")
-    rows = [("k-means ours (seed+iters)", km["ours"]), ("k-means faiss", km["faiss"]), ("k-means sklearn (random)", km["sklearn_random_init"]), ("kNN ours (knn_exact)", knn["ours"]), ("kNN faiss IndexFlatL2", knn["faiss_flat"])]
+    rows = [("k-means ours (seed+iters)", km["ours"]), ("k-means faiss", km["faiss"]), ("k-means sklearn (random)", km["sklearn_random_init"])]
+    rows += [("kNN ours (knn_exact)", knn["ours"]), ("kNN faiss IndexFlatL2", knn["faiss_flat"])] if knn else []
     for name, s in rows:
         print(f"{name:28s} {s['flops'] / 1e9:8.1f} {s['seconds']:8.2f} {s['bound_seconds']:8.2f} {s['ratio_to_bound']:8.2f}")
     print(f"k-means: seeding {km['ours']['seeding_seconds']:.2f} s; ours/faiss {km['time_ours_over_faiss']:.2f}, ours/sklearn {km['time_ours_over_sklearn']:.2f}; inertia ours vs faiss {100 * km['inertia_ours_vs_faiss']:+.2f}%, vs sklearn {100 * km['inertia_ours_vs_sklearn']:+.2f}%")
-    print(f"kNN k={args.neighbors}: ours/faiss {knn['time_ours_over_faiss']:.2f}; neighbour agreement with faiss {knn['agreement_with_faiss']:.4f}")
-    if "hnsw" in knn:
+    if knn:
+        print(f"kNN k={args.neighbors}: ours/faiss {knn['time_ours_over_faiss']:.2f}; neighbour agreement with faiss {knn['agreement_with_faiss']:.4f}")
+    if knn and "hnsw" in knn:
         print(f"HNSW: {knn['hnsw']['seconds']:.2f} s, recall vs exact {knn['hnsw']['recall_vs_exact']:.4f}")
     if report.get("geodesic"):
         g = report["geodesic"]

@@ -184,6 +184,21 @@ def test_chunk_size_does_not_change_the_result():
     np.testing.assert_allclose(a.codebook_, b.codebook_, atol=1e-5)
 
 
+def test_thread_count_does_not_change_the_result_and_is_restored():
+    Z = uniform(9000, 8)  # three pieces of rows (PIECE_ROWS) on the thread pool
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = KMeans(300, random_state=3, max_iter=15).fit(Z)
+        torch.set_num_threads(2)
+        b = KMeans(300, random_state=3, max_iter=15).fit(Z)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.codebook_, b.codebook_)
+
+
 def test_single_cluster_and_k_equals_n():
     Z = uniform(300, 4)
     one = KMeans(1, max_iter=5).fit(Z)

@@ -11,6 +11,12 @@ scikit-learn stay as references there and in the tests). Per Lloyd iteration:
 * update: cluster sums in float64, changed only by the points whose label changed; the
   data are centred first (as scikit-learn does) to limit float32 cancellation.
 
+Assignment passes (and the seeding's distance refreshes) run in pieces of ``PIECE_ROWS`` rows
+on Python threads, each with one torch thread (:class:`RowPool`): torch's own per-op OpenMP
+parallelism meets at a barrier after every small op, which on a shared CPU made whole fits
+several times slower (2 to 14x the sgemm bound on 2 contended cores, ``bench/codebooks.py``;
+0.65 to 1.0x with pieces, which meet once per pass).
+
 Seeding is k-means++ (D^2 sampling, one candidate per step) on a random subsample
 (:func:`kmeans_plusplus`).
 """
@@ -27,9 +33,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from posthoc_vq.progress import report
 from posthoc_vq.quantize.latent.base import CodebookEstimator
+from posthoc_vq.quantize.latent.rowpool import RowPool
 
 GROUP_WIDTH = 64  # centroids per group: torch's amin is fast over >= 32 contiguous floats, slow over 16
 BLOCK_FLOATS = 1 << 21  # (chunk, K) distance block of 8 MiB: L3-resident, large enough for full-speed sgemm
+PIECE_ROWS = 4096  # rows per parallel piece of an assignment pass (:class:`RowPool`)
 INF = float("inf")
 
 
@@ -115,13 +123,14 @@ def balanced_groups(C: torch.Tensor, G: int) -> torch.Tensor:
     return out
 
 
-def kmeans_plusplus(S: torch.Tensor, K: int, rng: np.random.Generator) -> torch.Tensor:
+def kmeans_plusplus(S: torch.Tensor, K: int, rng: np.random.Generator, pool: RowPool) -> torch.Tensor:
     """Indices (K,) int64 of k-means++ seeds (D^2 sampling, one candidate per step) among the rows of ``S`` (n, D).
 
     Rather than K memory-bound matrix-vector updates, distances are refreshed by a matmul in
-    batches (a quarter of the seed count); in between, a draw from the stale distances (which
-    only over-estimate) is accepted with probability true / stale, the true value also checking
-    the seeds added since the refresh. This rejection sampling is exactly D^2 sampling.
+    batches (a quarter of the seed count), pieces of rows in parallel on ``pool``; in between,
+    a draw from the stale distances (which only over-estimate) is accepted with probability
+    true / stale, the true value also checking the seeds added since the refresh. This
+    rejection sampling is exactly D^2 sampling.
     """
     n = len(S)
     S_np = S.numpy()
@@ -134,9 +143,12 @@ def kmeans_plusplus(S: torch.Tensor, K: int, rng: np.random.Generator) -> torch.
         if len(pending) >= max(1, len(seeds) // 4) or rejected >= 8:
             P = S[pending]
             p_sq = (P * P).sum(1)
-            for s in range(0, n, 8192):  # (8192, batch) blocks
-                d = torch.addmm(p_sq, S[s : s + 8192], P.T, alpha=-2.0).amin(1).add_(s_sq[s : s + 8192]).clamp_(min=0.0)
-                torch.minimum(closest[s : s + 8192], d, out=closest[s : s + 8192])
+
+            def refresh(s: int, e: int) -> None:
+                d = torch.addmm(p_sq, S[s:e], P.T, alpha=-2.0).amin(1).add_(s_sq[s:e]).clamp_(min=0.0)
+                torch.minimum(closest[s:e], d, out=closest[s:e])
+
+            pool.map(refresh, n, PIECE_ROWS)
             closest[pending] = 0.0  # not a rounding residue: a seed is never drawn again
             stale = closest.numpy().astype(np.float64)
             cum = np.cumsum(stale)
@@ -173,104 +185,118 @@ class _Lloyd:
       stand-in benchmark data, ~20% of dense Lloyd's distance work). Those (point, group)
       pairs are gathered into one matmul per group; when they are most of the work (the
       first pass), one dense pass (:func:`assign`) is cheaper and sets every bound.
+
+    A pass runs in pieces of ``PIECE_ROWS`` rows in parallel, each deciding between the two
+    for its own points and writing only their bounds; labels and sums change after the pass.
     """
 
-    def __init__(self, X: torch.Tensor, C: torch.Tensor, chunk: int | None):
+    def __init__(self, X: torch.Tensor, C: torch.Tensor, chunk: int | None, pool: RowPool):
         N, D = X.shape
         K = len(C)
         self.X, self.chunk = X, chunk
-        self.x_sq = (X * X).sum(1)
-        # exact float64 total: inertia comes from x_total - 2 sum c.S + sum n |c|^2, which cancels
-        self.x_total = sum(float((X[s : s + 65536].double() ** 2).sum()) for s in range(0, N, 65536))
+        # float64 norms for an exact total: inertia is x_total - 2 sum c.S + sum n |c|^2, which cancels
+        x_sq = torch.empty(N, dtype=torch.float64)
+
+        def norms(s: int, e: int) -> None:
+            x = X[s:e].double()  # piece by piece: one large temporary would cost more in page faults
+            x_sq[s:e] = torch.einsum("nd,nd->n", x, x)
+
+        pool.map(norms, N, PIECE_ROWS)
+        self.x_sq, self.x_total = x_sq.float(), float(x_sq.sum())
         G = 1 << max(0, min(4, (K // GROUP_WIDTH).bit_length() - 1))  # 16 groups of 64 at K = 1024
         self.groups = balanced_groups(C, G)
         real = self.groups >= 0
         self.group_of = torch.empty(K, dtype=torch.int64)
         self.group_of[self.groups[real]] = torch.arange(G).unsqueeze(1).expand_as(self.groups)[real]
+        self.sizes = real.sum(1).float()
         self.labels, self.upper, self.lower = torch.full((N,), -1), torch.full((N,), INF), torch.zeros(N, G)
         self.sums = torch.zeros(K, D, dtype=torch.float64)
 
-    def reassign(self, C: torch.Tensor) -> int:
-        """Re-label every point whose bounds allow a closer centroid; returns how many changed."""
-        idx = (self.upper > self.lower.amin(1)).nonzero().squeeze(1)
+    def reassign(self, C: torch.Tensor, pool: RowPool) -> int:
+        """Re-label every point whose bounds allow a closer centroid, pieces of rows in
+        parallel on ``pool``; returns how many changed."""
+        Cg, bias = _padded(C, self.groups)
+        c_sq_max = float((C * C).sum(1).max())
+        parts = pool.map(lambda s, e: self._reassign_rows(C, Cg, bias, c_sq_max, s, e), len(self.X), PIECE_ROWS)
+        return self._relabel(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+    def _reassign_rows(self, C: torch.Tensor, Cg: torch.Tensor, bias: torch.Tensor, c_sq_max: float, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points ``idx`` among rows s:e that may have a closer centroid, and their nearest
+        centroids ``lab``; sets their bounds. ``Cg``, ``bias``: :func:`_padded` ``C``;
+        ``c_sq_max``: the largest ||c||^2."""
+        idx = (self.upper[s:e] > self.lower[s:e].amin(1)).nonzero().squeeze(1).add_(s)
         if len(idx) == 0:
-            return 0
+            return idx, idx
         if self.labels[0] < 0:  # first pass
-            return self._dense(C, None)
+            return idx, self._dense(C, c_sq_max, idx)
         # groups whose bound is below the upper bound may hold a closer centroid; the own
         # group is always searched, which also gives the exact distance to the own centroid
         need = self.lower[idx] < self.upper[idx].unsqueeze(1)
         need[torch.arange(len(idx)), self.group_of[self.labels[idx]]] = True
-        sizes = (self.groups >= 0).sum(1).float()
-        if float((need.float() @ sizes).sum()) > 0.4 * len(idx) * len(C):  # mostly needed: one dense pass
-            return self._dense(C, idx)
-        return self._grouped(C, idx, need)
+        if float((need.float() @ self.sizes).sum()) > 0.4 * len(idx) * len(C):  # mostly needed: one dense pass
+            return idx, self._dense(C, c_sq_max, idx)
+        return idx, self._grouped(Cg, bias, c_sq_max, idx, need)
 
     @staticmethod
-    def _slack(x_sq: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    def _slack(x_sq: torch.Tensor, c_sq_max: float) -> torch.Tensor:
         # float32 rounding of ||x||^2 - 2 x.c + ||c||^2 is ~1e-7 of these terms: widen the bounds
         # by far more, so pruning never decides differently from a full pass beyond rounding
-        return 1e-5 * (x_sq + float((C * C).sum(1).max()))
+        return 1e-5 * (x_sq + c_sq_max)
 
-    def _dense(self, C: torch.Tensor, idx: torch.Tensor | None) -> int:
-        """Nearest centroid and every group bound for points ``idx`` (None: all)."""
-        X = self.X if idx is None else self.X.index_select(0, idx)
-        x_sq = self.x_sq if idx is None else self.x_sq[idx]
-        lab, best, others = assign(X, C, self.chunk, self.groups)
-        slack = self._slack(x_sq, C)
-        upper = (best + x_sq + slack).clamp_(min=0).sqrt_()
-        lower = others.add_((x_sq - slack).unsqueeze(1)).clamp_(min=0).sqrt_()
-        if idx is None:
-            self.upper, self.lower = upper, lower
-        else:
-            self.upper[idx], self.lower[idx] = upper, lower
-        return self._relabel(idx, lab)
+    def _dense(self, C: torch.Tensor, c_sq_max: float, idx: torch.Tensor) -> torch.Tensor:
+        """Nearest centroid (returned) and every group bound for points ``idx``."""
+        x_sq = self.x_sq[idx]
+        lab, best, others = assign(self.X.index_select(0, idx), C, self.chunk, self.groups)
+        slack = self._slack(x_sq, c_sq_max)
+        self.upper[idx] = (best + x_sq + slack).clamp_(min=0).sqrt_()
+        self.lower[idx] = others.add_((x_sq - slack).unsqueeze(1)).clamp_(min=0).sqrt_()
+        return lab
 
-    def _grouped(self, C: torch.Tensor, idx: torch.Tensor, need: torch.Tensor) -> int:
-        """Search only the groups ``need`` (n, G) of points ``idx``, each group in one matmul.
+    def _grouped(self, Cg: torch.Tensor, bias: torch.Tensor, c_sq_max: float, idx: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """Nearest centroid (returned) of points ``idx``, searching only their groups ``need``
+        (n, G), each group in one matmul; sets their bounds.
 
         Group minima (fast ``amin``) decide each point's winning group; the slow argmin and
         runner-up run only on that group's row of each point.
         """
-        Cg, bias = _padded(C, self.groups)
-        best = torch.full((len(idx),), INF)  # in the matmul's units ||c||^2 - 2 x.c
-        best_group = torch.zeros(len(idx), dtype=torch.int64)
+        pairs = need.T.nonzero()  # (group, point) pairs, by group
+        per_group = need.sum(0).tolist()
+        points = pairs[:, 1].split(per_group)
+        rows = self.X.index_select(0, idx[pairs[:, 1]]).split(per_group)
+        mins = torch.full(need.T.shape, INF)  # (G, n) group minima in the matmul's units ||c||^2 - 2 x.c
         blocks = []
-        for w in range(len(Cg)):
-            P = need[:, w].nonzero().squeeze(1)
-            if len(P) == 0:
-                continue
-            d = torch.addmm(bias[w], self.X.index_select(0, idx[P]), Cg[w].T, alpha=-2.0)  # (|P|, S)
-            v = d.amin(1)
-            better = v < best[P]
-            best[P] = torch.where(better, v, best[P])
-            best_group[P] = torch.where(better, w, best_group[P])
-            blocks.append((w, P, d, v))
-        x_sq = self.x_sq[idx]
-        slack = self._slack(x_sq, C)
+        for w, (P, x) in enumerate(zip(points, rows)):
+            if len(P):
+                d = torch.addmm(bias[w], x, Cg[w].T, alpha=-2.0)  # (|P|, S)
+                mins[w, P] = d.amin(1)
+                blocks.append((w, P, d))
+        best, best_group = mins.min(0)
         lab = torch.empty(len(idx), dtype=torch.int64)
-        for w, P, d, v in blocks:  # a group's bound excludes the point's final centroid
+        for w, P, d in blocks:  # a group's bound excludes the point's final centroid
             win = (best_group[P] == w).nonzero().squeeze(1)
             dw = d[win]
             t = dw.argmin(1)
             lab[P[win]] = self.groups[w][t]
             dw[torch.arange(len(win)), t] = INF
-            v[win] = dw.amin(1)
-            self.lower[idx[P], w] = (v + x_sq[P] - slack[P]).clamp_(min=0).sqrt_()
+            mins[w, P[win]] = dw.amin(1)
+        x_sq = self.x_sq[idx]
+        slack = self._slack(x_sq, c_sq_max)
+        lower = mins.T.add_((x_sq - slack).unsqueeze(1)).clamp_(min=0).sqrt_()
+        self.lower[idx] = torch.where(need, lower, self.lower[idx])
         self.upper[idx] = (best + x_sq + slack).clamp_(min=0).sqrt_()
-        return self._relabel(idx, lab)
+        return lab
 
-    def _relabel(self, idx: torch.Tensor | None, lab: torch.Tensor) -> int:
-        """Set labels of points ``idx`` (None: all) to ``lab``, moving changed points between cluster sums."""
-        old = self.labels if idx is None else self.labels[idx]
+    def _relabel(self, idx: torch.Tensor, lab: torch.Tensor) -> int:
+        """Set labels of points ``idx`` to ``lab``, moving changed points between cluster sums."""
+        old = self.labels[idx]
         moved = (lab != old).nonzero().squeeze(1)
-        for s in range(0, len(moved), 1 << 16):  # bounded float64 temporaries
-            m = moved[s : s + (1 << 16)]
-            x = self.X.index_select(0, m if idx is None else idx[m]).double()
+        for s in range(0, len(moved), PIECE_ROWS):  # small float64 temporaries: no page faults
+            m = moved[s : s + PIECE_ROWS]
+            x = self.X.index_select(0, idx[m]).double()
             self.sums.index_add_(0, lab[m], x)
             if old[m[0]] >= 0:  # all -1 on the first pass, all valid after it
                 self.sums.index_add_(0, old[m], x, alpha=-1.0)
-        self.labels = lab if idx is None else self.labels.index_put_((idx,), lab)
+        self.labels.index_put_((idx,), lab)
         return len(moved)
 
     def widen(self, shift: torch.Tensor) -> None:
@@ -344,7 +370,7 @@ class KMeans(CodebookEstimator):
         self.n_clusters, self.init, self.init_sample_size = n_clusters, init, init_sample_size
         self.max_iter, self.tol, self.random_state, self.chunk_size = max_iter, tol, random_state, chunk_size
 
-    def _initial_centroids(self, X: torch.Tensor, mean: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def _initial_centroids(self, X: torch.Tensor, mean: np.ndarray, rng: np.random.Generator, pool: RowPool) -> torch.Tensor:
         N, D = X.shape
         K = int(self.n_clusters)
         if isinstance(self.init, str) and self.init == "random":
@@ -352,7 +378,7 @@ class KMeans(CodebookEstimator):
         if isinstance(self.init, str) and self.init == "k-means++":
             n = min(N, max(int(self.init_sample_size or max(20 * K, 10_000)), K))
             S = X[torch.from_numpy(np.sort(rng.choice(N, n, replace=False)))] if n < N else X
-            return S[kmeans_plusplus(S, K, rng)].clone()
+            return S[kmeans_plusplus(S, K, rng, pool)].clone()
         C = np.asarray(self.init, dtype=np.float64)
         if C.shape != (K, D):
             raise ValueError(f"explicit init must have shape (n_clusters, D) = {(K, D)}, got {C.shape}")
@@ -368,34 +394,35 @@ class KMeans(CodebookEstimator):
         rng = np.random.default_rng(self.random_state)
         mean = Z.mean(0, dtype=np.float64)
         X = torch.from_numpy(Z - mean.astype(np.float32))
-        C = self._initial_centroids(X, mean, rng)
-        state = _Lloyd(X, C, self.chunk_size)
-        tol = float(self.tol) * state.x_total / Z.size  # X is centred: mean per-feature variance
-        self.inertia_history_, self.n_reseeded_ = [], 0
-        converged = False
-        for it in range(int(self.max_iter)):
-            report("k-means iterations", it, int(self.max_iter))  # the total is the cap: a converged fit ends early
-            changed = state.reassign(C)
-            counts = torch.bincount(state.labels, minlength=K)
-            self.inertia_history_.append(state.inertia(C, counts))
-            if (counts == 0).any():
-                self.n_reseeded_ += state.reseed(C, counts)
-            elif it and not changed:  # strict convergence: the centroids would not move
-                converged = True
-                break
-            C_new = (state.sums / counts.unsqueeze(1)).float()
-            shift = ((C_new - C).double() ** 2).sum(1)
-            state.widen(shift.sqrt().float())
-            C = C_new
-            if float(shift.sum()) <= tol:
-                break
-        self.n_iter_ = it + 1
-        report("k-means iterations", self.n_iter_, self.n_iter_)
-        if converged:
-            self.inertia_ = self.inertia_history_[-1]
-        else:  # labels must refer to the final centroids
-            state.reassign(C)
-            self.inertia_ = state.inertia(C, torch.bincount(state.labels, minlength=K))
+        with RowPool() as pool:
+            C = self._initial_centroids(X, mean, rng, pool)
+            state = _Lloyd(X, C, self.chunk_size, pool)
+            tol = float(self.tol) * state.x_total / Z.size  # X is centred: mean per-feature variance
+            self.inertia_history_, self.n_reseeded_ = [], 0
+            converged = False
+            for it in range(int(self.max_iter)):
+                report("k-means iterations", it, int(self.max_iter))  # the total is the cap: a converged fit ends early
+                changed = state.reassign(C, pool)
+                counts = torch.bincount(state.labels, minlength=K)
+                self.inertia_history_.append(state.inertia(C, counts))
+                if (counts == 0).any():
+                    self.n_reseeded_ += state.reseed(C, counts)
+                elif it and not changed:  # strict convergence: the centroids would not move
+                    converged = True
+                    break
+                C_new = (state.sums / counts.unsqueeze(1)).float()
+                shift = ((C_new - C).double() ** 2).sum(1)
+                state.widen(shift.sqrt().float())
+                C = C_new
+                if float(shift.sum()) <= tol:
+                    break
+            self.n_iter_ = it + 1
+            report("k-means iterations", self.n_iter_, self.n_iter_)
+            if converged:
+                self.inertia_ = self.inertia_history_[-1]
+            else:  # labels must refer to the final centroids
+                state.reassign(C, pool)
+                self.inertia_ = state.inertia(C, torch.bincount(state.labels, minlength=K))
         self.codebook_ = (C.double() + torch.from_numpy(mean)).float().numpy()
         self.labels_ = state.labels.numpy()
         return self
