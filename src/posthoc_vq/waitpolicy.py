@@ -9,23 +9,35 @@ the time slices the other process's (and their own process's) working threads ne
 beside a second 2-thread training on 2 cores was measured 10-25x slower. ``PASSIVE`` cures that
 but costs about 20% on a quiet machine (every region wakes sleeping threads through the kernel).
 
-The default here is the middle road: a short spin, ``GOMP_SPINCOUNT`` = :data:`DEFAULT_SPINCOUNT`
-(libgomp; ``KMP_BLOCKTIME`` = :data:`DEFAULT_BLOCKTIME_MS` ms for Intel's/LLVM's runtime). Short
-gaps between regions are still bridged by spinning (quiet speed), a thread whose peers were
-descheduled gives its core up after microseconds (contention). ``bench/contention.py`` measures it.
+Measured on the 2-core target (``bench/contention.py``, ``bench/results/contention.json``): no
+fixed policy serves both cases. libgomp's own spin is the fastest on a quiet machine and
+collapses beside other work (an epoch 4-30x slower beside a second training); ``PASSIVE`` and
+short spins (300-10,000 iterations) hold up beside other work (1.8-2.4x beside a second
+training, 0.5-0.6x throughput beside a busy process) but cost 15-25% on a quiet machine.
+
+So the default looks at the CPU when posthoc_vq is imported: if other tasks are running
+(the runnable count of ``/proc/loadavg`` less this process, median of :data:`LOAD_SAMPLES` reads,
+at least :data:`BUSY_OTHERS`), it sets ``OMP_WAIT_POLICY=PASSIVE`` (libgomp;
+``KMP_BLOCKTIME=0`` for Intel's/LLVM's runtime); on a quiet CPU it sets nothing, leaving the
+runtime's own spin. The wait policy changes how threads wait, never what they compute: numbers
+are the same either way. Child processes (the workers of a sweep, whose thread budget keeps them
+from oversubscribing the cores) inherit the parent's decision rather than mistaking their
+siblings for outside load.
 
 Rules:
 
 * It is set only when the user set none of ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` and
   ``KMP_BLOCKTIME``: a user's setting is never overridden. ``POSTHOC_VQ_WAIT_POLICY=off`` turns the
-  default off (the runtime's own behaviour).
+  default off (the runtime's own behaviour, whatever the load); ``POSTHOC_VQ_WAIT_POLICY=passive``
+  asks for the passive policy whatever the load.
 * OpenMP reads the environment once, when torch is loaded. ``import posthoc_vq`` (and the
   ``posthoc-vq`` command) applies the default before anything imports torch; a program that
   imported torch *before* posthoc_vq keeps the runtime's own behaviour: the default is then not
   applied at all (the variables are left unset, so child processes behave like the parent), and
-  :func:`wait_policy_record` says ``effective: false``. Such a program can set the variables
-  itself before importing torch, e.g. ``GOMP_SPINCOUNT=10000 python ...``.
-* Every run's provenance records what was used (:func:`wait_policy_record`).
+  :func:`wait_policy_record` says ``effective: false``.
+* Every run's provenance records what was used and why (:func:`wait_policy_record`).
+* A process started on a quiet CPU keeps spinning if other work starts later: start long
+  trainings beside each other with the passive policy (``POSTHOC_VQ_WAIT_POLICY=passive``).
 
 This module imports nothing heavy: it must run before torch is imported.
 """
@@ -37,18 +49,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SPINCOUNT = 10_000
-"""libgomp spin iterations before an idle thread sleeps (about 0.1 ms; libgomp's own default is 300,000)."""
-DEFAULT_BLOCKTIME_MS = 0
-"""Intel / LLVM OpenMP: milliseconds an idle thread spins (its finest step; 0 = sleep at once; default 200)."""
+BUSY_OTHERS = 1
+"""Other runnable tasks (median over the samples) from which the CPU counts as busy."""
+LOAD_SAMPLES = 5
+"""Reads of ``/proc/loadavg`` (1 ms apart) whose median decides."""
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 """Any of these set by the user means: the user chose, nothing is changed."""
 OFF_ENV = "POSTHOC_VQ_WAIT_POLICY"
-"""``off`` (or ``0``/``false``/``no``/``user``) disables the default."""
+"""``off`` (or ``0``/``false``/``no``/``user``) disables the default; ``passive`` sets the passive policy whatever the load."""
 
 MARKER_ENV = "POSTHOC_VQ_WAIT_DEFAULT"
-"""Set beside the default's variables (``NAME=VALUE``), so that a child process that inherits them knows they are
-posthoc-vq's default, not the user's."""
+"""The default's decision (``NAME=VALUE`` of the variables set, or ``runtime`` when none were), so that a child
+process inherits it: it neither mistakes inherited variables for the user's nor decides again."""
 
 _record: dict[str, Any] | None = None
 
@@ -81,15 +93,33 @@ def openmp_runtime() -> str | None:
 
 
 def default_variables(runtime: str | None) -> dict[str, str]:
-    """The variables of the default for ``runtime`` (libgomp when it is unknown: the Linux wheels' runtime)."""
+    """The passive policy's variables for ``runtime`` (libgomp when it is unknown: the Linux wheels' runtime)."""
     if runtime in ("libiomp", "libomp"):
-        return {"KMP_BLOCKTIME": str(DEFAULT_BLOCKTIME_MS)}
-    return {"GOMP_SPINCOUNT": str(DEFAULT_SPINCOUNT)}
+        return {"KMP_BLOCKTIME": "0"}
+    return {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def apply_default(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def other_running_tasks(samples: int = LOAD_SAMPLES) -> int | None:
+    """Runnable tasks other than this one (median of ``samples`` reads of ``/proc/loadavg``'s
+    running count, less 1); None where there is no ``/proc/loadavg``."""
+    import time
+
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(0.001)
+    return sorted(counts)[len(counts) // 2]
+
+
+def apply_default(environ: dict[str, str] | None = None, others: int | None = -1) -> dict[str, Any]:
     """Set the default wait policy in ``environ`` (``os.environ``) unless the user set one, or it is too late.
 
+    ``others``: other runnable tasks (default: :func:`other_running_tasks`; None: unknown, taken as quiet).
     Idempotent: the first call decides, later calls return its record. Returns :func:`wait_policy_record`.
     """
     global _record
@@ -99,21 +129,28 @@ def apply_default(environ: dict[str, str] | None = None) -> dict[str, Any]:
     user = {k: env[k] for k in USER_VARIABLES if k in env}
     torch_loaded = "torch" in sys.modules
     runtime = openmp_runtime()
-    if user and env.get(MARKER_ENV) == _marker(user):  # inherited from a parent that applied the default
+    switch = env.get(OFF_ENV, "").strip().lower()
+    marker = env.get(MARKER_ENV)
+    if marker is not None and marker == (_marker(user) if user else "runtime"):  # inherited from a parent that applied the default
         rec = {"source": "default", "variables": user, "effective": not torch_loaded or None, "inherited": True}
     elif user:
         rec = {"source": "user", "variables": user, "effective": not torch_loaded or None}
-    elif env.get(OFF_ENV, "").strip().lower() in ("off", "0", "false", "no", "user"):
+    elif switch in ("off", "0", "false", "no", "user"):
         rec = {"source": "off", "variables": {}, "effective": True}
     elif torch_loaded:
         # torch's OpenMP already read the environment: setting the variables now would only mislead (and change children)
         rec = {"source": "runtime", "variables": {}, "effective": False,
                "note": "torch was imported before posthoc_vq: the OpenMP runtime's own wait policy applies"}
     else:
-        variables = default_variables(runtime)
+        n = other_running_tasks() if others == -1 else others
+        busy = switch == "passive" or (n is not None and n >= BUSY_OTHERS)
+        variables = default_variables(runtime) if busy else {}
         env.update(variables)
-        env[MARKER_ENV] = _marker(variables)
-        rec = {"source": "default", "variables": variables, "effective": True}
+        env[MARKER_ENV] = _marker(variables) if variables else "runtime"
+        why = ("asked for (POSTHOC_VQ_WAIT_POLICY=passive)" if switch == "passive" else
+               f"{n} other runnable task(s) at start: passive" if busy else
+               "quiet CPU at start: the OpenMP runtime's own spin" if n is not None else "no /proc/loadavg: the OpenMP runtime's own spin")
+        rec = {"source": "default", "variables": variables, "effective": True, "other_running_tasks": n, "reason": why}
     rec["openmp_runtime"] = runtime
     if environ is None:
         _record = rec

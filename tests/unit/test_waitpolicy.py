@@ -1,4 +1,5 @@
-"""The OpenMP wait-policy default: set before torch loads, never over a user's setting, recorded in provenance."""
+"""The OpenMP wait-policy default: passive on a busy CPU, the runtime's spin on a quiet one; set before torch loads,
+never over a user's setting, inherited by child processes, recorded in provenance."""
 
 import json
 import os
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 from posthoc_vq import waitpolicy
-from posthoc_vq.waitpolicy import DEFAULT_SPINCOUNT, MARKER_ENV, OFF_ENV, USER_VARIABLES, apply_default
+from posthoc_vq.waitpolicy import BUSY_OTHERS, MARKER_ENV, OFF_ENV, USER_VARIABLES, apply_default
 
 PROBE = """
 import json, os, sys
@@ -29,10 +30,37 @@ def _probe(extra_env: dict[str, str], first: str = "") -> dict:
 
 def test_default_is_set_when_the_user_set_nothing():
     got = _probe({})
-    assert got["record"]["source"] == "default" and got["record"]["effective"] is True
-    if got["record"]["openmp_runtime"] in (None, "libgomp"):
-        assert got["env"]["GOMP_SPINCOUNT"] == str(DEFAULT_SPINCOUNT) and got["env"]["OMP_WAIT_POLICY"] is None
-    assert got["record"]["variables"] == {k: v for k, v in got["env"].items() if v is not None}
+    rec = got["record"]
+    assert rec["source"] == "default" and rec["effective"] is True
+    busy = rec["other_running_tasks"] is not None and rec["other_running_tasks"] >= BUSY_OTHERS
+    if rec["openmp_runtime"] in (None, "libgomp"):
+        assert got["env"]["OMP_WAIT_POLICY"] == ("PASSIVE" if busy else None) and got["env"]["GOMP_SPINCOUNT"] is None
+    assert rec["variables"] == {k: v for k, v in got["env"].items() if v is not None}
+
+
+@pytest.mark.parametrize("others, passive", [(0, False), (BUSY_OTHERS - 1, False), (BUSY_OTHERS, True), (3, True), (None, False)])
+def test_passive_on_a_busy_cpu_the_runtimes_spin_on_a_quiet_one(others, passive):
+    env = {}
+    rec = apply_default(env, others=others)
+    assert rec["source"] == "default" and rec["other_running_tasks"] == others
+    expected = waitpolicy.default_variables(rec["openmp_runtime"]) if passive else {}
+    assert rec["variables"] == expected and {k: v for k, v in env.items() if k != MARKER_ENV} == expected
+    assert env[MARKER_ENV] == (",".join(f"{k}={v}" for k, v in expected.items()) if passive else "runtime")
+
+
+def test_passive_can_be_asked_for_whatever_the_load():
+    env = {OFF_ENV: "passive"}
+    rec = apply_default(env, others=0)
+    assert rec["variables"] == waitpolicy.default_variables(rec["openmp_runtime"]) and "asked for" in rec["reason"]
+
+
+def test_other_running_tasks_reads_proc_loadavg():
+    n = waitpolicy.other_running_tasks(samples=3)
+    try:
+        total = int(open("/proc/loadavg").read().split()[3].split("/")[1])
+    except OSError:
+        pytest.fail("this test runs on Linux (CI): /proc/loadavg is missing")
+    assert n is not None and 0 <= n < total
 
 
 @pytest.mark.parametrize("user", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "123"}, {"KMP_BLOCKTIME": "5"}])
@@ -53,11 +81,13 @@ def test_torch_imported_first_is_an_honest_no_op():
     assert got["record"]["source"] == "runtime" and got["record"]["effective"] is False
 
 
-def test_a_child_process_knows_an_inherited_default_from_a_users_setting():
+@pytest.mark.parametrize("others", [0, 3])
+def test_a_child_process_inherits_the_parents_decision(others):
     parent = {}
-    apply_default(parent)
-    got = _probe(parent)
+    decided = apply_default(parent, others=others)
+    got = _probe(parent)  # whatever the load is now, the child keeps the parent's decision
     assert got["record"]["source"] == "default" and got["record"].get("inherited") is True
+    assert got["record"]["variables"] == decided["variables"]
 
 
 def test_cli_entry_point_applies_the_default_before_torch(tmp_path):
@@ -76,5 +106,5 @@ def test_apply_default_on_a_mapping():
 
 
 def test_default_variables_follow_the_runtime():
-    assert waitpolicy.default_variables("libgomp") == {"GOMP_SPINCOUNT": str(DEFAULT_SPINCOUNT)}
-    assert set(waitpolicy.default_variables("libiomp")) == {"KMP_BLOCKTIME"}
+    assert waitpolicy.default_variables("libgomp") == waitpolicy.default_variables(None) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert waitpolicy.default_variables("libiomp") == waitpolicy.default_variables("libomp") == {"KMP_BLOCKTIME": "0"}
