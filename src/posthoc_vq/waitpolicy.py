@@ -119,6 +119,8 @@ def other_running_tasks(samples: int = LOAD_SAMPLES) -> int | None:
 def apply_default(environ: dict[str, str] | None = None, others: int | None = -1) -> dict[str, Any]:
     """Set the default wait policy in ``environ`` (``os.environ``) unless the user set one, or it is too late.
 
+    ``environ``: another process's environment to prepare (its torch is not loaded yet); None: this process's.
+
     ``others``: other runnable tasks (default: :func:`other_running_tasks`; None: unknown, taken as quiet).
     Idempotent: the first call decides, later calls return its record. Returns :func:`wait_policy_record`.
     """
@@ -127,7 +129,7 @@ def apply_default(environ: dict[str, str] | None = None, others: int | None = -1
         return dict(_record)
     env = os.environ if environ is None else environ
     user = {k: env[k] for k in USER_VARIABLES if k in env}
-    torch_loaded = "torch" in sys.modules
+    torch_loaded = environ is None and "torch" in sys.modules  # a given mapping is another process's environment
     runtime = openmp_runtime()
     switch = env.get(OFF_ENV, "").strip().lower()
     marker = env.get(MARKER_ENV)
