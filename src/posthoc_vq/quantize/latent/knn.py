@@ -37,6 +37,7 @@ import torch
 
 from posthoc_vq.progress import report
 from posthoc_vq.quantize.latent.base import as_latents
+from posthoc_vq.quantize.latent.rowpool import RowPool
 
 GROUP = 16
 BLOCK = 2048  # points per block: a 16 MiB float32 block stays in L3 while it is scanned
@@ -44,6 +45,7 @@ QUERY_FIT_BLOCK = 1024  # knn_query: fitted points per k-means cell, on average 
 QUERY_CHUNK = 256  # knn_query: queries per chunk, the columns of each block's matmul (sgemm is fastest at <= 512 with a 10-wide inner dimension)
 SUBCELLS = 8  # knn_query: queries are ordered within a cell by a k-means this many times finer
 FIRST_BLOCKS = 2  # knn_query: blocks every chunk scans before it bounds its k-th distances
+CHUNKS_PER_PIECE = 16  # knn_query: chunks per piece of work of one thread (RowPool)
 BOUND_SLACK = 1e-5  # knn_query's skip margin, relative to ||q||^2 + ||x||^2: above float32 rounding of the matmul form
 INF = float("inf")
 _NONE = (torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64), torch.empty(0))
@@ -298,9 +300,17 @@ def knn_query(Z_fit, Q, k: int, *, chunk_size: int | None = None) -> tuple[np.nd
     q_ends = torch.bincount(q_cell, minlength=n_cells).cumsum(0).tolist()
     chunks = [(s, min(s + QUERY_CHUNK, e)) for c, e in zip([0] + q_ends[:-1], q_ends) for s in range(c, e, QUERY_CHUNK)]
     sq, idx = torch.empty(len(Q), k), torch.empty(len(Q), k, dtype=torch.int64)
-    for n, (s, e) in enumerate(chunks, 1):
-        sq[s:e], idx[s:e] = blocks.nearest(Xq[s:e], k)
-        report("kNN query blocks", n, len(chunks))
+
+    def run(a: int, b: int) -> None:  # chunks a..b, on one thread (rows of different chunks never overlap)
+        for s, e in chunks[a:b]:
+            sq[s:e], idx[s:e] = blocks.nearest(Xq[s:e], k)
+
+    step = CHUNKS_PER_PIECE * 8
+    with RowPool() as pool:  # chunk groups on Python threads with single-threaded torch: its ops are small
+        for a in range(0, len(chunks), step):
+            b = min(a + step, len(chunks))
+            pool.map(lambda s, e, a=a: run(a + s, a + e), b - a, CHUNKS_PER_PIECE)
+            report("kNN query blocks", b, len(chunks))  # from this thread: progress callbacks are this thread's
     dist, p = sq.sqrt_().sort(dim=1, stable=True)
     out_d, out_i = np.empty((len(Q), k), np.float32), np.empty((len(Q), k), np.int64)
     out_d[q_order.numpy()], out_i[q_order.numpy()] = dist.numpy(), order.numpy()[idx.gather(1, p).numpy()]
