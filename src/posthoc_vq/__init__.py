@@ -1,10 +1,11 @@
 """posthoc-vq: post-hoc latent and weight quantization of trained VAEs.
 
-Importing the package sets a short OpenMP spin (``GOMP_SPINCOUNT``) unless you set
-``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` yourself, so that training does not
-collapse on a CPU shared with other processes (:mod:`posthoc_vq.waitpolicy`). It takes effect only
-when posthoc_vq is imported before torch; otherwise nothing is changed, and the run's provenance
-records ``wait_policy.effective: false``. ``POSTHOC_VQ_WAIT_POLICY=off`` disables it.
+Importing the package sets the passive OpenMP wait policy when other tasks are running on the
+CPU (and leaves the runtime's own spin on a quiet one), unless you set ``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` yourself, so that training does not collapse on a CPU shared
+with other processes (:mod:`posthoc_vq.waitpolicy`). It takes effect only when posthoc_vq is
+imported before torch; otherwise nothing is changed, and the run's provenance records
+``wait_policy.effective: false``. ``POSTHOC_VQ_WAIT_POLICY=passive`` or ``=off`` forces the choice.
 """
 
 from posthoc_vq.waitpolicy import apply_default as _apply_wait_policy_default

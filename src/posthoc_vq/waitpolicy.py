@@ -1,4 +1,4 @@
-"""How long idle OpenMP threads spin before they sleep: a default that survives a shared CPU.
+"""How idle OpenMP threads wait: a default that survives a shared CPU and costs nothing on a quiet one.
 
 torch's CPU kernels run on an OpenMP thread pool. Between parallel regions its idle threads
 spin, waiting for the next region, before they sleep: libgomp (the runtime of the Linux torch
