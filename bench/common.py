@@ -55,18 +55,18 @@ def machine() -> dict[str, Any]:
     import os
     import platform
 
+    from posthoc_vq.devices import native_bf16
+
     info: dict[str, Any] = {"cpu_model": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                             "python": platform.python_version(), "platform": platform.platform()}
     try:
         info["affinity_cpus"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         pass
+    info["native_bf16"] = native_bf16(torch.device("cpu"))  # what train.precision: auto decides on
     try:
         text = open("/proc/cpuinfo", encoding="utf-8").read()
-        model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), None)
-        flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), []))
-        info["cpu_model"] = model or info["cpu_model"]
-        info["native_bf16"] = bool(flags & {"avx512_bf16", "amx_bf16"})
+        info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), info["cpu_model"])
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (OSError, ValueError):
         pass

@@ -9,6 +9,8 @@ else MPS if available, else CPU.
 
 from __future__ import annotations
 
+import functools
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -92,13 +94,14 @@ def native_bf16(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from Linux's ``/proc/cpuinfo`` (empty where there is none)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from Linux's ``/proc/cpuinfo`` (empty where there is none); read once."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+            return frozenset(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
     except OSError:
-        return set()
+        return frozenset()
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -111,6 +114,4 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str):
     """A context manager for the forward passes at ``precision`` ('fp32', 'bf16', 'auto') on ``device``: bf16 autocast, or nothing."""
-    from contextlib import nullcontext
-
     return torch.autocast(device.type, dtype=torch.bfloat16) if resolve_precision(precision, device) == "bf16" else nullcontext()

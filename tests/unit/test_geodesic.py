@@ -106,18 +106,24 @@ def test_deterministic_for_random_state(data, fitted):
     assert not np.array_equal(other.init_medoid_indices_, fitted.init_medoid_indices_)
 
 
+def query_to_medoids(model, query, neighbours, shortest):
+    """Shortest-path distances from ``query``, linked by Euclidean edges to the fitted points
+    ``neighbours``, to every medoid: the fitted graph plus the query as node n, solved by ``shortest(graph, n)``."""
+    n = len(model.fit_points_)
+    A = model.graph_.adjacency.tocoo()
+    w = np.linalg.norm(model.fit_points_[neighbours].astype(np.float64) - query, axis=1)
+    rows = np.r_[A.row, np.full(len(w), n), neighbours]
+    cols = np.r_[A.col, neighbours, np.full(len(w), n)]
+    aug = sp.csr_matrix((np.r_[A.data, w, w], (rows, cols)), shape=(n + 1, n + 1))
+    return shortest(aug, n)[model.medoid_indices_]
+
+
 def test_held_out_predict_matches_augmented_graph(fitted):
     Q, _ = rings(20, 30, seed=5)
     labels, dist = fitted.predict(Q, return_distance=True)
     _, idx = knn_query(fitted.fit_points_, Q, fitted.n_neighbors)
-    n = len(fitted.fit_points_)
-    A = fitted.graph_.adjacency.tocoo()
     for q in range(len(Q)):
-        w = np.linalg.norm(fitted.fit_points_[idx[q]].astype(np.float64) - Q[q], axis=1)
-        rows = np.r_[A.row, np.full(len(w), n), idx[q]]
-        cols = np.r_[A.col, idx[q], np.full(len(w), n)]
-        aug = sp.csr_matrix((np.r_[A.data, w, w], (rows, cols)), shape=(n + 1, n + 1))
-        to_medoid = heap_dijkstra(aug, n)[fitted.medoid_indices_]
+        to_medoid = query_to_medoids(fitted, Q[q], idx[q], heap_dijkstra)
         assert dist[q] == pytest.approx(to_medoid.min(), rel=1e-5)
         assert to_medoid[labels[q]] == pytest.approx(to_medoid.min(), rel=1e-5)
 
@@ -283,13 +289,7 @@ def test_token_predict_matches_per_query_dijkstra(tokens, monkeypatch):
     Q = Q[:25]
     labels, dist = model.predict(Q, return_distance=True)
     _, idx = NearestNeighbors(n_neighbors=model.n_neighbors_, algorithm="brute").fit(model.fit_points_).kneighbors(Q)
-    n = len(model.fit_points_)
-    A = model.graph_.adjacency.tocoo()
     for q in range(len(Q)):
-        w = np.linalg.norm(model.fit_points_[idx[q]].astype(np.float64) - Q[q], axis=1)
-        rows = np.r_[A.row, np.full(len(w), n), idx[q]]
-        cols = np.r_[A.col, idx[q], np.full(len(w), n)]
-        aug = sp.csr_matrix((np.r_[A.data, w, w], (rows, cols)), shape=(n + 1, n + 1))
-        to_medoid = dijkstra(aug, indices=n)[model.medoid_indices_]
+        to_medoid = query_to_medoids(model, Q[q], idx[q], lambda graph, source: dijkstra(graph, indices=source))
         assert dist[q] == pytest.approx(to_medoid.min(), rel=1e-5)
         assert to_medoid[labels[q]] == pytest.approx(to_medoid.min(), rel=1e-5)

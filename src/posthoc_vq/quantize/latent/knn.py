@@ -154,21 +154,21 @@ def _augment(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return L, R
 
 
-def _cells(X: torch.Tensor, n_groups: int, Q: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+def _cells(X: torch.Tensor, n_groups: int, *points: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Nearest of ``n_groups`` coarse k-means centroids, fitted on up to 256 points per centroid
-    of ``X``, for each point of ``X`` (and of ``Q``): int64 labels."""
+    of ``X``, for each row of each of ``points``: int64 labels, one tensor per array."""
     from posthoc_vq.quantize.latent.kmeans import KMeans, assign  # kmeans does not import knn
 
     n_groups = max(1, min(n_groups, len(X)))
     sample = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))[: 256 * n_groups]
     km = KMeans(n_groups, max_iter=8, tol=1e-3, random_state=0).fit(X[sample].numpy())
     C = torch.from_numpy(km.codebook_)
-    return tuple(assign(P, C)[0] for P in ([X] if Q is None else [X, Q]))
+    return tuple(assign(P, C)[0] for P in points)
 
 
 def _spatial_order(X: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Order grouping nearby points: ``X`` sorted by its :func:`_cells`."""
-    return torch.sort(_cells(X, n_groups)[0], stable=True)[1]
+    return torch.sort(_cells(X, n_groups, X)[0], stable=True)[1]
 
 
 def _block_order(row_means: torch.Tensor, col_means: torch.Tensor | None = None) -> list[tuple[int, int]]:
@@ -292,8 +292,8 @@ def knn_query(Z_fit, Q, k: int, *, chunk_size: int | None = None) -> tuple[np.nd
     mean = Z_fit.mean(0, dtype=np.float64).astype(np.float32)
     X, Xq = torch.from_numpy(Z_fit - mean), torch.from_numpy(Q - mean)
     n_cells = -(-N // (chunk_size or QUERY_FIT_BLOCK))
-    cell, q_cell = _cells(X, n_cells, Xq)
-    (q_sub,) = _cells(X, n_cells * SUBCELLS, Xq)[1:]  # a finer order inside each cell: compact chunks
+    cell, q_cell = _cells(X, n_cells, X, Xq)
+    (q_sub,) = _cells(X, n_cells * SUBCELLS, Xq)  # a finer order of the queries inside each cell: compact chunks
     order, q_order = torch.sort(cell, stable=True)[1], torch.sort(q_cell * n_cells * SUBCELLS + q_sub, stable=True)[1]
     blocks = _FittedBlocks(X[order], torch.bincount(cell, minlength=n_cells))
     Xq = Xq[q_order]
