@@ -55,7 +55,7 @@ DRIVER = textwrap.dedent("""\
                 "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}, "wait_policy": wait_policy_record()}
 
     if __name__ == "__main__":
-        ex, budget = make_budgeted_executor("process", workers=int(sys.argv[1]), threads=int(sys.argv[2]), cpus=int(sys.argv[3]))
+        ex, budget = make_budgeted_executor(sys.argv[4], workers=int(sys.argv[1]), threads=int(sys.argv[2]), cpus=int(sys.argv[3]))
         tasks = [{"i": i, "threads": budget.threads} for i in range(4)]
         try:
             out = [r for _, r, err in ex.run(job, tasks)]
@@ -65,11 +65,11 @@ DRIVER = textwrap.dedent("""\
 """)
 
 
-def _drive(tmp_path, workers, threads, cpus, extra_env):
+def _drive(tmp_path, workers, threads, cpus, extra_env, executor="process"):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = {k: v for k, v in os.environ.items() if k not in (*USER_VARIABLES, OFF_ENV, MARKER_ENV)} | {"OMP_NUM_THREADS": "1"} | extra_env
-    out = subprocess.run([sys.executable, str(script), str(workers), str(threads), str(cpus)], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(script), str(workers), str(threads), str(cpus), executor], env=env, capture_output=True, text=True,
                          timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -100,3 +100,10 @@ def test_process_executor_parallel_workers_within_the_cpus(tmp_path):
     got = _drive(tmp_path, workers=2, threads=1, cpus=2, extra_env={})
     assert got["budget"]["workers"] == 2 and all(j["threads"] == 1 for j in got["jobs"])
     assert _max_parallel(got["jobs"]) * 1 <= 2
+
+
+def test_ray_executor_sets_budgeted_threads_and_never_oversubscribes(tmp_path):
+    got = _drive(tmp_path, workers=4, threads=2, cpus=2, extra_env={}, executor="ray")
+    assert got["budget"]["workers"] == 1 and got["budget"]["threads"] == 2  # a local cluster of 1 x 2 CPUs
+    assert all(j["threads"] == 2 for j in got["jobs"]) and len(got["jobs"]) == 4
+    assert _max_parallel(got["jobs"]) * 2 <= 2
