@@ -633,6 +633,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from posthoc_vq.evaluation.bitstreams import compress_to_folder
+
+    record = compress_to_folder(args.run, args.codebook, args.out, split=args.split, images=args.images, prior=args.prior,
+                                per_image=args.per_image, data_dir=args.data_dir)
+    if _machine(args):
+        _emit(args, [{k: v for k, v in record.items() if k != "files"} | {"n_files": len(record["files"])}], json_value=record)
+        return EXIT_OK
+    _say(args, f"wrote {len(record['files'])} file(s) to {args.out}: {record['n_images']} image(s), {record['bytes']:,} bytes, "
+               f"{record['bpp']:.4f} bits per pixel (file bytes x 8 / pixels, header included; {record['prior']} prior)", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _cmd_decompress(args: argparse.Namespace) -> int:
+    from posthoc_vq.evaluation.bitstreams import decompress_to_folder
+
+    record = decompress_to_folder(args.run, args.files, args.out)
+    if _machine(args):
+        _emit(args, [{"n_files": len(record["files"]), "n_images": record["n_images"], "out": args.out}], json_value=record)
+        return EXIT_OK
+    _say(args, f"decoded {len(record['files'])} file(s) to {record['n_images']} PNG image(s) in {args.out}", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from posthoc_vq.experiments import load_sweep_spec, run_sweep
 
@@ -949,6 +973,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default RUN/export)")
     _add_data_dir(p)
     p.set_defaults(func=_cmd_export)
+
+    p = command("compress", help="write images as bitstream files of a codebook's entropy-coded codes (rates in real bytes)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--codebook", required=True, help="codebook name (`posthoc-vq table RUN` lists them)")
+    p.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...) of the model's size and channels: one .phvq file each")
+    p.add_argument("--split", default=None, choices=("train", "val", "test"), help="compress a split of the run's dataset instead of files")
+    p.add_argument("--per-image", action="store_true", help="with --split: one file per image instead of one container")
+    p.add_argument("--prior", default="empirical", choices=("uniform", "empirical", "context"),
+                   help="probability model of the codes: uniform (the nominal rate), empirical (code frequencies), context (token grids)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_data_dir(p)
+    _add_format(p)
+    p.set_defaults(func=_cmd_compress)
+
+    p = command("decompress", help="decode bitstream files back to PNG images, with the run whose model and codebook made them")
+    p.add_argument("files", nargs="+", help=".phvq files")
+    p.add_argument("--run", required=True, help="run directory holding the model and codebook the files name (checked by sha256)")
+    p.add_argument("--out", required=True, help="output folder for the PNG images")
+    _add_format(p)
+    p.set_defaults(func=_cmd_decompress)
 
     p = command("ablate", help="run (or resume) a sweep: train every arm over seeds, quantize, evaluate, judge the claims")
     p.add_argument("spec", help="sweep YAML, or the name of a packaged spec (e.g. smoke, latent-dim; `posthoc-vq presets` lists them)")

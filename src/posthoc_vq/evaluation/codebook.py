@@ -25,11 +25,12 @@ import torch
 
 from posthoc_vq.autoencoders import LatentShapeError, as_autoencoder, encode_images
 from posthoc_vq.devices import resolve_device
+from posthoc_vq.evaluation.bitstreams import codec_rate, open_codec
 from posthoc_vq.evaluation.reconstruction import ImageQuality, OutputComparison, compare_outputs, decode, finish, run_header, split_images
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
-from posthoc_vq.quantize.codebooks import open_codebook
+from posthoc_vq.quantize.priors import codes_grid
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.records import model_compute, total_compute
 from posthoc_vq.run import Run
@@ -47,7 +48,7 @@ def check_codebook_fits(codebook: CodebookEstimator, latent_shape: tuple[int, ..
 
 
 def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, Any], x: torch.Tensor, latents: LatentSet, split: str, *,
-                    device: torch.device | str | None = None) -> dict[str, Any]:
+                    device: torch.device | str | None = None, coding: Any = None) -> dict[str, Any]:
     """The metric part of a codebook evaluation.
 
     Parameters
@@ -60,6 +61,8 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
         labels (a ``class-conditional`` codebook codes each token within its image's class).
     split : name of these images in the result (``usage[split]``).
     device : where decoding runs (None: where the latents are, CPU); metrics and codes on CPU.
+    coding : a :class:`~posthoc_vq.evaluation.bitstreams.RunCodec` of this model and codebook: the result then holds
+        ``rate``, the nominal, ideal and real (file bytes) bits per pixel of each prior (:func:`~posthoc_vq.evaluation.bitstreams.codec_rate`).
     """
     name = cb_meta.get("name") or codebook.method
     check_codebook_fits(codebook, latents.latent_shape, name)
@@ -68,7 +71,10 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     z = torch.from_numpy(latents.values)
     z_quant = from_tokens(codebook.inverse_transform(codes), latents.latent_shape)
     x_cont, x_quant = decode(model, z, device=device), decode(model, torch.from_numpy(z_quant), device=device)
-    return codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, compare_outputs(x, x_cont, x_quant))
+    result = codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, compare_outputs(x, x_cont, x_quant))
+    if coding is not None:
+        result["rate"] = codec_rate(coding, codes_grid(codes, len(latents), latents.latent_shape))
+    return result
 
 
 def codebook_fields(codebook: CodebookEstimator, cb_meta: dict[str, Any], latents: LatentSet, codes: np.ndarray, z_quant: np.ndarray, split: str,
@@ -155,14 +161,15 @@ def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "tes
     with run.lock("evaluate"), reporting(progress):
         config = run.config()
         model, meta = run.load_model()
-        codebook, cb_meta = open_codebook(run, name)
+        codec = open_codec(run, name)  # the codebook with its priors (fitted now if it was saved without them)
+        codebook, cb_meta = codec.codebook, codec.cb_meta
         torch.set_num_threads(config.train.threads)
         splits = load_run_splits(run.root, data_dir)
         dev = resolve_device(device)
         model = model.to(dev)
         latents = run_latents(run.root, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model, device=dev)
         x = split_images(splits, split)
-        result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split, device=dev)}
+        result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split, device=dev, coding=codec)}
         result["device"] = str(dev)
         result["compute"] = codebook_compute(run.summary(), cb_meta)
         return finish(result, config.seed, path)

@@ -46,6 +46,7 @@ from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
+from posthoc_vq.quantize.priors import codes_grid, fit_priors, prior_summary
 from posthoc_vq.quantize.latent.store import estimator_class, load_codebook, make_estimator, save_codebook
 from posthoc_vq.records import compute_record
 from posthoc_vq.run import Run, check_codebook_name
@@ -116,7 +117,8 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     (fitted estimator, JSON-able record): latents kind and seed, ``latent_shape``,
     ``tokens_per_image``, ``bits_per_image``, fit set, ``n_fit`` (vectors fitted),
     ``n_fit_images``, ``n_fit_tokens`` (all tokens of the fit set), fit time, the config,
-    ``fit_usage`` (on every token of the fit set), graph statistics, ``compute`` (the fit: its
+    ``fit_usage`` (on every token of the fit set), graph statistics, ``priors`` (the coding priors fitted on the
+    fit set's codes, :mod:`posthoc_vq.quantize.priors`; the estimator carries them as ``priors_`` to be saved), ``compute`` (the fit: its
     ``fit_seconds``, 0 optimiser steps, the fit set's images, ``vectors_fitted``),
     ``encoding_compute`` (``latents.compute``: what encoding the fit set cost, None if unknown), provenance.
     """
@@ -132,6 +134,8 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     estimator.fit(fit_set, fit_labels)  # labels are used by class-conditional codebooks only (``needs_labels``)
     seconds = time.perf_counter() - tic
     codes = predict_codes(estimator, tokens, token_labels)
+    grid = codes_grid(codes, len(latents), latents.latent_shape)
+    estimator.priors_ = fit_priors(estimator, grid)  # the coding side: saved beside the codebook (save_codebook)
     meta = {
         "latents": latents.kind,
         "latent_seed": latents.seed if latents.kind == "z" else None,
@@ -149,6 +153,7 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
         "quantize": q.model_dump(mode="json"),
         "fit_usage": codebook_usage(codes, estimator.n_codes, token_labels),
         "graph": getattr(estimator, "graph_stats_", None),
+        "priors": prior_summary(estimator.priors_, grid),
         "provenance": provenance(seed=q.random_state),
     }
     return estimator, meta

@@ -71,6 +71,11 @@ def _write(folder: Path, estimator: CodebookEstimator, tensors: dict[str, Any], 
         **(meta or {}),
     }
     write_json(folder / CODEBOOK_RECORD, record)
+    priors = getattr(estimator, "priors_", None)  # coding priors fitted on the fit set (posthoc_vq.quantize.priors)
+    if priors:
+        from posthoc_vq.quantize.priors import save_priors
+
+        save_priors(folder, priors)
 
 
 def load_codebook(folder: str | Path, *, expected_dim: int | None = None) -> tuple[CodebookEstimator, dict[str, Any]]:

@@ -1,0 +1,336 @@
+"""A run's model and codebook as a codec: images to bitstream files and back, and the rates they hold.
+
+    codec = open_codec("runs/fmnist", "kmeans-K1024-mu-train")
+    files = codec.compress(x, prior="empirical")            # one file (bytes) per image, (N, C, H, W) in [0, 1]
+    header, codes, images = codec.decompress(files[0])       # images (1, C, H, W) decoded as `evaluate --codebook` decodes
+
+Compressing encodes the images' posterior means, assigns each token its code (``predict``, as
+``evaluate --codebook``), and writes the codes with a prior (:mod:`posthoc_vq.codec`). Decompressing
+reads the codes back exactly and decodes ``codebook.inverse_transform(codes)`` with the model, in batches of
+:data:`DECODE_BATCH` like the evaluation, so the images equal the evaluation's on CPU.
+
+Rates (:func:`rate_fields`), per image, in bits per pixel (pixels = H x W, whatever the channels):
+
+* ``nominal``: tokens x stages x log2 K (what the uniform prior's ideal is);
+* ``ideal`` per prior: -log2 p of the image's codes under the prior;
+* ``real`` per prior: the bytes x 8 of the image's own file (header and CRC included; ``header_bytes_mean``
+  of them are not payload);
+* ``container`` per prior: one file for all the images, its bytes x 8 / (N x pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from posthoc_vq.codec import bitstream
+from posthoc_vq.codec.bitstream import BitstreamError, Header
+from posthoc_vq.codec.priors import PRIOR_KINDS, Prior
+from posthoc_vq.errors import ConfigError, NotFoundError
+from posthoc_vq.evaluation.reconstruction import decode
+from posthoc_vq.latents import encode_split, from_tokens, run_latents, to_tokens
+from posthoc_vq.metrics.intervals import mean_ci
+from posthoc_vq.quantize.codebooks import open_codebook
+from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
+from posthoc_vq.quantize.priors import PRIOR_FILE, codes_grid, stage_codebooks, fit_priors, has_priors, load_prior, prior_summary, save_priors
+from posthoc_vq.run import Run
+
+DECODE_BATCH = 1000  # as evaluate: decode(model, z) in batches of 1000
+
+
+class ImageShapeError(ConfigError):
+    """Images whose size or channels are not the model's."""
+
+
+def ensure_priors(run: Run, name: str, codebook: CodebookEstimator, cb_meta: dict[str, Any]) -> None:
+    """Fit and store the priors of a codebook saved without them (before priors existed, or by a fine-tune), on its fit set."""
+    folder = run.codebook_files(name)[1].parent
+    if has_priors(folder):
+        return
+    latents = run_latents(run.root, cb_meta["fit_on"], cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0)
+    codes = predict_codes(codebook, latents.tokens(), latents.token_labels())
+    grid = codes_grid(codes, len(latents), latents.latent_shape)
+    save_priors(folder, fit_priors(codebook, grid))
+
+
+@dataclass
+class RunCodec:
+    """A run's model and one of its codebooks, with the codebook's priors (see the module docstring)."""
+
+    run: Run
+    name: str
+    model: Any
+    codebook: CodebookEstimator
+    cb_meta: dict[str, Any]
+    model_sha256: str
+    image_shape: tuple[int, int, int]
+    latent_shape: tuple[int, ...]
+
+    @cached_property
+    def folder(self) -> Path:
+        return self.run.codebook_files(self.name)[1].parent
+
+    @cached_property
+    def codebook_sha256(self) -> str:
+        return self.cb_meta["sha256"]
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        h, w = (tuple(self.latent_shape[1:]) + (1, 1))[:2]
+        return h, w, len(stage_codebooks(self.codebook))
+
+    def prior(self, kind: str) -> Prior:
+        if kind not in self._priors:
+            self._priors[kind] = load_prior(self.folder, kind)
+        return self._priors[kind]
+
+    @cached_property
+    def _priors(self) -> dict[str, Prior]:
+        return {}
+
+    def priors(self) -> dict[str, Prior]:
+        """Every prior stored with the codebook, by kind."""
+        return {k: self.prior(k) for k in PRIOR_KINDS if (self.folder / PRIOR_FILE.format(kind=k)).is_file()}
+
+    # ------------------------------------------------------------------ images <-> codes
+    def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            c, h, w = self.image_shape
+            raise ImageShapeError(f"images of shape {tuple(x.shape[1:]) if x.ndim == 4 else tuple(x.shape)} do not fit this model, which takes {c} channel(s) of {h}x{w} pixels")
+        return x
+
+    def codes(self, x: torch.Tensor, labels: np.ndarray | None = None) -> np.ndarray:
+        """Codes (N, h, w, M) of images (N, C, H, W) in [0, 1]: the codebook's codes of their posterior means."""
+        z = encode_split(self.model, self.check_images(x), "mu")  # as run_latents encodes a split
+        tokens = to_tokens(z.numpy())
+        token_labels = None if labels is None else np.repeat(np.asarray(labels), len(tokens) // max(len(x), 1))
+        return codes_grid(predict_codes(self.codebook, tokens, token_labels), len(x), self.latent_shape)
+
+    def images(self, codes: np.ndarray) -> torch.Tensor:
+        """Decoded images (N, C, H, W) of codes (N, h, w, M), as ``evaluate --codebook`` decodes them."""
+        flat = codes.reshape(-1, codes.shape[-1])
+        flat = flat if hasattr(self.codebook, "codebooks_") else flat[:, 0]
+        z = from_tokens(self.codebook.inverse_transform(flat), self.latent_shape)
+        return decode(self.model, torch.from_numpy(np.ascontiguousarray(z)), DECODE_BATCH)
+
+    # ------------------------------------------------------------------ codes <-> files
+    def header(self, prior: Prior, n_images: int = 1, container: bool = False) -> Header:
+        return Header(self.model_sha256, self.codebook_sha256, prior.kind, prior.sha256[:16], self.image_shape, self.grid, n_images, container)
+
+    def write(self, codes: np.ndarray, prior: str = "empirical", container: bool = False) -> list[bytes]:
+        """One file per image of codes (N, h, w, M), or one container file (a list of one)."""
+        p = self.prior(prior)
+        if container:
+            return [bitstream.write(self.header(p, len(codes), True), codes, p)]
+        return [bitstream.write(self.header(p), codes[i : i + 1], p) for i in range(len(codes))]
+
+    def compress(self, x: torch.Tensor, prior: str = "empirical", container: bool = False) -> list[bytes]:
+        """Files of images (N, C, H, W) in [0, 1]: one per image, or one container."""
+        return self.write(self.codes(x), prior, container)
+
+    def read(self, data: bytes, what: str = "bitstream") -> tuple[Header, np.ndarray]:
+        """(header, codes (N, h, w, M)) of a file made with this model and codebook; others are refused by sha256."""
+        header, _ = bitstream.read_header(data, what)
+        if header.model_sha256 != self.model_sha256:
+            raise BitstreamError(f"{what}: made for another model (sha256 {header.model_sha256[:12]}..., this run's is {self.model_sha256[:12]}...)")
+        if header.codebook_sha256 != self.codebook_sha256:
+            raise BitstreamError(f"{what}: made with another codebook (sha256 {header.codebook_sha256[:12]}..., '{self.name}' is {self.codebook_sha256[:12]}...)")
+        if header.image_shape != self.image_shape or header.grid != self.grid:
+            raise BitstreamError(f"{what}: image {header.image_shape} / grid {header.grid} in the header, but this model makes {self.image_shape} / {self.grid}")
+        try:
+            prior = self.prior(header.prior_kind)
+        except NotFoundError as err:
+            raise BitstreamError(f"{what}: made with the {header.prior_kind} prior, which this codebook does not have ({err})") from None
+        return bitstream.read(data, prior, what)
+
+    def decompress(self, data: bytes, what: str = "bitstream") -> tuple[Header, np.ndarray, torch.Tensor]:
+        header, codes = self.read(data, what)
+        return header, codes, self.images(codes)
+
+
+def open_codec(run_dir: str | Path | Run, name: str) -> RunCodec:
+    """The codec of a run's codebook ``name`` (its priors fitted now if the codebook was saved without them)."""
+    run = Run.open(run_dir)
+    codebook, cb_meta = open_codebook(run, name)
+    model, meta = run.load_model()
+    ensure_priors(run, name, codebook, cb_meta)
+    cfg = meta["model"]
+    latent_shape = tuple(cb_meta.get("latent_shape") or meta.get("latent_shape") or [cfg["latent_dim"]])
+    image_shape = (int(cfg["in_channels"]), int(cfg["image_size"]), int(cfg["image_size"]))
+    return RunCodec(run, name, model, codebook, cb_meta, run.verified_model_sha256(), image_shape, latent_shape)
+
+
+def find_codec(run_dir: str | Path | Run, data: bytes, what: str) -> RunCodec:
+    """The codec of the run's codebook whose sha256 a file's header names."""
+    header, _ = bitstream.read_header(data, what)
+    run = Run.open(run_dir)
+    for name in run.codebook_names():
+        _, meta = open_codebook(run, name)
+        if meta["sha256"] == header.codebook_sha256:
+            return open_codec(run, name)
+    raise BitstreamError(f"{what}: made with a codebook (sha256 {header.codebook_sha256[:12]}...) that {run.root} does not have")
+
+
+# ---------------------------------------------------------------------- rates
+def rate_fields(codec_parts: tuple[str, str, tuple[int, int, int], tuple[int, int, int]], priors: dict[str, Prior], codes: np.ndarray,
+                n_codes: int) -> dict[str, Any]:
+    """The ``rate`` block of an evaluation: nominal, ideal and real bits per pixel, per image with 95% CIs.
+
+    ``codec_parts``: (model sha256, codebook sha256, image shape (C, H, W), grid (h, w, M)) for the headers.
+    """
+    model_sha, cb_sha, image_shape, grid = codec_parts
+    n = len(codes)
+    pixels = image_shape[1] * image_shape[2]
+    nominal = codes[0].size * np.log2(n_codes) if n else 0.0
+    out: dict[str, Any] = {
+        "pixels_per_image": pixels, "nominal_bits_per_image": float(nominal), "nominal_bpp": float(nominal / pixels), "n_images": n, "priors": {},
+    }
+    for kind, prior in priors.items():
+        ideal = prior.ideal_bits(codes)
+        files = [bitstream.write(Header(model_sha, cb_sha, kind, prior.sha256[:16], image_shape, grid), codes[i : i + 1], prior) for i in range(n)]
+        sizes = np.array([len(f) for f in files], dtype=np.float64)
+        overhead = np.array([len(f) - len(bitstream.read_header(f)[1]) for f in files], dtype=np.float64)
+        container = len(bitstream.write(Header(model_sha, cb_sha, kind, prior.sha256[:16], image_shape, grid, n, True), codes, prior)) if n else 0
+        out["priors"][kind] = {
+            "ideal_bpp": mean_ci(ideal / pixels).to_dict(),
+            "real_bpp": mean_ci(sizes * 8 / pixels).to_dict(),
+            "real_bytes_mean": float(sizes.mean()) if n else None,
+            "header_bytes_mean": float(overhead.mean()) if n else None,  # header and CRC of a one-image file
+            "container_bytes": container,
+            "container_bpp": container * 8 / (n * pixels) if n else None,
+            "per_image_bits": {"ideal": ideal.tolist(), "real": (sizes * 8).tolist()},
+        }
+    return out
+
+
+def codec_rate(codec: RunCodec, codes: np.ndarray) -> dict[str, Any]:
+    """:func:`rate_fields` of a run's codec."""
+    return rate_fields((codec.model_sha256, codec.codebook_sha256, codec.image_shape, codec.grid), codec.priors(), codes, codec.codebook.n_codes)
+
+
+def compress_images(run_dir: str | Path | Run, name: str, x: torch.Tensor, *, prior: str = "empirical", container: bool = False) -> list[bytes]:
+    """Library face: files of images (N, C, H, W) in [0, 1] with a run's codebook ``name``."""
+    return open_codec(run_dir, name).compress(x, prior, container)
+
+
+def decompress_files(run_dir: str | Path | Run, files: Sequence[bytes | str | Path]) -> list[tuple[Header, np.ndarray, torch.Tensor]]:
+    """Library face: (header, codes (N, h, w, M), images (N, C, H, W)) of each file, with the run's codebook its header names.
+
+    Every file is read and checked first; the codes of all files made with one codebook are then decoded together in
+    batches of :data:`DECODE_BATCH`, as ``evaluate --codebook`` decodes a split, so the images equal the evaluation's.
+    """
+    datas = []
+    for f in files:
+        if isinstance(f, (bytes, bytearray, memoryview)):
+            datas.append((bytes(f), "bitstream"))
+            continue
+        try:
+            datas.append((Path(f).read_bytes(), str(f)))
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(f"{f}: no such file") from None
+    codecs: dict[str, RunCodec] = {}
+    parts = []
+    for data, what in datas:
+        header, _ = bitstream.read_header(data, what)
+        if header.codebook_sha256 not in codecs:
+            codecs[header.codebook_sha256] = find_codec(run_dir, data, what)
+        parts.append(codecs[header.codebook_sha256].read(data, what))
+    images: list[torch.Tensor | None] = [None] * len(parts)
+    for sha, codec in codecs.items():
+        mine = [i for i, (header, _) in enumerate(parts) if header.codebook_sha256 == sha]
+        decoded = codec.images(np.concatenate([parts[i][1] for i in mine]))
+        for i, chunk in zip(mine, torch.split(decoded, [len(parts[i][1]) for i in mine])):
+            images[i] = chunk
+    return [(header, codes, img) for (header, codes), img in zip(parts, images)]
+
+
+# ---------------------------------------------------------------------- folders (the CLI's compress / decompress)
+def read_image_files(paths: Sequence[str | Path], image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] from PNG/JPEG/... files; every file is checked against ``image_shape`` before any work."""
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = image_shape
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("L", "RGB"):
+                    raise ImageShapeError(f"{path}: image mode {im.mode}; this model takes {'grayscale (L)' if c == 1 else 'RGB'} images")
+                a = np.asarray(im)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: no such image file") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise ImageShapeError(f"{path}: not a readable image ({err})") from None
+        a = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
+        if a.shape != (c, h, w):
+            raise ImageShapeError(f"{path}: {a.shape[0]} channel(s) of {a.shape[1]}x{a.shape[2]} pixels, but this model takes {c} channel(s) of {h}x{w}")
+        arrays.append(a)
+    return torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0) if arrays else torch.empty(0, c, h, w)
+
+
+def write_png(path: Path, image: torch.Tensor) -> None:
+    """An image (C, H, W) in [0, 1] as an 8-bit PNG (clipped, rounded), written to a temp file and renamed."""
+    from PIL import Image
+
+    a = np.rint(image.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    im = Image.fromarray(a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1))
+    tmp = path.with_name(f".{path.name}.tmp")
+    im.save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def compress_to_folder(run_dir: str | Path | Run, name: str, out: str | Path, *, split: str | None = None, images: Sequence[str | Path] = (),
+                       prior: str = "empirical", per_image: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+    """Write the bitstream files of a split (one container, or one file per image) or of image files (one each) to ``out``.
+
+    Returns a record: the files written, their bytes, bits per pixel (bytes x 8 / pixels, header included).
+    """
+    from posthoc_vq.evaluation.reconstruction import split_images
+    from posthoc_vq.latents import load_run_splits
+
+    codec = open_codec(run_dir, name)
+    codec.prior(prior)  # an unknown or missing prior fails before any work
+    if (split is None) == (not images):
+        raise ConfigError("compress: give either --split or image files, not both (nor neither)")
+    if split is not None:
+        x, stems = split_images(load_run_splits(codec.run.root, data_dir), split), None
+    else:
+        x, stems = read_image_files(images, codec.image_shape), [Path(p).stem for p in images]
+    files = codec.compress(x, prior, container=split is not None and not per_image)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if stems is None:
+        stems = [split] if len(files) == 1 and not per_image else [f"{split}-{i:05d}" for i in range(len(files))]
+    paths = [out / f"{stem}{bitstream.SUFFIX}" for stem in stems]
+    for path, data in zip(paths, files):
+        _write_bytes(path, data)
+    total = sum(len(f) for f in files)
+    pixels = len(x) * codec.image_shape[1] * codec.image_shape[2]
+    return {"run": str(codec.run.root), "codebook": name, "prior": prior, "n_images": len(x), "files": [str(p) for p in paths],
+            "bytes": total, "bpp": total * 8 / pixels if pixels else None, "container": len(files) == 1 and split is not None and not per_image}
+
+
+def decompress_to_folder(run_dir: str | Path | Run, files: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Decode bitstream files to PNG images in ``out``: ``<stem>.png``, or ``<stem>-<i>.png`` for a container's images."""
+    decoded = decompress_files(run_dir, files)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f, (header, _, images) in zip(files, decoded):
+        stem = Path(f).stem
+        for j, image in enumerate(images):
+            path = out / (f"{stem}-{j:05d}.png" if header.container else f"{stem}.png")
+            write_png(path, image)
+            written.append(str(path))
+    return {"files": [str(f) for f in files], "images": written, "n_images": len(written)}
