@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The wheel works outside the checkout. Builds the wheel, installs it (not editable, no extras: the core
 # install) into a fresh venv, and from a temporary folder runs presets, train, quantize, evaluate and report; checks
-# that `report` without jinja2 fails naming the 'report' extra; installs [report] and writes the report again.
+# that `report` without jinja2 fails naming the 'report' extra; installs [report] and writes the report again; installs
+# [export], compresses the test split and exports the codec (posthoc_vq.export.codec), then decodes those files with the
+# torch-free runtime (posthoc_vq.codec.runtime) in a second venv holding only numpy, onnxruntime, constriction and the wheel.
 # Called by `make wheel-check`, which `make test` runs before the test suite. Any failure stops it (non-zero exit).
 #
 #   BUILD_PYTHON  builds the wheel with its own setuptools, no build isolation: nothing is fetched, torch is never
@@ -98,4 +100,61 @@ pip_install "$wheel[report]"
 run report r --out rep --no-progress
 test -s rep/report.md
 test -s rep/report.html
+
+# The torch-free decoder runtime: files compressed and a codec exported by the torch venv decode, in a second venv
+# holding only numpy, onnxruntime, constriction and the wheel (--no-deps), to the images RunCodec gives (within 1e-4).
+step "install the 'export' extra; compress the test split (two priors) and export the codec of kmeans-K64-mu-train"
+pip_install "$wheel[export]"
+run compress r --codebook kmeans-K64-mu-train --split test --out phvq
+run compress r --codebook kmeans-K64-mu-train --split test --prior uniform --out phvq-uniform
+env -u PYTHONPATH "$py" - <<'PY'
+from pathlib import Path
+import numpy as np
+from posthoc_vq.evaluation.bitstreams import open_codec
+from posthoc_vq.export.codec import export_codec
+manifest = export_codec("r", "kmeans-K64-mu-train", "codec", calibration_size=128)
+codec = open_codec("r", "kmeans-K64-mu-train")
+for f in [Path("phvq/test.phvq"), Path("phvq-uniform/test.phvq")]:
+    _, codes, images = codec.decompress(f.read_bytes(), str(f))  # the reference: RunCodec's torch decode
+    np.save(f.with_suffix(".images.npy"), images.numpy())
+    np.save(f.with_suffix(".codes.npy"), codes)
+print("exported codec/:", ", ".join(sorted(p.name for p in Path("codec").iterdir())),
+      "| fp32 max |ORT - torch|", f"{manifest['decoders']['fp32']['max_abs_diff_vs_torch']:.2e}", "| int8:", manifest["int8"]["chosen"])
+PY
+
+step "torch-free venv: numpy, onnxruntime, constriction, the wheel --no-deps; decode the files with posthoc_vq.codec.runtime"
+"$VENV_PYTHON" -m venv "$tmp/venv-rt"
+pip_rt() {
+    "$tmp/venv-rt/bin/python" -m pip install --quiet --disable-pip-version-check -c "$repo/constraints.txt" "$@" \
+        2> >(grep -v "^WARNING: Location 'file://.*' is ignored: it is neither a file nor a directory" >&2)
+}
+pip_rt numpy onnxruntime constriction
+pip_rt --no-deps "$wheel"
+env -u PYTHONPATH "$tmp/venv-rt/bin/python" - "$tmp/venv-rt" <<'PY'
+import importlib.util, sys
+from pathlib import Path
+assert importlib.util.find_spec("torch") is None, "torch is importable in the torch-free venv"
+import numpy as np
+import posthoc_vq
+assert posthoc_vq.__file__.startswith(sys.argv[1]), posthoc_vq.__file__
+from posthoc_vq.codec.runtime import CodecRuntime
+for int8 in (False, True):
+    rt = CodecRuntime("codec", int8=int8)
+    for f in [Path("phvq/test.phvq"), Path("phvq-uniform/test.phvq")]:
+        header, codes, images = rt.decompress(f.read_bytes(), str(f))
+        ref = np.load(f.with_suffix(".images.npy"))
+        assert np.array_equal(codes, np.load(f.with_suffix(".codes.npy"))), f
+        diff = float(np.abs(images - ref).max())
+        if int8:
+            psnr = 10 * np.log10(1 / ((images.astype(np.float64) - ref) ** 2).mean())
+            assert psnr > 30, (f, psnr)
+            print(f"{f}: {header.n_images} images, {header.prior_kind} prior; int8 ({rt.decoder['format']}) max diff {diff:.2e}, PSNR vs torch {psnr:.1f} dB")
+        else:
+            assert diff < 1e-4, (f, diff)
+            print(f"{f}: {header.n_images} images, {header.prior_kind} prior; fp32 max |runtime - RunCodec| {diff:.2e}")
+record = CodecRuntime("codec").decompress_to_png(["phvq/test.phvq"], "decoded")
+assert record["n_images"] == len(ref), record
+assert "torch" not in sys.modules
+print(f"decompress_to_png: {record['n_images']} .{record['format']} files; torch never imported")
+PY
 step "passed in $((SECONDS - start)) s"

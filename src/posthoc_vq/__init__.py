@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # Library API (bring your own VAE), imported on first use so `import posthoc_vq.<module>` stays light.
 _API = {
     "fit_codebook", "evaluate", "FittedCodebook", "load_run", "LoadedRun", "load_codebook", "compress_weights", "PackedWeights",
-    "load_packed", "evaluate_weights",
+    "load_packed", "evaluate_weights", "compress", "decompress", "compare_codecs",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -551,3 +551,91 @@ def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "te
     from posthoc_vq.evaluation.weights import evaluate_weights as run_based
 
     return run_based(run.path if isinstance(run, LoadedRun) else run, name, split=split, data_dir=data_dir, codebook=codebook, device=device)
+
+
+# ---------------------------------------------------------------------- the codec: bitstreams and the standard codecs
+def compress(run: str | Path | LoadedRun, codebook: str, images: Any, *, prior: str = "empirical", container: bool = False) -> list[bytes]:
+    """Bitstream files (bytes) of images (N, C, H, W) in [0, 1] with a run's codebook (``"trained"``: its own trained quantizer).
+
+    One file per image, or one container for all (``container=True``); ``prior``: uniform, empirical or context
+    (token grids). The format: :mod:`posthoc_vq.codec.bitstream`. :func:`decompress` reverses it exactly.
+    """
+    from posthoc_vq.evaluation.bitstreams import compress_images
+
+    x, _ = as_images(images)
+    return compress_images(_run_path(run), codebook, x, prior=prior, container=container)
+
+
+def decompress(run: str | Path | LoadedRun, files: Any) -> list[tuple[Any, np.ndarray, torch.Tensor]]:
+    """(header, codes (N, h, w, M), images (N, C, H, W) in [0, 1]) of each bitstream (bytes or a path), with the run's
+    codebook its header names (checked by sha256); the images are those ``evaluate --codebook`` decodes."""
+    from posthoc_vq.evaluation.bitstreams import decompress_files
+
+    return decompress_files(_run_path(run), [files] if isinstance(files, (bytes, str, Path)) else list(files))
+
+
+def _run_path(run: str | Path | LoadedRun) -> Path:
+    return Path(run.path) if isinstance(run, LoadedRun) else Path(run)
+
+
+def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path | None = None, codecs: list[str] | None = None,
+                   n_images: int | None = None, n_boot: int = 1000, data_dir: str | None = None, progress: Any = None,
+                   with_runs: list[str | Path] = (), ladder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``posthoc-vq codecs``: the standard codecs' quality ladders on a run's (or a dataset's) split, beside the run's coded evaluations.
+
+    ``target``: a run directory (its dataset's split; its evaluations of that split that hold a real rate, post-hoc codebooks
+    and a trained quantizer's own codes, join the comparison when they cover the same images) or a dataset name.
+    ``with_runs``: more runs of the same dataset whose evaluations join (e.g. a trained VQ run beside post-hoc codebooks).
+    ``ladder``: a standard-codec ladder already measured on the same images (it is measured otherwise).
+    Writes ``OUT/codecs-<split>.json`` (everything, with per-image values), ``codecs-<split>.md`` (the points and the BD table)
+    and ``codecs-<split>.png`` (the RD figure); returns the JSON.
+    """
+    from posthoc_vq.data import load_dataset
+    from posthoc_vq.evaluation.rd_comparison import bd_rows, posthoc_series, public
+    from posthoc_vq.evaluation.reconstruction import split_images
+    from posthoc_vq.evaluation.standard_codecs import codec_ladder
+    from posthoc_vq.io import read_json, write_json
+    from posthoc_vq.latents import load_run_splits
+    from posthoc_vq.progress import reporting
+    from posthoc_vq.provenance import provenance
+    from posthoc_vq.report.codec_figure import bd_markdown, codec_rd_figure, standard_points
+    from posthoc_vq.run import Run
+
+    path = Path(target)
+    is_run = path.is_dir() and (path / "config.json").exists()
+    if is_run:
+        run = Run.open(path)
+        splits, dataset = load_run_splits(run.root, data_dir), run.config().data.name
+        out = Path(out) if out else run.report_dir
+    else:
+        dataset, splits = str(target), load_dataset(str(target), data_dir)
+        out = Path(out) if out else Path("runs") / "codecs" / dataset
+    x = split_images(splits, split)
+    x = x[:n_images] if n_images else x
+    if ladder is None:
+        with reporting(progress):
+            ladder = codec_ladder(x, codecs, progress=progress)
+    files = []
+    for r in ([run] if is_run else []) + [Run.open(w) for w in with_runs]:
+        files += [r.eval_file(split)] + list(r.codebook_eval_files(split).values())
+    results = [r for r in (read_json(f, what="evaluation result") for f in files if f.exists())
+               if r.get("rate") and r["rate"].get("n_images") == len(x) and r["rate"].get("per_image_psnr_db") is not None]
+    series = posthoc_series(results)
+    rows = bd_rows(series, ladder, n_boot=n_boot)
+    standard = standard_points(ladder)
+    result = {"target": str(target), "dataset": dataset, "split": split, "n_images": len(x), "standard": standard, "posthoc": public(series),
+              "bd": rows, "ladder": ladder, "provenance": provenance()}
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"codecs-{split}.{k}" for k in ("json", "md", "png")}
+    write_json(paths["json"], result)
+    title = f"{dataset} {split} ({len(x):,} images): coded codebooks vs standard codecs"
+    cont = next((r["continuous"]["psnr_db"]["mean"] for r in results if r.get("codebook") is None and "continuous" in r), None)
+    codec_rd_figure(public(series), standard, paths["png"], title=title, continuous_psnr_db=None if series.get("trained") else cont)
+    lines = [f"# {title}", "", "Rates are real: each image's own file, bytes x 8 / pixels, header included.", ""]
+    for c, s in standard.items():
+        lines.append(f"- {c}: " + ", ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, b, p in zip(s["qualities"], s["bpp"], s["psnr_db"])))
+    for k, s in public(series).items():
+        lines.append(f"- {k} ({s['prior']} prior): " + ", ".join(f"{n} {b:.3f} bpp {p:.2f} dB" for n, b, p in zip(s["names"], s["bpp"], s["psnr_db"])))
+    paths["md"].write_text("\n".join(lines) + "\n\n" + bd_markdown(rows))
+    result["paths"] = {k: str(v) for k, v in paths.items()}
+    return result

@@ -470,7 +470,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from posthoc_vq.report.codebook_table import TIDY_COLUMNS, load_results, tidy_rows, write_codebook_table
 
     fmt = _machine(args)
-    paths = write_codebook_table(args.run, args.out, split=args.split)
+    paths = write_codebook_table(args.run, args.out, split=args.split, x=args.x)
     if fmt:
         cont, books = load_results(args.run, args.split)
         _emit(args, tidy_rows(cont, books, args.split), TIDY_COLUMNS)
@@ -619,6 +619,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         notes.print("posthoc-vq: export --format onnx is deprecated; use --model-format onnx (--format is the format of the printed table)", highlight=False, soft_wrap=True)
         args.format = None
     fmt = _machine(args)
+    if args.codec:
+        return _export_codec(args, fmt)
+    if args.codebook:
+        raise ConfigError("export: --codebook goes with --codec (the decoder-only codec folder); without --codec the whole model is exported")
     with _progress(args) as progress:
         record = export_run(args.run, args.out, int8=args.int8, calibration_size=args.calibration_size, seed=args.seed, data_dir=args.data_dir,
                             progress=progress)
@@ -654,6 +658,44 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
         _emit(args, [{"n_files": len(record["files"]), "n_images": record["n_images"], "out": args.out}], json_value=record)
         return EXIT_OK
     _say(args, f"decoded {len(record['files'])} file(s) to {record['n_images']} PNG image(s) in {args.out}", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _cmd_codecs(args: argparse.Namespace) -> int:
+    from posthoc_vq.api import compare_codecs
+
+    codecs = [c.strip() for c in args.codecs.split(",")] if args.codecs else None
+    with _progress(args) as progress:
+        result = compare_codecs(args.target, split=args.split, out=args.out, codecs=codecs, n_images=args.n_images, n_boot=args.n_boot,
+                                data_dir=args.data_dir, progress=progress, with_runs=args.with_runs)
+    if _machine(args):
+        _emit(args, [{k: r.get(k) for k in ("test", "anchor", "method", "bd_rate_percent", "bd_psnr_db", "comparable", "reason")} for r in result["bd"]],
+              json_value={k: v for k, v in result.items() if k != "ladder"})
+        return EXIT_OK
+    if not _quiet(args):
+        sys.stdout.write(Path(result["paths"]["md"]).read_text())
+    _say(args, f"wrote {result['paths']['json']}, {result['paths']['md']}, {result['paths']['png']}", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _export_codec(args: argparse.Namespace, fmt: str | None) -> int:
+    from posthoc_vq.export.codec import export_codec
+
+    if not args.codebook:
+        raise ConfigError("export --codec needs --codebook NAME (a post-hoc codebook of the run, or 'trained' for its own quantizer)")
+    with _progress(args) as progress:
+        manifest = export_codec(args.run, args.codebook, args.out, int8=True, calibration_size=args.calibration_size, seed=args.seed,
+                                data_dir=args.data_dir, progress=progress)
+    if fmt:
+        _emit(args, [{"decoder": k, **{c: d.get(c) for c in ("file", "bytes", "format", "max_abs_diff_vs_torch")}} for k, d in manifest["decoders"].items()],
+              json_value=manifest)
+        return EXIT_OK
+    for key, d in manifest["decoders"].items():
+        _say(args, f"{key}: {d['file']} ({d['bytes']:,} bytes, {d.get('format', 'fp32')}), max |onnxruntime - torch| = {d['max_abs_diff_vs_torch']:.2e}",
+             highlight=False, soft_wrap=True)
+    folder = args.out or Path(args.run) / "export" / f"codec-{args.codebook}"
+    _say(args, f"wrote the codec folder {folder}: decode with posthoc_vq.codec.runtime.CodecRuntime (numpy, onnxruntime, constriction)",
+         highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -910,6 +952,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", default=None, help="output folder of codebooks-<split>.md/.csv and the figure (default RUN/report)")
+    p.add_argument("--x", default="bits", choices=("bits", "real-bpp"),
+                   help="the figure's x axis: nominal bits per image, or real bits per pixel (file bytes x 8, header included)")
     _add_format(p)
     p.set_defaults(func=_cmd_table)
 
@@ -970,7 +1014,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write static QDQ INT8 models calibrated on the train split")
     p.add_argument("--calibration-size", type=int, default=512, help="train images for INT8 calibration")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw of the train images that calibrate")
-    p.add_argument("--out", default=None, help="output folder (default RUN/export)")
+    p.add_argument("--out", default=None, help="output folder (default RUN/export, or RUN/export/codec-<codebook> with --codec)")
+    p.add_argument("--codec", action="store_true",
+                   help="write the torch-free codec instead: the decoder as ONNX (fp32 and INT8), the codebook and its priors, "
+                        "decoded by posthoc_vq.codec.runtime with numpy, onnxruntime and constriction alone")
+    p.add_argument("--codebook", default=None, help="with --codec: the codebook (a post-hoc codebook's name, or 'trained')")
     _add_data_dir(p)
     p.set_defaults(func=_cmd_export)
 
@@ -986,6 +1034,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     _add_format(p)
     p.set_defaults(func=_cmd_compress)
+
+    p = command("codecs", help="the standard codecs (JPEG, WebP, AVIF, JPEG XL) on a split, beside a run's coded codebooks, with BD-rate")
+    p.add_argument("target", help="a run directory (its dataset, and its evaluations with real rates) or a dataset name")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--codecs", default=None, help="comma list among jpeg, webp, avif, jxl (default: every one installed)")
+    p.add_argument("--n-images", type=int, default=None, help="the split's first N images (default: all; a run's evaluations must cover the same N)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the images for the BD-rate CIs")
+    p.add_argument("--with", dest="with_runs", action="append", default=[], metavar="RUN",
+                   help="another run of the same dataset whose coded evaluations join (e.g. a trained VQ run); repeatable")
+    p.add_argument("--out", default=None, help="output folder (default RUN/report, or runs/codecs/DATASET)")
+    _add_data_dir(p)
+    _add_format(p)
+    p.set_defaults(func=_cmd_codecs)
 
     p = command("decompress", help="decode bitstream files back to PNG images, with the run whose model and codebook made them")
     p.add_argument("files", nargs="+", help=".phvq files")

@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "metrics": ("torchmetrics",),
     "adapters": ("pythae", "diffusers"),
     "tracking": ("mlflow",),
+    "codecs": ("imagecodecs",),
 }
 
 

@@ -19,14 +19,12 @@ from posthoc_vq.quantize.latent.base import predict_codes
 from posthoc_vq.train import train
 
 
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(make_codec_runs):
     """A one-vector digits run (D=8) and a spatial one (4 x 2 x 2 tokens), with their codebooks."""
     out = {}
-    for family, overrides in {"conv": ["model.latent_dim=8"], "spatial": ["model.family=spatial", "model.latent_dim=4"]}.items():
-        run = tmp_path_factory.mktemp("runs") / family
-        config = load_run_config("digits", overrides + ["model.channels=[16,32]", "train.epochs=6", "train.early_stopping=false"])
-        train(config, run, progress=False)
+    for family, run in make_codec_runs(epochs=6).items():
         names = [fit_codebook_for_run(run, QuantizeConfig(method="kmeans", K=32))[0],
                  fit_codebook_for_run(run, QuantizeConfig(method="residual", K=16, n_stages=3))[0],
                  fit_codebook_for_run(run, QuantizeConfig(method="random-prior", K=32))[0]]
@@ -127,3 +125,82 @@ def test_files_for_another_model_or_codebook_are_refused(runs):
                       conv_codec.read(data)[1], conv_codec.prior("empirical"))
     with pytest.raises(BitstreamError, match="made for another model"):
         conv_codec.read(forged)
+
+
+@pytest.mark.parametrize("quantizer", [["model.quantizer=vq", "model.codebook_size=32"], ["model.quantizer=rvq", "model.codebook_size=16", "model.stages=2"],
+                                       ["model.quantizer=fsq", "model.fsq_levels=[4,4,2]"]])
+def test_trained_quantizer_runs_are_coded_by_the_same_code(tmp_path, quantizer):
+    """A trained VQ / RVQ / FSQ run's own codes as bitstreams: decompressed images are the model's own output (what evaluate measures)."""
+    run = tmp_path / "run"
+    config = load_run_config("digits", quantizer + ["model.family=spatial", "model.latent_dim=4", "model.channels=[16,32]", "train.epochs=3", "train.early_stopping=false"])
+    train(config, run, progress=False)
+    codec = open_codec(run, "trained")
+    assert (run / "priors" / "trained" / "prior-context.safetensors").is_file()
+    x = split_images(load_run_splits(run), "test")
+    mu = torch.from_numpy(run_latents(run, "test", "mu", model=codec.model).values)
+    ref = decode(codec.model, mu)  # model.decode quantizes z_e: the model's own output, what evaluate measures
+    with torch.no_grad():
+        out = codec.model.quantize(mu)
+    for prior in ("empirical", "context"):
+        data = codec.compress(x, prior, container=True)[0]
+        (header, codes, images), = decompress_files(run, [data])
+        assert header.codebook_sha256 == header.model_sha256 == codec.model_sha256
+        assert np.array_equal(codes.reshape(out.codes.shape), out.codes.numpy())
+        assert torch.equal(images, ref)
+    assert main(["evaluate", str(run)]) == 0  # a trained run's evaluation holds its own codes' real rate
+    rate = json.loads((run / "eval" / "continuous-test.json").read_text())["rate"]
+    assert rate["nominal_bits_per_image"] == pytest.approx(codec.model.quantizer.bits_per_vector * 4)
+    data = codec.compress(x[:1], "context")[0]
+    assert rate["priors"]["context"]["per_image_bits"]["real"][0] == 8 * len(data)
+    with pytest.raises(Exception, match="no trained quantizer"):
+        open_codec(runs_without_quantizer(tmp_path), "trained")
+
+
+def runs_without_quantizer(tmp_path):
+    run = tmp_path / "plain"
+    train(load_run_config("digits", ["model.latent_dim=4", "model.channels=[16,32]", "train.epochs=1", "train.early_stopping=false"]), run, progress=False)
+    return run
+
+
+def test_codecs_command_compares_coded_codebooks_with_standard_codecs(runs, tmp_path, capsys):
+    """`posthoc-vq codecs RUN`: standard codecs' real file sizes, the run's coded evaluations as curves, BD rows with reasons."""
+    run, names = runs["spatial"]
+    for name in names[:2]:
+        assert main(["evaluate", str(run), "--codebook", name]) == 0
+    out = tmp_path / "codecs"
+    assert main(["codecs", str(run), "--codecs", "jpeg,webp", "--n-boot", "50", "--out", str(out), "--format", "json"]) == 0
+    result = json.loads((out / "codecs-test.json").read_text())
+    assert (out / "codecs-test.png").stat().st_size > 10_000 and "BD-rate" in (out / "codecs-test.md").read_text()
+    x = split_images(load_run_splits(run), "test")
+    assert result["n_images"] == len(x) and set(result["standard"]) == {"jpeg", "webp"}
+    # a standard codec's bpp is its files' bytes: re-encode one image at one quality and compare
+    from posthoc_vq.codec.standard import encode
+    from posthoc_vq.evaluation.standard_codecs import to_uint8
+
+    q0 = result["ladder"]["codecs"]["jpeg"]["points"][0]["quality"]
+    assert result["ladder"]["codecs"]["jpeg"]["per_image"]["bpp"][0][0] == len(encode(to_uint8(x[:1])[0], "jpeg", q0)) * 8 / 64
+    # the run's codebooks: kmeans and residual, one point each, with real rates from their evaluations
+    assert set(result["posthoc"]) == {"kmeans", "residual"}
+    ev = json.loads((run / "eval" / f"{names[0]}-test.json").read_text())
+    assert result["posthoc"]["kmeans"]["bpp"][0] == pytest.approx(ev["rate"]["priors"]["context"]["real_bpp"]["mean"])
+    single = [r for r in result["bd"] if r["test"] == "post-hoc kmeans"]
+    assert single and all(not r["comparable"] and "single operating point" in r["reason"] for r in single)
+    pair = [r for r in result["bd"] if r["test"] == "webp" and r["anchor"] == "jpeg"]
+    assert pair and all((r["bd_rate_percent"] is None) == (not r["comparable"]) for r in pair)
+
+
+def test_table_shows_real_bpp_and_the_figure_can_use_it(runs, tmp_path):
+    run, names = runs["spatial"]
+    assert main(["evaluate", str(run)]) == 0 and main(["evaluate", str(run), "--codebook", names[0]]) == 0
+    assert main(["table", str(run), "--x", "real-bpp", "--out", str(tmp_path), "--format", "json"]) == 0
+    from posthoc_vq.report.codebook_table import load_results, rate_distortion_series, tidy_rows
+
+    cont, books = load_results(run)
+    rows = {r["codebook"]: r for r in tidy_rows(cont, books)}
+    ev = json.loads((run / "eval" / f"{names[0]}-test.json").read_text())
+    assert rows[names[0]]["bpp_real_context"] == ev["rate"]["priors"]["context"]["real_bpp"]["mean"]
+    assert rows[names[0]]["bpp_nominal"] == pytest.approx(20 / 64)
+    series = rate_distortion_series(books, x="real-bpp")
+    point = next(s for s in series if names[0] in s["codebooks"])
+    assert point["x"][point["codebooks"].index(names[0])] == min(rows[names[0]]["bpp_real_context"], rows[names[0]]["bpp_real_empirical"])
+    assert (tmp_path / "rate-distortion-test.png").exists()

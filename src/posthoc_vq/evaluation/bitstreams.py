@@ -16,6 +16,9 @@ Rates (:func:`rate_fields`), per image, in bits per pixel (pixels = H x W, whate
 * ``real`` per prior: the bytes x 8 of the image's own file (header and CRC included; ``header_bytes_mean``
   of them are not payload);
 * ``container`` per prior: one file for all the images, its bytes x 8 / (N x pixels).
+
+An evaluation's ``rate`` block also holds ``per_image_psnr_db`` (the quantized output's PSNR per image, in the
+order of ``per_image_bits``) for paired bootstrap CIs of BD-rate (:mod:`posthoc_vq.evaluation.rd_comparison`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.quantize.priors import PRIOR_FILE, codes_grid, stage_codebooks, fit_priors, has_priors, load_prior, prior_summary, save_priors
+from posthoc_vq.quantize.trained import TRAINED, TrainedCodebook
 from posthoc_vq.run import Run
+from posthoc_vq.autoencoders import FunctionAutoencoder
 
 DECODE_BATCH = 1000  # as evaluate: decode(model, z) in batches of 1000
 
@@ -47,11 +52,12 @@ class ImageShapeError(ConfigError):
     """Images whose size or channels are not the model's."""
 
 
-def ensure_priors(run: Run, name: str, codebook: CodebookEstimator, cb_meta: dict[str, Any]) -> None:
-    """Fit and store the priors of a codebook saved without them (before priors existed, or by a fine-tune), on its fit set."""
-    folder = run.codebook_files(name)[1].parent
+def ensure_priors(run: Run, folder: Path, codebook: CodebookEstimator, cb_meta: dict[str, Any]) -> None:
+    """Fit and store the priors of a codebook saved without them (before priors existed, by a fine-tune, or a trained
+    quantizer's), on its fit set, into ``folder``."""
     if has_priors(folder):
         return
+    folder.mkdir(parents=True, exist_ok=True)
     latents = run_latents(run.root, cb_meta["fit_on"], cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0)
     codes = predict_codes(codebook, latents.tokens(), latents.token_labels())
     grid = codes_grid(codes, len(latents), latents.latent_shape)
@@ -65,15 +71,12 @@ class RunCodec:
     run: Run
     name: str
     model: Any
-    codebook: CodebookEstimator
+    codebook: CodebookEstimator | TrainedCodebook
     cb_meta: dict[str, Any]
     model_sha256: str
     image_shape: tuple[int, int, int]
     latent_shape: tuple[int, ...]
-
-    @cached_property
-    def folder(self) -> Path:
-        return self.run.codebook_files(self.name)[1].parent
+    folder: Path  # where the priors are: the codebook's folder, or RUN/priors/trained for the model's own quantizer
 
     @cached_property
     def codebook_sha256(self) -> str:
@@ -111,12 +114,19 @@ class RunCodec:
         token_labels = None if labels is None else np.repeat(np.asarray(labels), len(tokens) // max(len(x), 1))
         return codes_grid(predict_codes(self.codebook, tokens, token_labels), len(x), self.latent_shape)
 
-    def images(self, codes: np.ndarray) -> torch.Tensor:
-        """Decoded images (N, C, H, W) of codes (N, h, w, M), as ``evaluate --codebook`` decodes them."""
+    def latents(self, codes: np.ndarray) -> np.ndarray:
+        """Latents (N, *latent_shape) of codes (N, h, w, M): ``inverse_transform`` of the codes in ``predict``'s layout."""
         flat = codes.reshape(-1, codes.shape[-1])
         flat = flat if hasattr(self.codebook, "codebooks_") else flat[:, 0]
-        z = from_tokens(self.codebook.inverse_transform(flat), self.latent_shape)
-        return decode(self.model, torch.from_numpy(np.ascontiguousarray(z)), DECODE_BATCH)
+        return np.ascontiguousarray(from_tokens(self.codebook.inverse_transform(flat), self.latent_shape))
+
+    def images(self, codes: np.ndarray) -> torch.Tensor:
+        """Decoded images (N, C, H, W) of codes (N, h, w, M), as ``evaluate --codebook`` decodes them."""
+        z = torch.from_numpy(self.latents(codes))
+        if isinstance(self.codebook, TrainedCodebook):  # the decoder alone: decode() would quantize the latents again
+            with torch.no_grad():
+                return decode(FunctionAutoencoder(self.model.encode, self.model.decode_unquantized, name=self.name), z, DECODE_BATCH)
+        return decode(self.model, z, DECODE_BATCH)
 
     # ------------------------------------------------------------------ codes <-> files
     def header(self, prior: Prior, n_images: int = 1, container: bool = False) -> Header:
@@ -154,21 +164,35 @@ class RunCodec:
 
 
 def open_codec(run_dir: str | Path | Run, name: str) -> RunCodec:
-    """The codec of a run's codebook ``name`` (its priors fitted now if the codebook was saved without them)."""
+    """The codec of a run's codebook ``name`` (its priors fitted now if the codebook was saved without them).
+
+    ``name`` :data:`~posthoc_vq.quantize.trained.TRAINED` is the model's own trained quantizer (VQ, RVQ, FSQ), its
+    priors fitted on the train split's codes and kept in ``RUN/priors/trained``.
+    """
     run = Run.open(run_dir)
-    codebook, cb_meta = open_codebook(run, name)
     model, meta = run.load_model()
-    ensure_priors(run, name, codebook, cb_meta)
+    model_sha = run.verified_model_sha256()
+    if name == TRAINED:
+        if model.quantizer is None:
+            raise NotFoundError(f"{run.root}: the model has no trained quantizer, so there is no '{TRAINED}' codebook; name a post-hoc codebook")
+        codebook, folder = TrainedCodebook(model.quantizer), run.root / "priors" / TRAINED
+        cb_meta = {"sha256": model_sha, "fit_on": "train", "latents": "mu", "latent_seed": None, "method": model.quantizer.kind}
+    else:
+        codebook, cb_meta = open_codebook(run, name)
+        folder = run.codebook_files(name)[1].parent
+    ensure_priors(run, folder, codebook, cb_meta)
     cfg = meta["model"]
-    latent_shape = tuple(cb_meta.get("latent_shape") or meta.get("latent_shape") or [cfg["latent_dim"]])
+    latent_shape = tuple(model.latent_shape)
     image_shape = (int(cfg["in_channels"]), int(cfg["image_size"]), int(cfg["image_size"]))
-    return RunCodec(run, name, model, codebook, cb_meta, run.verified_model_sha256(), image_shape, latent_shape)
+    return RunCodec(run, name, model, codebook, cb_meta, model_sha, image_shape, latent_shape, folder)
 
 
 def find_codec(run_dir: str | Path | Run, data: bytes, what: str) -> RunCodec:
     """The codec of the run's codebook whose sha256 a file's header names."""
     header, _ = bitstream.read_header(data, what)
     run = Run.open(run_dir)
+    if header.codebook_sha256 == header.model_sha256:  # the model's own quantizer: its codebook is inside the model
+        return open_codec(run, TRAINED)
     for name in run.codebook_names():
         _, meta = open_codebook(run, name)
         if meta["sha256"] == header.codebook_sha256:

@@ -26,7 +26,7 @@ import torch
 from posthoc_vq.autoencoders import LatentShapeError, as_autoencoder, encode_images
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.evaluation.bitstreams import codec_rate, open_codec
-from posthoc_vq.evaluation.reconstruction import ImageQuality, OutputComparison, compare_outputs, decode, finish, run_header, split_images
+from posthoc_vq.evaluation.reconstruction import ImageQuality, OutputComparison, decode, finish, run_header, split_images
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
@@ -71,9 +71,11 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     z = torch.from_numpy(latents.values)
     z_quant = from_tokens(codebook.inverse_transform(codes), latents.latent_shape)
     x_cont, x_quant = decode(model, z, device=device), decode(model, torch.from_numpy(z_quant), device=device)
-    result = codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, compare_outputs(x, x_cont, x_quant))
+    comparison = OutputComparison().add(x, x_cont, x_quant)
+    result = codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, comparison.result())
     if coding is not None:
         result["rate"] = codec_rate(coding, codes_grid(codes, len(latents), latents.latent_shape))
+        result["rate"]["per_image_psnr_db"] = comparison.quantized.per_image()["psnr_db"].tolist()  # paired with per_image_bits (BD-rate CIs)
     return result
 
 

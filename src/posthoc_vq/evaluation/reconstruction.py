@@ -276,6 +276,13 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
         result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z, device=dev)}
         if model.quantizer is not None:  # the lookups on CPU, beside the CPU latents
             result |= trained_quantizer_result(model.cpu(), x, z, splits.split(split).labels, split, result["continuous"])
+            from posthoc_vq.evaluation.bitstreams import codec_rate, open_codec  # its own codes as bitstreams: real bpp
+            from posthoc_vq.quantize.trained import TRAINED
+
+            codec = open_codec(run, TRAINED)
+            codes = codec.codes(x)
+            result["rate"] = codec_rate(codec, codes)
+            result["rate"]["per_image_psnr_db"] = ImageQuality().add(x, codec.images(codes)).per_image()["psnr_db"].tolist()
         result["device"] = str(dev)
         result["compute"] = total_compute(model_compute(run.summary()))
         return finish(result, config.seed, path)

@@ -106,6 +106,8 @@ def evaluate_cell(
         "continuous_psnr_db": reference["psnr_db"]["mean"],
         # a post-hoc codebook's rate; without one, a trained quantizer's (None for a continuous model)
         "bits_per_image": (result if w.bits == 32 else inner).get("bits_per_image") if codebook else cont.get("bits_per_image"),
+        # real rates (file bytes x 8 / pixels, header included) of the codebook's priors, for claims on real bpp
+        **_real_rates((result if w.bits == 32 else inner) if codebook else None),
         "fit_includes_test": bool((result if w.bits == 32 else inner).get("fit_includes_test")) if codebook else False,
         "warnings": sorted({x["code"] for x in warnings}),
         # compute behind the cell's model: training (+ latent encoding, codebook fit, fine-tune), see evaluation "compute" blocks
@@ -117,6 +119,13 @@ def evaluate_cell(
     if perceptual:
         metrics |= _perceptual(run_dir, codebook, artifacts["weights"], perceptual, split, data_dir, features)
     return {"metrics": metrics, "artifacts": artifacts}
+
+
+def _real_rates(result: dict[str, Any] | None) -> dict[str, float | None]:
+    """``real_bpp_<prior>`` and ``nominal_bpp`` of a codebook evaluation's ``rate`` block (None without one)."""
+    rate = (result or {}).get("rate") or {}
+    out = {f"real_bpp_{p}": ((rate.get("priors") or {}).get(p) or {}).get("real_bpp", {}).get("mean") for p in ("empirical", "context")}
+    return out | {"nominal_bpp": rate.get("nominal_bpp")}
 
 
 def _check_same_codebook(run_dir: Path, name: str, q: QuantizeConfig) -> None:

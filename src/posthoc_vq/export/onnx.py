@@ -109,12 +109,21 @@ def _calibration_reader(name: str, values: np.ndarray, batch_size: int = 64) -> 
     return _Calibration()
 
 
-def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray, op_types: list[str] | None = None) -> Path:
-    """Static QDQ INT8 quantization of an ONNX model (per-channel weights), calibrated on ``calibration``;
-    ``op_types``: the operators to quantize (default :data:`QUANTIZED_OPS`)."""
+def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray, op_types: list[str] | None = None, *,
+                       quant_format: str = "qdq") -> Path:
+    """Static INT8 quantization of an ONNX model (per-channel int8 weights), calibrated on ``calibration``;
+    ``op_types``: the operators to quantize (default :data:`QUANTIZED_OPS`).
+
+    ``quant_format``: ``qdq`` (QuantizeLinear / DequantizeLinear around float operators, int8 activations) or ``qoperator``
+    (onnxruntime's integer kernels, QLinearConv / QGemm, uint8 activations; an operator without one, such as
+    ConvTranspose, stays float between QuantizeLinear / DequantizeLinear).
+    """
     quantization = require("onnxruntime.quantization", "export", WHAT)
     quant_pre_process = require("onnxruntime.quantization.shape_inference", "export", WHAT).quant_pre_process
     QuantFormat, QuantType = quantization.QuantFormat, quantization.QuantType  # noqa: N806 - onnxruntime's enums
+    if quant_format not in ("qdq", "qoperator"):
+        raise ValueError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
+    fmt, activations = (QuantFormat.QDQ, QuantType.QInt8) if quant_format == "qdq" else (QuantFormat.QOperator, QuantType.QUInt8)
     reader = _calibration_reader(input_name, calibration)
     pre = dst.with_name(dst.name + ".pre.onnx")
     try:
@@ -123,8 +132,8 @@ def quantize_onnx_int8(src: Path, dst: Path, input_name: str, calibration: np.nd
             quant_pre_process(str(src), str(pre))
             with atomic_write(dst) as tmp:
                 quantization.quantize_static(
-                    str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types or QUANTIZED_OPS,
+                    str(pre), str(tmp), reader, quant_format=fmt, per_channel=True,
+                    activation_type=activations, weight_type=QuantType.QInt8, op_types_to_quantize=op_types or QUANTIZED_OPS,
                 )
     finally:
         pre.unlink(missing_ok=True)

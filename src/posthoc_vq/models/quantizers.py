@@ -150,6 +150,12 @@ class TrainedQuantizer(nn.Module):
         with torch.autocast(z.device.type, enabled=False):
             return from_tokens(self._lookup(to_tokens(z).float())[0], z.shape)
 
+    @torch.no_grad()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, T, C) of codes (B, T) (vq, fsq) or (B, T, M) (rvq): the way back from indices to latents,
+        bit-identical to the vectors :meth:`lookup` gives for the same codes (bitstreams decode with it)."""
+        raise NotImplementedError
+
     def _train(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self._lookup(tokens)
 
@@ -211,6 +217,10 @@ class VQ(TrainedQuantizer):
         codes = nearest_code(flat, self.codebook)
         return self._output(tokens, flat, codes, self.codebook[codes])
 
+    @torch.no_grad()
+    def dequantize(self, codes):
+        return self.codebook[codes]
+
     def _output(self, tokens, flat, codes, q):
         B, T, C = tokens.shape
         aux = self.commitment * (flat - q).pow(2).sum() / B
@@ -251,6 +261,13 @@ class RVQ(TrainedQuantizer):
             return codes, self.codebooks[m][codes]
 
         return self._stages(tokens, nearest)
+
+    @torch.no_grad()
+    def dequantize(self, codes):
+        total = torch.zeros(*codes.shape[:-1], self.codebooks[0].shape[1], dtype=self.codebooks[0].dtype, device=codes.device)
+        for m in range(self.n_stages):  # summed in the order of _stages, so the floats equal the lookup's
+            total = total + self.codebooks[m][codes[..., m]]
+        return total
 
     def _stages(self, tokens, quantize):
         """Quantize the residual stage by stage with ``quantize(stage, residual) -> (codes, vectors)``."""
@@ -298,6 +315,17 @@ class FSQ(TrainedQuantizer):
             half = torch.div(L, 2, rounding_mode="floor")
             idx = q * half + half  # values k / (L // 2), k in [-(L // 2), L // 2] (the top one unused for even L)
         return idx.round().long()
+
+    @torch.no_grad()
+    def dequantize(self, codes):
+        k = torch.div(codes[..., None], self.basis, rounding_mode="floor") % self.basis.new_tensor(self.levels)  # (B, T, d) digits
+        L = self.level_counts
+        if self.fsq.preserve_symmetry:
+            q = k * 2 / (L - 1) - 1
+        else:
+            half = torch.div(L, 2, rounding_mode="floor")
+            q = (k - half) / half
+        return self.fsq.project_out(q.float())
 
     def _lookup(self, tokens):
         u = self.fsq.project_in(tokens)  # (B, T, d), d = len(levels)

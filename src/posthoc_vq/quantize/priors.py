@@ -53,7 +53,7 @@ def fit_priors(estimator: CodebookEstimator, codes: np.ndarray) -> dict[str, Pri
     """Every prior that applies to a codebook, fitted on its fit set's codes (N, h, w, M)."""
     k = estimator.n_codes
     priors = {"uniform": uniform_prior(k, codes.shape[3]), "empirical": empirical_prior(codes, k)}
-    if codes.shape[1] * codes.shape[2] > 1:
+    if codes.shape[1] * codes.shape[2] > 1 and k <= 2**16:
         priors["context"] = context_prior(codes, k, code_groups(estimator))
     return priors
 

@@ -26,12 +26,13 @@ from posthoc_vq.report.tables import markdown_table
 from posthoc_vq.run import Run
 
 COLUMNS = (
-    "method", "codebook", "fit on", "bits/image", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
+    "method", "codebook", "fit on", "bits/image", "bpp nominal", "bpp real (empirical)", "bpp real (context)", "PSNR (dB)", "PSNR 95% CI", "SSIM", "penalty PSNR (dB)",
     "code usage", "dead codes", "entropy (nats)", "entropy (bits)", "perplexity", "graph nodes", "graph edges", "components",
 )
 #: columns of the tidy CSV (``--format csv``): ``bits_label`` says what the continuous row's rate is (``fp32``, or ``trained vq``)
 TIDY_COLUMNS = (
-    "method", "codebook", "fit_on", "bits_per_image", "bits_label", "psnr_db", "psnr_db_ci_low", "psnr_db_ci_high", "ssim", "penalty_psnr_db",
+    "method", "codebook", "fit_on", "bits_per_image", "bits_label", "bpp_nominal", "bpp_ideal_empirical", "bpp_real_empirical",
+    "bpp_ideal_context", "bpp_real_context", "container_bpp_empirical", "container_bpp_context", "psnr_db", "psnr_db_ci_low", "psnr_db_ci_high", "ssim", "penalty_psnr_db",
     "codes_used", "n_codes", "dead_codes", "n_stages", "distinct_tuples", "entropy_nats", "entropy_bits", "perplexity", "graph_nodes", "graph_edges", "graph_components",
 )
 
@@ -46,6 +47,26 @@ def load_results(run_dir: str | Path | Run, split: str = "test") -> tuple[dict[s
     books = [read_json(p, what="evaluation result") for p in run.codebook_eval_files(split).values()]
     books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
     return cont, books
+
+
+def real_rate(result: dict[str, Any], prior: str, key: str = "real_bpp") -> float | None:
+    """Mean bits per pixel of an evaluation's ``rate`` block for ``prior``: ``real_bpp`` (its own file's bytes x 8, header
+    included), ``ideal_bpp`` or ``container_bpp``; None where the result has no rate or the prior does not apply."""
+    block = ((result.get("rate") or {}).get("priors") or {}).get(prior)
+    if not block:
+        return None
+    value = block.get(key)
+    return value.get("mean") if isinstance(value, dict) else value
+
+
+def best_real_bpp(result: dict[str, Any]) -> float | None:
+    """The lowest real bits per pixel over the result's priors (the context prior on token grids, else empirical)."""
+    rates = [r for r in (real_rate(result, p) for p in ("empirical", "context")) if r is not None]
+    return min(rates) if rates else None
+
+
+def _bpp(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def latent_size(result: dict[str, Any]) -> int:
@@ -86,6 +107,8 @@ def table_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "
         us = usage_summary(u)
         rows.append({
             "method": r["method"], "codebook": r["codebook"], "fit on": r["fit_on"], "bits/image": f"{r['bits_per_image']:.0f}",
+            "bpp nominal": _bpp((r.get("rate") or {}).get("nominal_bpp")), "bpp real (empirical)": _bpp(real_rate(r, "empirical")),
+            "bpp real (context)": _bpp(real_rate(r, "context")),
             "PSNR (dB)": f"{q['psnr_db']['mean']:.2f}", "PSNR 95% CI": f"[{q['psnr_db']['low']:.2f}, {q['psnr_db']['high']:.2f}]",
             "SSIM": f"{q['ssim']['mean']:.4f}", "penalty PSNR (dB)": f"{r['penalty']['psnr_db']['mean']:.2f}",
             "code usage": us["text"], "dead codes": str(us["dead"]),
@@ -109,6 +132,9 @@ def tidy_rows(cont: dict[str, Any], books: list[dict[str, Any]], split: str = "t
         us = usage_summary(u)
         rows.append({
             "method": r["method"], "codebook": r["codebook"], "fit_on": r["fit_on"], "bits_per_image": r["bits_per_image"], "bits_label": None,
+            "bpp_nominal": (r.get("rate") or {}).get("nominal_bpp"),
+            **{f"bpp_{key}_{p}": real_rate(r, p, f"{key}_bpp") for p in ("empirical", "context") for key in ("ideal", "real")},
+            **{f"container_bpp_{p}": real_rate(r, p, "container_bpp") for p in ("empirical", "context")},
             "psnr_db": q["psnr_db"]["mean"], "psnr_db_ci_low": q["psnr_db"]["low"], "psnr_db_ci_high": q["psnr_db"]["high"], "ssim": q["ssim"]["mean"],
             "penalty_psnr_db": r["penalty"]["psnr_db"]["mean"], "codes_used": us["used"], "n_codes": us["n_codes"], "dead_codes": us["dead"],
             "n_stages": us["n_stages"], "distinct_tuples": us["distinct_tuples"],
@@ -124,6 +150,8 @@ def markdown(rows: list[dict[str, Any]], cont: dict[str, Any], books: list[dict[
         f"Run `{cont['run']}`, dataset {cont['dataset']}, {split} split ({n} images); latents: posterior means unless the codebook name says z.",
         "PSNR/SSIM: decoded outputs in [0, 1] against ground truth (per-image mean, 95% CI over images). "
         "Penalty: quantized output against the continuous output. Code usage, entropy and perplexity on the evaluated split.",
+        "bpp: bits per pixel (H x W). Nominal: tokens x log2 K. Real: each image's own `posthoc-vq compress` file, bytes x 8, "
+        "header included (evaluations made before bitstreams existed show -).",
         f"Training: {cont['training'].get('stop_reason')} after {cont['training'].get('epochs')} epochs (converged: {cont['training'].get('converged')}).",
     ]
     model_codes = {w["code"] for w in cont.get("warnings", [])}  # repeated in every codebook's result
@@ -170,14 +198,20 @@ def recipe_label(recipe: dict[str, Any]) -> str:
     return f"{recipe['method']} ({inner})" if inner else str(recipe["method"])
 
 
-def rate_distortion_series(books: list[dict[str, Any]], records: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def rate_distortion_series(books: list[dict[str, Any]], records: dict[str, dict[str, Any]] | None = None, x: str = "bits") -> list[dict[str, Any]]:
     """The points of the rate-distortion figure, one series per codebook recipe (:func:`codebook_recipe`), as plain data.
 
     Each series: ``label``, ``recipe``, ``method``, ``x`` (bits per image, exactly as stored: equal rates share one x,
     no sideways dodge), ``y``, ``low``, ``high`` (PSNR mean and 95% CI), ``codebooks``, ``transductive`` (the fit set
     includes test) and ``marker`` (one per series, so overlapping points stay told apart), sorted by x.
     ``records``: codebook name -> its ``codebook.json`` (for the graph settings); optional.
+    ``x``: ``bits`` (bits per image, nominal) or ``real-bpp`` (the lowest real bits per pixel of the codebook's files,
+    header included, :func:`best_real_bpp`; codebooks evaluated without a rate are left out).
     """
+    if x not in ("bits", "real-bpp"):
+        raise ValueError(f"x must be 'bits' or 'real-bpp', got {x!r}")
+    if x == "real-bpp":
+        books = [r for r in books if best_real_bpp(r) is not None]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     recipes: dict[tuple, dict[str, Any]] = {}
     for r in books:
@@ -191,13 +225,14 @@ def rate_distortion_series(books: list[dict[str, Any]], records: dict[str, dict[
         q = [r["quantized"]["psnr_db"] for r in rs]
         series.append({
             "label": recipe_label(recipes[key]), "recipe": recipes[key], "method": recipes[key]["method"],
-            "x": [float(r["bits_per_image"]) for r in rs], "y": [m["mean"] for m in q], "low": [m["low"] for m in q], "high": [m["high"] for m in q],
+            "x": [float(r["bits_per_image"]) if x == "bits" else best_real_bpp(r) for r in rs], "y": [m["mean"] for m in q], "low": [m["low"] for m in q], "high": [m["high"] for m in q],
             "codebooks": [r["codebook"] for r in rs], "transductive": any(r.get("fit_includes_test") for r in rs), "marker": MARKERS[i % len(MARKERS)],
         })
     return series
 
 
-def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], path: Path, records: dict[str, dict[str, Any]] | None = None) -> None:
+def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], path: Path, records: dict[str, dict[str, Any]] | None = None,
+                           x: str = "bits") -> None:
     """PSNR against bits per image, with 95% CIs; the continuous model as a horizontal line.
 
     One line per codebook recipe (:func:`rate_distortion_series`): colour = method, marker = series (a legend entry each),
@@ -208,7 +243,7 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = rate_distortion_series(books, records)
+    series = rate_distortion_series(books, records, x)
     fig, ax = plt.subplots(figsize=(9.5, 4.5), dpi=120)
     c = cont["continuous"]["psnr_db"]
     ax.set_xscale("log", base=2)
@@ -226,10 +261,10 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
             mfc="white" if s["transductive"] else col, alpha=0.9, label=s["label"],
         )
     rates = sorted({x for s in series for x in s["x"]})
-    if rates:
+    if rates and x == "bits":
         ax.set_xticks(rates, [f"{b:g}" for b in rates])
-    ax.minorticks_off()
-    ax.set_xlabel("bits per image")
+        ax.minorticks_off()
+    ax.set_xlabel("bits per image (nominal)" if x == "bits" else "bits per pixel (real: file bytes x 8, header included)")
     ax.set_ylabel("test PSNR vs ground truth (dB)")
     ax.set_title(f"{cont['dataset']}: post-hoc codebooks, rate against distortion")
     ax.grid(alpha=0.3)
@@ -240,7 +275,7 @@ def rate_distortion_figure(cont: dict[str, Any], books: list[dict[str, Any]], pa
     plt.close(fig)
 
 
-def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None = None, split: str = "test") -> dict[str, Path]:
+def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None = None, split: str = "test", x: str = "bits") -> dict[str, Path]:
     """Write the table (Markdown, tidy CSV) and the rate-distortion PNG; returns their paths."""
     run = Run.open(run_dir)
     out = Path(out_dir) if out_dir else run.report_dir
@@ -255,5 +290,5 @@ def write_codebook_table(run_dir: str | Path | Run, out_dir: str | Path | None =
         record_path = run.codebook_files(name)[1] if name in run.codebook_names() else None
         if record_path is not None and record_path.exists():
             records[name] = read_json(record_path, what="codebook record")
-    rate_distortion_figure(cont, books, paths["figure"], records)
+    rate_distortion_figure(cont, books, paths["figure"], records, x)
     return paths
