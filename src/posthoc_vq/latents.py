@@ -29,23 +29,23 @@ from posthoc_vq.errors import ConfigError
 from posthoc_vq.io import load_tensors, save_tensors, write_json
 from posthoc_vq.records import LatentCacheRecord, compute_record, read_dict, total_compute
 from posthoc_vq.run import SPLITS, Run
+from posthoc_vq import tokens
 
 LatentKind = Literal["mu", "z"]
 
 
 def to_tokens(values: np.ndarray) -> np.ndarray:
-    """(N * T, C) token vectors of latents (N, C, *grid), T = prod(grid); (N, D) is returned as is."""
+    """(N * T, C) token vectors of latents (N, C, *grid), T = prod(grid); (N, D) is returned as is (:mod:`posthoc_vq.tokens`)."""
     if values.ndim == 2:
         return values
-    return np.ascontiguousarray(np.moveaxis(values, 1, -1).reshape(-1, values.shape[1]))
+    return tokens.to_tokens(values).reshape(-1, values.shape[1])
 
 
-def from_tokens(tokens: np.ndarray, latent_shape: tuple[int, ...]) -> np.ndarray:
+def from_tokens(flat: np.ndarray, latent_shape: tuple[int, ...]) -> np.ndarray:
     """Latents (N, *latent_shape) from their tokens (N * T, C); the inverse of :func:`to_tokens`."""
     if len(latent_shape) == 1:
-        return tokens
-    C, grid = latent_shape[0], tuple(latent_shape[1:])
-    return np.ascontiguousarray(np.moveaxis(tokens.reshape(-1, *grid, C), -1, 1))
+        return flat
+    return tokens.from_tokens(flat.reshape(-1, int(np.prod(latent_shape[1:])), latent_shape[0]), tuple(latent_shape))
 
 
 @dataclass(frozen=True)

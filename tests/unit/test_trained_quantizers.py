@@ -18,7 +18,9 @@ from posthoc_vq.latents import to_tokens
 from posthoc_vq.metrics.codebook import codebook_usage, usage_stats
 from posthoc_vq.models import ConvVAE, SpatialVAE, build_vae, load_state_checked
 from posthoc_vq.models import quantizers
-from posthoc_vq.models.quantizers import FSQ, RVQ, VQ, CodeUsage, nearest_code
+from posthoc_vq import nearest as nearest_module
+from posthoc_vq.models.quantizers import FSQ, RVQ, VQ, CodeUsage
+from posthoc_vq.nearest import nearest_code
 
 
 def config(**kw) -> VAEConfig:
@@ -115,7 +117,7 @@ def test_nearest_code_in_blocks_equals_brute_force(monkeypatch):
     x, codebook = torch.randn(1000, 6), torch.randn(37, 6)
     reference = torch.cdist(x.double(), codebook.double()).argmin(1)
     assert torch.equal(nearest_code(x, codebook), reference)
-    monkeypatch.setattr(quantizers, "DISTANCE_BLOCK", 37 * 64)  # blocks of 64 rows
+    monkeypatch.setattr(nearest_module, "DISTANCE_BLOCK", 37 * 64)  # blocks of 64 rows
     assert torch.equal(nearest_code(x, codebook), reference)
 
 

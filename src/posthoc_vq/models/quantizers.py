@@ -52,8 +52,9 @@ import torch
 import torch.nn as nn
 
 from posthoc_vq.config import VAEConfig
+from posthoc_vq.nearest import nearest_code
+from posthoc_vq.tokens import from_tokens, to_tokens
 
-DISTANCE_BLOCK = 2**21  # distances per block of the nearest-code search (8 MB of fp32)
 MAX_BINCOUNT_CODES = 2**16  # larger codebooks (big FSQ level sets) are counted by sorting the epoch's codes once
 
 
@@ -64,34 +65,9 @@ class QuantizerOutput:
     aux_loss: torch.Tensor  # scalar: weighted commitment loss per image (0 for fsq)
 
 
-def to_tokens(z: torch.Tensor) -> torch.Tensor:
-    """(B, T, C) tokens of latents (B, D) (T = 1) or (B, C, h, w) (T = h * w, row-major)."""
-    return z[:, None, :] if z.ndim == 2 else z.flatten(2).transpose(1, 2)
-
-
-def from_tokens(tokens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Latents of ``shape`` (B, D) or (B, C, h, w) from tokens (B, T, C); the inverse of :func:`to_tokens`."""
-    return tokens[:, 0, :] if len(shape) == 2 else tokens.transpose(1, 2).reshape(shape)
-
-
 def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """``q`` in the forward pass, the identity's gradient to ``x`` in the backward pass (``q`` itself when no gradient is tracked)."""
     return x + (q - x).detach() if torch.is_grad_enabled() and x.requires_grad else q
-
-
-@torch.no_grad()
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """(N,) int64 index of the nearest row of ``codebook`` (K, D) for each row of ``x`` (N, D), squared Euclidean.
-
-    argmin_k ||c_k||^2 - 2 x.c_k (||x||^2 does not change the argmin), in blocks of about
-    :data:`DISTANCE_BLOCK` distances: a (12,544 x 1,024) Fashion-MNIST grid batch took 57 ms as one
-    expression, 18 ms this way (faiss: 19 ms; the product's inner dimension is only D).
-    """
-    c2, ct = codebook.pow(2).sum(1), codebook.t()  # (K,), (D, K)
-    rows = max(1, DISTANCE_BLOCK // codebook.shape[0])
-    if torch.compiler.is_exporting() or x.shape[0] <= rows:  # an exported graph has a symbolic batch: one block
-        return (x @ ct).mul_(-2).add_(c2).argmin(1)
-    return torch.cat([(x[i : i + rows] @ ct).mul_(-2).add_(c2).argmin(1) for i in range(0, x.shape[0], rows)])
 
 
 @torch.no_grad()
@@ -142,13 +118,13 @@ class TrainedQuantizer(nn.Module):
         with torch.autocast(z.device.type, enabled=False):  # distances and rounding in fp32, also under bf16 autocast
             q, codes, aux = (self._train if self.training else self._lookup)(tokens.float())
         codes = codes[:, 0] if z.ndim == 2 else codes  # (B, [T,] [M])
-        return QuantizerOutput(from_tokens(q, z.shape), codes, aux)
+        return QuantizerOutput(from_tokens(q, tuple(z.shape[1:])), codes, aux)
 
     @torch.no_grad()
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
         """The quantized latents (B, *L) of z, without gradients or state changes, in any mode."""
         with torch.autocast(z.device.type, enabled=False):
-            return from_tokens(self._lookup(to_tokens(z).float())[0], z.shape)
+            return from_tokens(self._lookup(to_tokens(z).float())[0], tuple(z.shape[1:]))
 
     @torch.no_grad()
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, from_tokens, load_run_splits, to_tokens
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.models import VAEBase, VAEOutput
-from posthoc_vq.models.quantizers import from_tokens as tokens_to_latents
+from posthoc_vq.tokens import from_tokens as tokens_to_latents
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
@@ -258,7 +258,7 @@ class _Finetuner:
             tokens = sum(book[m][codes[..., m]] for m in range(book.shape[0]))  # (B, T, C)
         else:
             tokens = book[codes]  # (B, T, C)
-        return tokens_to_latents(tokens, (len(tokens), *self.latent_shape))  # (B, *L), differentiable in the vectors
+        return tokens_to_latents(tokens, tuple(self.latent_shape))  # (B, *L), differentiable in the vectors
 
     def _recon(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The run's reconstruction loss per image of decode(z) against x (the VAE's own loss, whose KL term is 0 here)."""

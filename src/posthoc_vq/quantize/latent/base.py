@@ -48,7 +48,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import _num_features, validate_data
 
 from posthoc_vq.errors import ConfigError
-from posthoc_vq.progress import report
+from posthoc_vq.nearest import nearest, squared_distances  # noqa: F401 - the one kernel, re-exported for the estimators
 
 
 class ClassLabelError(ConfigError, ValueError):
@@ -100,27 +100,6 @@ def as_latents(Z: Any, dim: int | None = None, name: str = "Z") -> np.ndarray:
     if not np.isfinite(Z).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return Z
-
-
-def squared_distances(Z: torch.Tensor, C: torch.Tensor, c_sq: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, K) squared Euclidean distances by ||z||^2 - 2 z.c + ||c||^2, clamped at 0."""
-    c_sq = (C * C).sum(1) if c_sq is None else c_sq
-    d = torch.addmm(c_sq.unsqueeze(0), Z, C.T, alpha=-2.0)  # (N, K)
-    d += (Z * Z).sum(1, keepdim=True)
-    return d.clamp_(min=0.0)
-
-
-def nearest(Z: np.ndarray, C: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Index (N,) int64 and squared distance (N,) float32 of each row's nearest codebook row, tiled over N."""
-    Zt, Ct = torch.from_numpy(Z), torch.from_numpy(np.ascontiguousarray(C, dtype=np.float32))
-    c_sq = (Ct * Ct).sum(1)
-    idx = torch.empty(len(Zt), dtype=torch.int64)
-    dist = torch.empty(len(Zt), dtype=torch.float32)
-    for i in range(0, len(Zt), chunk):
-        d = squared_distances(Zt[i : i + chunk], Ct, c_sq)
-        dist[i : i + chunk], idx[i : i + chunk] = d.min(1)
-        report("nearest-code assignment", min(i + chunk, len(Zt)), len(Zt))
-    return idx.numpy(), dist.numpy()
 
 
 class CodebookEstimator(ClusterMixin, TransformerMixin, BaseEstimator):

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from posthoc_vq.errors import ConfigError
-from posthoc_vq.quantize.latent.base import CodebookEstimator, squared_distances
+from posthoc_vq.nearest import nearest_code
+from posthoc_vq.quantize.latent.base import CodebookEstimator
 
 #: methods whose ``predict`` is the Euclidean-nearest code (per stage for residual)
 EUCLIDEAN_METHODS = ("kmeans", "random-prior", "residual")
@@ -109,7 +110,7 @@ class CodebookModule(nn.Module):
         z_q = torch.zeros_like(residual)
         codes = torch.empty((len(residual), len(books)), dtype=torch.int64, device=residual.device)
         for m, book in enumerate(books):
-            idx = squared_distances(residual, book).min(1)[1] if len(residual) else codes[:, m]
+            idx = nearest_code(residual, book) if len(residual) else codes[:, m]
             codes[:, m] = idx
             chosen = book[idx]
             z_q = z_q + chosen

@@ -1,0 +1,52 @@
+"""The nearest-code kernel: every codebook lookup in the package (post-hoc ``predict``, a codebook's ``nn.Module``,
+the trained VQ / RVQ quantizers, a residual codebook's stages) goes through :func:`nearest_code`.
+
+argmin_k ||c_k||^2 - 2 x.c_k (||x||^2 does not change the argmin), in blocks of about :data:`DISTANCE_BLOCK`
+distances: a (12,544 x 1,024) Fashion-MNIST grid batch took 57 ms as one expression, 18 ms this way (faiss: 19 ms;
+the product's inner dimension is only D). Ties go to the lowest index. :func:`squared_distances` gives the distances
+themselves (``transform``), :func:`nearest` the numpy face with the squared distance of each row's code.
+(The k-means fit has its own pruned assignment inside its Lloyd iterations, :mod:`posthoc_vq.quantize.latent.kmeans`.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from posthoc_vq.progress import report
+
+DISTANCE_BLOCK = 2**21  # distances per block (8 MB of fp32)
+
+
+@torch.no_grad()
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, c_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) int64 index of the nearest row of ``codebook`` (K, D) for each row of ``x`` (N, D), squared Euclidean."""
+    c2 = codebook.pow(2).sum(1) if c_sq is None else c_sq
+    ct = codebook.t()  # (D, K)
+    rows = max(1, DISTANCE_BLOCK // max(codebook.shape[0], 1))
+    if torch.compiler.is_exporting() or x.shape[0] <= rows:  # an exported graph has a symbolic batch: one block
+        return (x @ ct).mul_(-2).add_(c2).argmin(1)
+    return torch.cat([(x[i : i + rows] @ ct).mul_(-2).add_(c2).argmin(1) for i in range(0, x.shape[0], rows)])
+
+
+def squared_distances(Z: torch.Tensor, C: torch.Tensor, c_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, K) squared Euclidean distances by ||z||^2 - 2 z.c + ||c||^2, clamped at 0."""
+    c_sq = (C * C).sum(1) if c_sq is None else c_sq
+    d = torch.addmm(c_sq.unsqueeze(0), Z, C.T, alpha=-2.0)  # (N, K)
+    d += (Z * Z).sum(1, keepdim=True)
+    return d.clamp_(min=0.0)
+
+
+def nearest(Z: np.ndarray, C: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Index (N,) int64 (:func:`nearest_code`) and squared distance (N,) float32 of each row's nearest codebook row, tiled over N."""
+    Zt, Ct = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32)), torch.from_numpy(np.ascontiguousarray(C, dtype=np.float32))
+    c_sq = (Ct * Ct).sum(1)
+    idx = torch.empty(len(Zt), dtype=torch.int64)
+    dist = torch.empty(len(Zt), dtype=torch.float32)
+    for i in range(0, len(Zt), chunk):
+        z = Zt[i : i + chunk]
+        k = nearest_code(z, Ct, c_sq)
+        idx[i : i + chunk] = k
+        dist[i : i + chunk] = ((z - Ct[k]) ** 2).sum(1)
+        report("nearest-code assignment", min(i + chunk, len(Zt)), len(Zt))
+    return idx.numpy(), dist.numpy()
