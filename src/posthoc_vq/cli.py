@@ -640,8 +640,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.bitstreams import compress_to_folder
 
-    record = compress_to_folder(args.run, args.codebook, args.out, split=args.split, images=args.images, prior=args.prior,
-                                per_image=args.per_image, data_dir=args.data_dir)
+    with _progress(args) as progress:
+        record = compress_to_folder(args.run, args.codebook, args.out, split=args.split, images=args.images, prior=args.prior,
+                                    per_image=args.per_image, data_dir=args.data_dir, progress=progress)
     if _machine(args):
         _emit(args, [{k: v for k, v in record.items() if k != "files"} | {"n_files": len(record["files"])}], json_value=record)
         return EXIT_OK
@@ -653,7 +654,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _cmd_decompress(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.bitstreams import decompress_to_folder
 
-    record = decompress_to_folder(args.run, args.files, args.out)
+    with _progress(args) as progress:
+        record = decompress_to_folder(args.run, args.files, args.out, progress=progress)
     if _machine(args):
         _emit(args, [{"n_files": len(record["files"]), "n_images": record["n_images"], "out": args.out}], json_value=record)
         return EXIT_OK

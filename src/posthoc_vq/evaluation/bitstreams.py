@@ -42,6 +42,7 @@ from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.quantize.priors import PRIOR_FILE, codes_grid, stage_codebooks, fit_priors, has_priors, load_prior, prior_summary, save_priors
 from posthoc_vq.quantize.trained import TRAINED, TrainedCodebook
+from posthoc_vq.progress import ProgressCallback, report, reporting
 from posthoc_vq.run import Run
 from posthoc_vq.autoencoders import FunctionAutoencoder
 
@@ -137,7 +138,12 @@ class RunCodec:
         p = self.prior(prior)
         if container:
             return [bitstream.write(self.header(p, len(codes), True), codes, p)]
-        return [bitstream.write(self.header(p), codes[i : i + 1], p) for i in range(len(codes))]
+        files = []
+        for i in range(len(codes)):
+            files.append(bitstream.write(self.header(p), codes[i : i + 1], p))
+            if i % 256 == 255 or i == len(codes) - 1:
+                report("writing bitstreams", i + 1, len(codes))
+        return files
 
     def compress(self, x: torch.Tensor, prior: str = "empirical", container: bool = False) -> list[bytes]:
         """Files of images (N, C, H, W) in [0, 1]: one per image, or one container."""
@@ -315,7 +321,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def compress_to_folder(run_dir: str | Path | Run, name: str, out: str | Path, *, split: str | None = None, images: Sequence[str | Path] = (),
-                       prior: str = "empirical", per_image: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+                       prior: str = "empirical", per_image: bool = False, data_dir: str | None = None,
+                       progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Write the bitstream files of a split (one container, or one file per image) or of image files (one each) to ``out``.
 
     Returns a record: the files written, their bytes, bits per pixel (bytes x 8 / pixels, header included).
@@ -331,7 +338,8 @@ def compress_to_folder(run_dir: str | Path | Run, name: str, out: str | Path, *,
         x, stems = split_images(load_run_splits(codec.run.root, data_dir), split), None
     else:
         x, stems = read_image_files(images, codec.image_shape), [Path(p).stem for p in images]
-    files = codec.compress(x, prior, container=split is not None and not per_image)
+    with reporting(progress):
+        files = codec.compress(x, prior, container=split is not None and not per_image)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if stems is None:
@@ -345,9 +353,11 @@ def compress_to_folder(run_dir: str | Path | Run, name: str, out: str | Path, *,
             "bytes": total, "bpp": total * 8 / pixels if pixels else None, "container": len(files) == 1 and split is not None and not per_image}
 
 
-def decompress_to_folder(run_dir: str | Path | Run, files: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+def decompress_to_folder(run_dir: str | Path | Run, files: Sequence[str | Path], out: str | Path, *,
+                         progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Decode bitstream files to PNG images in ``out``: ``<stem>.png``, or ``<stem>-<i>.png`` for a container's images."""
-    decoded = decompress_files(run_dir, files)
+    with reporting(progress):
+        decoded = decompress_files(run_dir, files)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

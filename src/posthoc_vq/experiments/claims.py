@@ -59,8 +59,9 @@ VERDICTS = ("validated", "significant but below margin", "no significant differe
 BASE_VERDICTS = ("validated", "no significant difference", "insufficient evidence", "invalid")  # possible without a margin
 QUESTION_VERDICTS = {"difference": ("significant but below margin",), "equivalence": ("equivalent", "superior", "inferior", "inconclusive"),
                      "non-inferiority": ("non-inferior", "inferior", "inconclusive")}
-HIGHER_IS_BETTER = {"psnr_db": True, "ssim": True, "mse": False, "fd": False, "kid": False}  # one entry per spec.METRICS
-UNITS = {"psnr_db": " dB"}
+HIGHER_IS_BETTER = {"psnr_db": True, "ssim": True, "mse": False, "fd": False, "kid": False,  # one entry per spec.METRICS
+                    "real_bpp_empirical": False, "real_bpp_context": False, "nominal_bpp": False}
+UNITS = {"psnr_db": " dB", "real_bpp_empirical": " bpp", "real_bpp_context": " bpp", "nominal_bpp": " bpp"}
 
 
 def _label(axis: str, value: Any) -> str:

@@ -43,7 +43,9 @@ from posthoc_vq.config import (
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.names import check_name
 
-METRICS = ("psnr_db", "ssim", "mse", "fd", "kid")  # fd/kid: offline FD/KID of reconstructions (every cell)
+# fd/kid: offline FD/KID of reconstructions (every cell); real_bpp_*: a codebook cell's real rate, its test images' own
+# bitstream files (bytes x 8 / pixels, header included) under that prior; nominal_bpp: tokens x log2 K per pixel
+METRICS = ("psnr_db", "ssim", "mse", "fd", "kid", "real_bpp_empirical", "real_bpp_context", "nominal_bpp")
 PERCEPTUAL = ("fd", "kid")
 STAGES = {"quantize": QuantizeConfig, "weights": WeightsConfig, "finetune": FinetuneConfig}
 ARM_AXIS = "arm"
