@@ -10,7 +10,7 @@ is fitted if missing) on its whole test split:
   (real - header - ideal, bits per file: the ANS coder's final state, at most one 32-bit word per stream).
 
     python bench/codec_rates.py --data-dir ../shared/datasets --runs digits=runs/demo fashion-mnist=runs/codec/fm \
-        fashion-mnist-spatial=runs/codec/fms cifar-10-jpeg-spatial=runs/codec/c10s
+        fashion-mnist-spatial=runs/codec/fms cifar-10-jpeg-spatial=runs/codec/c10s:kmeans-K1024
 
 Writes JSON (``--out``) and prints the rate table (Markdown).
 """
@@ -44,11 +44,12 @@ def evaluation_images(run: Path, codec) -> tuple[np.ndarray, torch.Tensor]:
     return codes, decode(codec.model, torch.from_numpy(from_tokens(codec.codebook.inverse_transform(codes), latents.latent_shape)))
 
 
-def measure(preset: str, run: Path, data_dir: str) -> dict:
-    q = load_quantize_config(f"{preset}/quantize-euclidean")
-    name = q.default_name()
-    if name not in Run.open(run).codebook_names():
-        fit_codebook_for_run(run, q, data_dir=data_dir)
+def measure(preset: str, run: Path, data_dir: str, name: str | None = None) -> dict:
+    if name is None:
+        q = load_quantize_config(f"{preset}/quantize-euclidean")
+        name = q.default_name()
+        if name not in Run.open(run).codebook_names():
+            fit_codebook_for_run(run, q, data_dir=data_dir)
     result = evaluate_codebook(run, name, data_dir=data_dir)
     codec = open_codec(run, name)
     ref_codes, ref_images = evaluation_images(run, codec)
@@ -96,14 +97,16 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="../shared/datasets")
-    ap.add_argument("--runs", nargs="+", required=True, metavar="PRESET=RUN")
+    ap.add_argument("--runs", nargs="+", required=True, metavar="PRESET=RUN[:CODEBOOK]",
+                    help="a run of each preset; CODEBOOK: one of its codebooks (default: the preset's k-means, fitted if missing)")
     ap.add_argument("--out", default="bench/results/codec_rates.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
     for item in args.runs:
         preset, run = item.split("=", 1)
-        rows.append(measure(preset, Path(run), args.data_dir))
+        run, _, name = run.partition(":")
+        rows.append(measure(preset, Path(run), args.data_dir, name or None))
         bad = {k: v for k, v in rows[-1]["exactness"].items() if not (v["codes_equal"] and v["images_identical_to_evaluate"])}
         print(f"{preset}: {'exact round trips (' + str(len(rows[-1]['exactness'])) + ' prior x layout cases)' if not bad else 'NOT EXACT: ' + str(bad)}")
     print(markdown(rows))

@@ -8,8 +8,9 @@ run's codebooks (``--run``, ``--codebooks``; made by ``bench/codec_rd.py``):
   itself on the same symbols with one fixed categorical model, called once (the library's own rate, no Python between).
 * **compress + decompress, network included**: images -> posterior means -> codes -> container file -> codes ->
   latents -> decoder -> images (:class:`posthoc_vq.evaluation.bitstreams.RunCodec`), against the network's own
-  encode + decode of the same images (the bound: what any codec with this network must spend). The coding overhead is
-  (codec time - network time) / network time.
+  encode + decode of the same images (the bound: what any codec with this network must spend). The overhead is
+  (codec time - network time) / network time, split into the quantizer (the nearest-code search and the way back to
+  latents, which a trained VQ's own forward spends too) and the coding (entropy coding, header, CRC, reading back).
 
 Each variant runs ``--repeats`` times, interleaved; the median is reported.
 
@@ -33,7 +34,8 @@ from posthoc_vq.codec import bitstream
 from posthoc_vq.evaluation.bitstreams import open_codec
 from posthoc_vq.evaluation.reconstruction import decode, split_images
 from posthoc_vq.io import write_json
-from posthoc_vq.latents import encode_split, load_run_splits
+from posthoc_vq.latents import encode_split, load_run_splits, to_tokens
+from posthoc_vq.quantize.priors import codes_grid
 from posthoc_vq.provenance import provenance
 
 
@@ -83,6 +85,8 @@ def main() -> None:
             result["entropy_coding"].append(row)
             print(f"{name:20s} {kind:9s} {n_symbols:>9,} symbols: encode {row['encode_msym_s']:7.1f} M/s, decode {row['decode_msym_s']:7.1f} M/s"
                   + (f" (constriction alone {row['constriction_encode_msym_s']:.1f} / {row['constriction_decode_msym_s']:.1f} M/s)" if "constriction_encode_msym_s" in row else ""))
+        z = encode_split(codec.model, x, "mu")
+        tokens = to_tokens(z.numpy())
         for kind in codec.priors():
             def network():
                 decode(codec.model, encode_split(codec.model, x, "mu"), 1000)
@@ -92,16 +96,27 @@ def main() -> None:
                 _, codes_back = codec.read(data)
                 codec.images(codes_back)
 
-            t_net, t_codec = [], []
+            def quantizer():  # the nearest-code search and the way back: what any VQ codec (a trained VQ's forward too) spends
+                codec.latents(codes_grid(codec.codebook.predict(tokens), len(x), codec.latent_shape))
+
+            def coding():  # entropy coding and the file: header, payload, CRC, and reading it back
+                codec.read(codec.write(codes, kind, container=True)[0])
+
+            t = {k: [] for k in ("network", "codec", "quantizer", "coding")}
             for _ in range(args.repeats):  # interleaved
-                t_net.append(median_seconds(network, 1))
-                t_codec.append(median_seconds(codec_round_trip, 1))
-            net, full = statistics.median(t_net), statistics.median(t_codec)
+                for k, fn in (("network", network), ("codec", codec_round_trip), ("quantizer", quantizer), ("coding", coding)):
+                    t[k].append(median_seconds(fn, 1))
+            m = {k: statistics.median(v) for k, v in t.items()}
             size = len(codec.compress(x, kind, container=True)[0])
-            row = {"codebook": name, "prior": kind, "network_seconds": net, "codec_seconds": full, "overhead_fraction": (full - net) / net,
+            row = {"codebook": name, "prior": kind, "network_seconds": m["network"], "codec_seconds": m["codec"],
+                   "quantizer_seconds": m["quantizer"], "coding_seconds": m["coding"],
+                   "overhead_fraction": (m["codec"] - m["network"]) / m["network"],
+                   "quantizer_fraction": m["quantizer"] / m["network"], "coding_fraction": m["coding"] / m["network"],
                    "container_bytes": size, "container_bpp": size * 8 / (len(x) * x.shape[2] * x.shape[3])}
             result["end_to_end"].append(row)
-            print(f"{name:20s} {kind:9s} compress+decompress {full:6.2f} s vs network encode+decode {net:6.2f} s: overhead {100 * row['overhead_fraction']:+.1f}%")
+            print(f"{name:20s} {kind:9s} compress+decompress {m['codec']:5.2f} s vs network encode+decode {m['network']:5.2f} s: overhead "
+                  f"{100 * row['overhead_fraction']:+.1f}% (nearest-code search and back {100 * row['quantizer_fraction']:.1f}%, "
+                  f"entropy coding and file {100 * row['coding_fraction']:.1f}%)")
     result |= {"machine": machine(), "provenance": provenance(), "command": " ".join(sys.argv)}
     write_json(Path(args.out), result)
 

@@ -199,3 +199,18 @@ def test_fuzz_random_and_bit_flipped_files_raise_bitstream_errors_quickly():
             outcomes["error"] += 1
     assert outcomes["ok"] == 0 and outcomes["error"] == 3000
     assert time.perf_counter() - tic < 60
+
+
+def test_the_two_step_argmin_is_argmin_ties_included():
+    import torch
+
+    from posthoc_vq.nearest import argmin_rows, nearest_code
+
+    g = torch.Generator().manual_seed(0)
+    for k in (16, 96, 128, 1024, 1000):
+        d = torch.randn(500, k, generator=g)
+        d[::7, 5] = d[::7, k - 3] = d[::7].min(1).values - 1  # exact ties: the lowest column wins
+        d[::11] = 0.0  # a row of equal values
+        assert torch.equal(argmin_rows(d.clone()), d.argmin(1))
+    x, book = torch.randn(3000, 8, generator=g), torch.randn(1024, 8, generator=g)
+    assert torch.equal(nearest_code(x, book), torch.cdist(x.double(), book.double()).argmin(1))

@@ -9,7 +9,8 @@ Inputs are plain results: evaluations with a ``rate`` block (``evaluate --codebo
   header included) under the best prior the results share (context on token grids, else empirical).
 * :func:`bd_rows`: BD-rate and BD-PSNR (:func:`~posthoc_vq.codec.bdrate.bd_bootstrap`, PCHIP, and Akima where both
   curves have 4 points) of every curve of 2 or more points against every standard codec, and of the standard codecs
-  against each other, with paired bootstrap 95% CIs over images. A pair whose curves overlap too little says so.
+  against each other, with paired bootstrap 95% CIs over images. A pair whose curves overlap too little says so. Each
+  curve's container (one file for the split) is compared too, on mean curves (one rate per point: no per-image CI).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from posthoc_vq.codec.bdrate import MIN_POINTS, bd_bootstrap
+from posthoc_vq.codec.bdrate import MIN_POINTS, bd_bootstrap, bd_compare
 from posthoc_vq.errors import ConfigError
 
 
@@ -60,6 +61,13 @@ def bd_rows(series: dict[str, dict[str, Any]], ladder: dict[str, Any], *, n_boot
     for test, (rt, qt) in tests.items():
         for anchor, (ra, qa) in standard.items():
             rows += _pair(test, anchor, ra, qa, rt, qt, n_boot, seed)
+    for key, s in series.items():  # the container: one file for the split, so one rate per point and no per-image CI
+        if len(s["bpp"]) < 2:
+            continue
+        for anchor, (ra, qa) in standard.items():
+            r = _mean_curves(ra.mean(0), qa.mean(0), np.asarray(s["container_bpp"]), np.asarray(s["psnr_db"]))
+            rows.append({"test": f"{'post-hoc ' if not key.startswith('trained') else ''}{key} (container)", "anchor": anchor, **r,
+                         "note": "one container file for the split: mean curves, no per-image bootstrap"})
     names = list(standard)
     for i, anchor in enumerate(names):
         for test in names[i + 1 :]:
@@ -81,6 +89,13 @@ def _pair(test: str, anchor: str, ra, qa, rt, qt, n_boot: int, seed: int) -> lis
             r = {"method": method, "comparable": False, "bd_rate_percent": None, "bd_psnr_db": None, "reason": str(err)}
         rows.append({"test": test, "anchor": anchor, **r})
     return rows
+
+
+def _mean_curves(ra, qa, rt, qt) -> dict[str, Any]:
+    try:
+        return bd_compare(ra, qa, rt, qt, method="pchip")
+    except ConfigError as err:
+        return {"method": "pchip", "comparable": False, "bd_rate_percent": None, "bd_psnr_db": None, "reason": str(err)}
 
 
 def public(series: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

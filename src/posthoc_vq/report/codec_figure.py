@@ -66,8 +66,8 @@ def bd_markdown(rows: list[dict[str, Any]]) -> str:
         pci = r.get("bd_psnr_ci") or [None, None]
         table.append({
             "test": r["test"], "anchor": r["anchor"], "interpolation": r.get("method", "pchip"),
-            "BD-rate (%)": f"{r['bd_rate_percent']:+.1f} [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ok and ci[0] is not None else "-",
-            "BD-PSNR (dB)": f"{r['bd_psnr_db']:+.2f} [{pci[0]:+.2f}, {pci[1]:+.2f}]" if ok and pci[0] is not None else "-",
-            "note": "" if ok else (r.get("reason") or "not comparable"),
+            "BD-rate (%)": "-" if not ok else f"{r['bd_rate_percent']:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci[0] is not None else ""),
+            "BD-PSNR (dB)": "-" if not ok else f"{r['bd_psnr_db']:+.2f}" + (f" [{pci[0]:+.2f}, {pci[1]:+.2f}]" if pci[0] is not None else ""),
+            "note": r.get("note", "") if ok else (r.get("reason") or "not comparable"),
         })
     return markdown_table(["test", "anchor", "interpolation", "BD-rate (%)", "BD-PSNR (dB)", "note"], table)
