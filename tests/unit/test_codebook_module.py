@@ -82,3 +82,28 @@ def test_wrong_shapes_are_clear():
         module(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="token grid"):
         module(torch.zeros(3, 6, 2))
+
+
+@pytest.mark.parametrize("stages", [1, 3])
+@pytest.mark.parametrize("grid", [False, True])
+def test_one_quantizer_interface_named_output_and_the_way_back(stages, grid):
+    """Post-hoc modules and trained quantizers: forward(z) -> .latents, .indices; dequantize(indices) == the forward's latents."""
+    from posthoc_vq.config import VAEConfig
+    from posthoc_vq.models.quantizers import build_quantizer
+
+    g = torch.Generator().manual_seed(stages)
+    module = CodebookModule(torch.randn(stages, 32, 4, generator=g))
+    z = torch.randn(6, 4, 3, 3, generator=g) if grid else torch.randn(6, 4, generator=g)
+    out = module(z)
+    assert out.latents.shape == z.shape and out.indices.shape == (6, *((3, 3) if grid else ()), *((stages,) if stages > 1 else ()))
+    assert torch.equal(module.dequantize(out.indices), out.latents)
+    z_q, idx = out  # still unpacks
+    assert torch.equal(z_q, out.latents) and torch.equal(idx, out.indices)
+    trained = build_quantizer(VAEConfig(latent_dim=4, quantizer="rvq" if stages > 1 else "vq", codebook_size=32, **({"stages": stages} if stages > 1 else {})))
+    trained.train()(z)  # k-means initialisation on the batch
+    t_out = trained.eval()(z)
+    assert t_out.latents.shape == z.shape and torch.equal(t_out.indices, t_out.codes)
+    from posthoc_vq.tokens import from_tokens
+
+    tokens = trained.dequantize(t_out.indices.reshape(6, -1, *((stages,) if stages > 1 else ())))
+    assert torch.equal(from_tokens(tokens, tuple(z.shape[1:])), t_out.latents)

@@ -60,9 +60,20 @@ MAX_BINCOUNT_CODES = 2**16  # larger codebooks (big FSQ level sets) are counted 
 
 @dataclass
 class QuantizerOutput:
+    """What a trained quantizer's forward gives. ``latents`` and ``indices`` are the names every quantizer's output has
+    (a post-hoc codebook's :class:`~posthoc_vq.quantize.latent.module.CodebookOutput` too)."""
+
     z_q: torch.Tensor  # (B, *L) quantized latents, the shape of the input; gradient reaches the input (straight-through)
     codes: torch.Tensor  # (B,) / (B, M) for one vector per image, (B, T) / (B, T, M) for a grid; int64
     aux_loss: torch.Tensor  # scalar: weighted commitment loss per image (0 for fsq)
+
+    @property
+    def latents(self) -> torch.Tensor:
+        return self.z_q
+
+    @property
+    def indices(self) -> torch.Tensor:
+        return self.codes
 
 
 def straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,13 @@
 """A fitted codebook as a torch ``nn.Module``: nearest-code quantization that drops into any model.
 
     quantizer = fitted.as_module()            # or CodebookModule.from_estimator(estimator)
-    z_q, indices = quantizer(z)               # z (N, D) or a token grid (N, C, h, w)
+    out = quantizer(z)                        # z (N, D) or a token grid (N, C, h, w); out.latents, out.indices
+    z_q, indices = out                        # a NamedTuple: it unpacks as well
+    quantizer.dequantize(indices)             # the way back: the latents of the indices (== out.latents)
+
+The output has the names every quantizer's output has (``latents``, ``indices``; a trained quantizer's
+:class:`~posthoc_vq.models.quantizers.QuantizerOutput` too), and bitstreams of either kind are written by the same
+code (:mod:`posthoc_vq.evaluation.bitstreams`).
 
 The codebook is a buffer, so ``.to(device)`` / ``.to(dtype)`` move it and ``state_dict`` holds
 it. Only codebooks whose assignment is Euclidean-nearest are offered (``kmeans``,
@@ -14,6 +20,8 @@ method instead of silently quantizing differently.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,6 +32,13 @@ from posthoc_vq.quantize.latent.base import CodebookEstimator
 
 #: methods whose ``predict`` is the Euclidean-nearest code (per stage for residual)
 EUCLIDEAN_METHODS = ("kmeans", "random-prior", "residual")
+
+
+class CodebookOutput(NamedTuple):
+    """``latents`` shaped like the input; ``indices`` int64 (N,) / (N, h, w), or (N, M) / (N, h, w, M) for M > 1 stages."""
+
+    latents: torch.Tensor
+    indices: torch.Tensor
 
 
 class NotEuclideanCodebookError(ConfigError, ValueError):
@@ -45,8 +60,9 @@ class CodebookModule(nn.Module):
     Forward
     -------
     z : (N, D) vectors, or a token grid (N, D, h, w) quantized per position.
-    returns ``(z_q, indices)``: ``z_q`` shaped like ``z``; ``indices`` int64 (N,) / (N, h, w)
+    returns :class:`CodebookOutput` ``(latents, indices)``: ``latents`` shaped like ``z``; ``indices`` int64 (N,) / (N, h, w)
     for one stage, (N, M) / (N, h, w, M) for M > 1 stages (as ``ResidualKMeans.predict``).
+    :meth:`dequantize` takes such indices back to latents.
 
     Example
     -------
@@ -117,7 +133,22 @@ class CodebookModule(nn.Module):
             residual = residual - chosen
         return z_q, codes
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dequantize(self, indices: torch.Tensor) -> torch.Tensor:
+        """Latents of indices as :meth:`forward` gives them: (N,) / (N, M) -> (N, D); (N, h, w) / (N, h, w, M) -> (N, D, h, w).
+        Summed stage by stage in the order of :meth:`quantize_vectors`, so they equal the forward's latents."""
+        idx = torch.as_tensor(indices, dtype=torch.int64, device=self.codebooks.device)
+        idx = idx[..., None] if self.n_stages == 1 else idx
+        if idx.shape[-1] != self.n_stages or idx.ndim not in (2, 4):
+            raise ValueError(f"indices must be (N[, h, w]) for one stage or (N[, h, w], {self.n_stages}) stage indices, got shape {tuple(indices.shape)}")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.n_codes):
+            raise ValueError(f"indices must lie in [0, {self.n_codes}), got [{int(idx.min())}, {int(idx.max())}]")
+        flat = idx.reshape(-1, self.n_stages)
+        z = torch.zeros(len(flat), self.dim, dtype=self.codebooks.dtype, device=self.codebooks.device)
+        for m, book in enumerate(self.codebooks):
+            z = z + book[flat[:, m]]
+        return z if idx.ndim == 2 else z.reshape(*idx.shape[:3], self.dim).permute(0, 3, 1, 2)
+
+    def forward(self, z: torch.Tensor) -> CodebookOutput:
         if z.ndim == 2:
             flat, grid = z, None
         elif z.ndim == 4:
@@ -134,4 +165,4 @@ class CodebookModule(nn.Module):
             codes = codes.reshape(n, h, w, -1)
         q = q.to(z.dtype)
         q = z + (q - z).detach() if self.straight_through else q.detach()
-        return q, (codes[..., 0] if self.n_stages == 1 else codes)
+        return CodebookOutput(q, codes[..., 0] if self.n_stages == 1 else codes)
