@@ -27,7 +27,6 @@ Without ``--run`` a digits VAE is trained for a few epochs into ``runs/bench-cod
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import interleaved, machine, sgemm_gflops
+from common import blocked_call_seconds, machine, sgemm_gflops
 from export_latency import flops
 from posthoc_vq.codec.runtime import CodecRuntime, stage_sum_latents
 from posthoc_vq.config import QuantizeConfig, load_run_config
@@ -110,12 +109,7 @@ def main() -> None:
                     **{k: (lambda s=s: s.run(None, {"z": z})) for k, s in sessions.items()},
                     **{k: (lambda r=r: r.decompress(data)) for k, r in runtimes.items()}}
         calls = 50 if batch == 1 else 5
-        blocks = {k: (lambda f=fn: [f() for _ in range(calls)]) for k, fn in variants.items()}
-        for block in blocks.values():  # warm-up
-            block()
-        _, times = interleaved(blocks, args.rounds)
-        times = {k: [t / calls for t in v] for k, v in times.items()}
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med, times = blocked_call_seconds(variants, calls, args.rounds)
         bound = flops(graph, zt) / (gflops * 1e9)
         results[f"batch{batch}"] = {
             "median_ms": {k: 1e3 * v for k, v in med.items()},

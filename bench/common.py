@@ -5,6 +5,7 @@ Benchmarks run as scripts (``python bench/<name>.py``), so this folder is on ``s
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any, Callable
 
@@ -35,6 +36,18 @@ def interleaved(methods: dict[str, Callable[[], Any]], repeats: int) -> tuple[di
             results[name], t = timed(fn)
             times[name].append(t)
     return results, times
+
+
+def blocked_call_seconds(variants: dict[str, Callable[[], Any]], calls: int, rounds: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Median seconds per call of each variant, and every round's per-call time: each variant runs ``calls`` times back
+    to back per round (so one runtime's idle spinning threads do not land inside another's timing), after one warm-up
+    block; the rounds interleave the variants (:func:`interleaved`)."""
+    blocks = {k: (lambda f=fn: [f() for _ in range(calls)]) for k, fn in variants.items()}
+    for block in blocks.values():  # warm-up
+        block()
+    _, times = interleaved(blocks, rounds)
+    times = {k: [t / calls for t in v] for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, times
 
 
 def in_process(fn: Callable[..., Any], *args: Any) -> Any:

@@ -23,13 +23,12 @@ Without ``--run`` a Fashion-MNIST model is trained for one epoch into ``bench/re
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import interleaved, machine, sgemm_gflops
+from common import blocked_call_seconds, machine, sgemm_gflops
 from posthoc_vq.config import load_run_config
 from posthoc_vq.export.onnx import export_run, onnx_session
 from posthoc_vq.io import write_json
@@ -91,14 +90,7 @@ def main() -> None:
                 "ort_int8": lambda s=sessions[f"{part}_int8"]: s.run(None, {feed_name: feed}),
             }
             calls = 50 if batch == 1 else 5
-            blocks = {k: (lambda f=fn: [f() for _ in range(calls)]) for k, fn in variants.items()}
-            for block in blocks.values():  # warm-up
-                block()
-            # each variant runs `calls` times back to back per round (so one runtime's idle spinning
-            # threads do not land inside another's timing), and the rounds interleave the variants
-            _, times = interleaved(blocks, args.rounds)
-            times = {k: [t / calls for t in v] for k, v in times.items()}
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med, times = blocked_call_seconds(variants, calls, args.rounds)
             bound = flops(model.decode if part == "decoder" else model.encode, arg) / (gflops * 1e9)
             results[f"{part}_batch{batch}"] = {
                 "median_ms": {k: 1e3 * v for k, v in med.items()},

@@ -11,6 +11,7 @@ from posthoc_vq.cli import main
 from posthoc_vq.codec import bitstream as bs
 from posthoc_vq.codec.bitstream import BitstreamError
 from posthoc_vq.config import QuantizeConfig, load_run_config
+from posthoc_vq.errors import NotFoundError
 from posthoc_vq.evaluation.bitstreams import ImageShapeError, decompress_files, open_codec
 from posthoc_vq.evaluation.reconstruction import decode, split_images
 from posthoc_vq.latents import from_tokens, load_run_splits, run_latents
@@ -152,7 +153,7 @@ def test_trained_quantizer_runs_are_coded_by_the_same_code(tmp_path, quantizer):
     assert rate["nominal_bits_per_image"] == pytest.approx(codec.model.quantizer.bits_per_vector * 4)
     data = codec.compress(x[:1], "context")[0]
     assert rate["priors"]["context"]["per_image_bits"]["real"][0] == 8 * len(data)
-    with pytest.raises(Exception, match="no trained quantizer"):
+    with pytest.raises(NotFoundError, match="no trained quantizer"):
         open_codec(runs_without_quantizer(tmp_path), "trained")
 
 

@@ -157,7 +157,8 @@ def test_a_file_made_with_another_prior_is_refused():
         bs.read(data, b)
 
 
-def test_a_valid_crc_over_a_wrong_payload_is_still_caught():
+def test_a_flipped_payload_under_a_recomputed_crc_never_passes_for_the_original_codes():
+    """Past the CRC (forged), a flipped payload bit is refused by the decoder or decodes to other codes, never to the same ones."""
     codes = markov_grid(n=3)
     prior = empirical_prior(codes, K)
     data = bytearray(bs.write(header(prior, 3, True), codes, prior))
@@ -169,7 +170,7 @@ def test_a_valid_crc_over_a_wrong_payload_is_still_caught():
         _, got = bs.read(bytes(data), prior)
     except BitstreamError:
         return
-    assert not np.array_equal(got, codes)  # ANS cannot always tell: without the CRC a flipped payload decodes to other codes
+    assert not np.array_equal(got, codes)  # ANS cannot always tell a flip: then the codes differ (the CRC is what catches it)
 
 
 def test_fuzz_random_and_bit_flipped_files_raise_bitstream_errors_quickly():

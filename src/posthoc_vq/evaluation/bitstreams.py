@@ -23,7 +23,7 @@ order of ``per_image_bits``) for paired bootstrap CIs of BD-rate (:mod:`posthoc_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +35,7 @@ from posthoc_vq.codec import bitstream
 from posthoc_vq.codec.bitstream import BitstreamError, Header
 from posthoc_vq.codec.priors import PRIOR_KINDS, Prior
 from posthoc_vq.errors import ConfigError, NotFoundError
+from posthoc_vq.io import read_json
 from posthoc_vq.evaluation.reconstruction import decode
 from posthoc_vq.latents import encode_split, from_tokens, run_latents, to_tokens
 from posthoc_vq.metrics.intervals import mean_ci
@@ -78,6 +79,7 @@ class RunCodec:
     image_shape: tuple[int, int, int]
     latent_shape: tuple[int, ...]
     folder: Path  # where the priors are: the codebook's folder, or RUN/priors/trained for the model's own quantizer
+    _priors: dict[str, Prior] = field(default_factory=dict, repr=False)  # loaded on first use
 
     @cached_property
     def codebook_sha256(self) -> str:
@@ -93,10 +95,6 @@ class RunCodec:
             self._priors[kind] = load_prior(self.folder, kind)
         return self._priors[kind]
 
-    @cached_property
-    def _priors(self) -> dict[str, Prior]:
-        return {}
-
     def priors(self) -> dict[str, Prior]:
         """Every prior stored with the codebook, by kind."""
         return {k: self.prior(k) for k in PRIOR_KINDS if (self.folder / PRIOR_FILE.format(kind=k)).is_file()}
@@ -110,10 +108,13 @@ class RunCodec:
 
     def codes(self, x: torch.Tensor, labels: np.ndarray | None = None) -> np.ndarray:
         """Codes (N, h, w, M) of images (N, C, H, W) in [0, 1]: the codebook's codes of their posterior means."""
-        z = encode_split(self.model, self.check_images(x), "mu")  # as run_latents encodes a split
-        tokens = to_tokens(z.numpy())
-        token_labels = None if labels is None else np.repeat(np.asarray(labels), len(tokens) // max(len(x), 1))
-        return codes_grid(predict_codes(self.codebook, tokens, token_labels), len(x), self.latent_shape)
+        return self.codes_of_latents(encode_split(self.model, self.check_images(x), "mu"), labels)  # as run_latents encodes a split
+
+    def codes_of_latents(self, z: torch.Tensor | np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Codes (N, h, w, M) of posterior means (N, *latent_shape) already encoded."""
+        tokens = to_tokens(z.numpy() if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float32))
+        token_labels = None if labels is None else np.repeat(np.asarray(labels), len(tokens) // max(len(z), 1))
+        return codes_grid(predict_codes(self.codebook, tokens, token_labels), len(z), self.latent_shape)
 
     def latents(self, codes: np.ndarray) -> np.ndarray:
         """Latents (N, *latent_shape) of codes (N, h, w, M): ``inverse_transform`` of the codes in ``predict``'s layout."""
@@ -169,14 +170,16 @@ class RunCodec:
         return header, codes, self.images(codes)
 
 
-def open_codec(run_dir: str | Path | Run, name: str) -> RunCodec:
+def open_codec(run_dir: str | Path | Run, name: str, *, model: Any = None) -> RunCodec:
     """The codec of a run's codebook ``name`` (its priors fitted now if the codebook was saved without them).
 
     ``name`` :data:`~posthoc_vq.quantize.trained.TRAINED` is the model's own trained quantizer (VQ, RVQ, FSQ), its
-    priors fitted on the train split's codes and kept in ``RUN/priors/trained``.
+    priors fitted on the train split's codes and kept in ``RUN/priors/trained``. ``model``: the run's model, if the caller
+    has already loaded it (else it is loaded here).
     """
     run = Run.open(run_dir)
-    model, meta = run.load_model()
+    meta = run.model_record()
+    model = run.load_model()[0] if model is None else model
     model_sha = run.verified_model_sha256()
     if name == TRAINED:
         if model.quantizer is None:
@@ -199,9 +202,8 @@ def find_codec(run_dir: str | Path | Run, data: bytes, what: str) -> RunCodec:
     run = Run.open(run_dir)
     if header.codebook_sha256 == header.model_sha256:  # the model's own quantizer: its codebook is inside the model
         return open_codec(run, TRAINED)
-    for name in run.codebook_names():
-        _, meta = open_codebook(run, name)
-        if meta["sha256"] == header.codebook_sha256:
+    for name in run.codebook_names():  # the records' checksums: no codebook is loaded but the one named
+        if read_json(run.codebook_files(name)[1], what="codebook record").get("sha256") == header.codebook_sha256:
             return open_codec(run, name)
     raise BitstreamError(f"{what}: made with a codebook (sha256 {header.codebook_sha256[:12]}...) that {run.root} does not have")
 

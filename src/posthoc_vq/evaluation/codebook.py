@@ -162,9 +162,8 @@ def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "tes
     path = run.eval_file(split, codebook=name)
     with run.lock("evaluate"), reporting(progress):
         config = run.config()
-        model, meta = run.load_model()
-        codec = open_codec(run, name)  # the codebook with its priors (fitted now if it was saved without them)
-        codebook, cb_meta = codec.codebook, codec.cb_meta
+        codec = open_codec(run, name)  # the model, and the codebook with its priors (fitted now if it was saved without them)
+        model, meta, codebook, cb_meta = codec.model, run.model_record(), codec.codebook, codec.cb_meta
         torch.set_num_threads(config.train.threads)
         splits = load_run_splits(run.root, data_dir)
         dev = resolve_device(device)

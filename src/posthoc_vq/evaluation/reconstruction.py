@@ -179,14 +179,15 @@ def model_header(model: Any, split: str, latent_shape: tuple[int, ...], dataset:
 
 
 def continuous_result(model: Any, x: torch.Tensor, batch_size: int = 1000, z: torch.Tensor | None = None, *,
-                      device: torch.device | str | None = None) -> dict[str, Any]:
+                      device: torch.device | str | None = None, quality: ImageQuality | None = None) -> dict[str, Any]:
     """Quality of decode(mu) against images ``x`` (N, C, H, W) in [0, 1]: the metric part of a result.
 
     ``z`` (N, *L): the images' posterior means, if already encoded. ``device``: where encoding and decoding run.
+    ``quality``: an empty :class:`ImageQuality` to fill, for a caller that wants the per-image values too.
     """
     z = encode_split(model, x, "mu", batch_size=batch_size, device=device) if z is None else z
     x_cont = decode(model, z, batch_size, device=device)
-    return {"latents": "mu", "continuous": image_quality(x, x_cont)}
+    return {"latents": "mu", "continuous": (quality if quality is not None else ImageQuality()).add(x, x_cont).result()}
 
 
 def code_usage(codes: np.ndarray, n_codes: int, labels: np.ndarray | None = None) -> dict[str, Any]:
@@ -273,16 +274,17 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
         dev = resolve_device(device)
         model = model.to(dev)
         z = encode_split(model, x, "mu", device=dev)
-        result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z, device=dev)}
+        quality = ImageQuality()
+        result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z, device=dev, quality=quality)}
         if model.quantizer is not None:  # the lookups on CPU, beside the CPU latents
             result |= trained_quantizer_result(model.cpu(), x, z, splits.split(split).labels, split, result["continuous"])
             from posthoc_vq.evaluation.bitstreams import codec_rate, open_codec  # its own codes as bitstreams: real bpp
             from posthoc_vq.quantize.trained import TRAINED
 
-            codec = open_codec(run, TRAINED)
-            codes = codec.codes(x)
-            result["rate"] = codec_rate(codec, codes)
-            result["rate"]["per_image_psnr_db"] = ImageQuality().add(x, codec.images(codes)).per_image()["psnr_db"].tolist()
+            codec = open_codec(run, TRAINED, model=model)
+            result["rate"] = codec_rate(codec, codec.codes_of_latents(z))
+            # the model's own output is what its bitstreams decode to (RunCodec.images, tested equal): its per-image PSNR
+            result["rate"]["per_image_psnr_db"] = quality.per_image()["psnr_db"].tolist()
         result["device"] = str(dev)
         result["compute"] = total_compute(model_compute(run.summary()))
         return finish(result, config.seed, path)
