@@ -184,6 +184,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from posthoc_vq.config import RunConfig, apply_overrides, validate
+    from posthoc_vq.train.pretrained import PHOTO_TRAIN, import_pretrained
+
+    out = Path(args.out) if args.out else Path("runs") / args.model
+    bad = [item for item in args.set if not item.startswith(("data.", "train."))]
+    if bad:
+        raise ConfigError(f"--set {bad[0]}: an imported model's architecture is fixed; only data.* and train.* (fine-tune settings) may be set")
+    base = {"data": {"name": args.data, **({"data_dir": args.data_dir} if args.data_dir else {})}, "train": dict(PHOTO_TRAIN)}
+    config = validate(apply_overrides(base, list(args.set), RunConfig), RunConfig, source=f"import --data {args.data} with overrides {args.set}")
+    run = import_pretrained(args.model, args.weights, out, data=config.data, train=config.train.model_dump())
+    record = run.model_record()
+    _say(args, f"{run.root}: imported {args.model} ({record['num_parameters']:,} parameters, sha256 {record['sha256'][:12]}...), data {config.data.name}; "
+               f"next: posthoc-vq quantize {run.root} --K 4096")
+    return EXIT_OK
+
+
 def _ci(m: dict, digits: int) -> str:
     return f"{m['mean']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
 
@@ -894,6 +911,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p, "training (a run may be resumed on another device)")
     _add_track(p)
     p.set_defaults(func=_cmd_train)
+
+    p = command("import", help="make a run directory from a pretrained autoencoder (taef2), so every command works on it")
+    p.add_argument("model", choices=("taef2",), help="which pretrained network")
+    p.add_argument("--weights", required=True, help="folder holding its original weight files (e.g. ../shared/models/taef2)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>)")
+    p.add_argument("--data", default="bsds500-kodak", help="dataset the run's commands use (default bsds500-kodak: fit on BSDS500, test on Kodak)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="data override, e.g. data.max_train_images=16")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_import)
 
     p = command("presets", help="list the dataset presets (with their files) and the ablation specs that ship with posthoc-vq")
     _add_format(p, extra=("text",))

@@ -45,6 +45,17 @@ class DataConfig(_Strict):
     split_seed: int = 0
     image_size: int | None = Field(None, ge=4, description="resize target (celeba, image-folder)")
     max_train_images: int | None = Field(None, ge=1, description="train on a seeded subset (split_seed) of this many train images; val and test are unchanged")
+    max_val_images: int | None = Field(None, ge=1, description="keep the first this many val images (a quick look; results say so)")
+    max_test_images: int | None = Field(None, ge=1, description="keep the first this many test images (a quick look; results say so)")
+    crop: list[int] | None = Field(None, min_length=2, max_length=2, description="[H, W]: centre-crop every image to H x W pixels "
+                                   "(photo datasets, multiples of 8; a stated crop, never a resize)")
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_multiple(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(side < 8 or side % 8 for side in v):
+            raise ValueError(f"data.crop {v}: each side must be a positive multiple of 8 (one latent token is 8x8 pixels)")
+        return v
 
 
 class VAEConfig(_Strict):
@@ -62,7 +73,7 @@ class VAEConfig(_Strict):
     ``commitment``, ``ema_decay``, ``dead_code_threshold`` and ``kmeans_init`` set the VQ codebooks.
     """
 
-    family: Literal["conv", "tiny", "spatial"] = "conv"
+    family: Literal["conv", "tiny", "spatial", "taef2"] = "conv"
     latent_dim: int = Field(128, ge=1, description="size of a latent vector: the whole latent, or one grid position's channels (spatial)")
     channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
     kernel_size: int = Field(4, ge=2)

@@ -11,6 +11,8 @@ Layout::
     model.safetensors / model.json   the usable model (best validation epoch) and its record (sha256)
     history.json / history.csv       per-epoch curves
     train_summary.json               converged?, stop reason, epochs, steps, time, compute (wall seconds, optimizer steps, images seen)
+    pretrained.json                  an imported pretrained model (posthoc-vq import): its source, licence and original files' sha256
+    LICENSE-model.txt                the licence of an imported model, with its copyright notice
     finetune.json                    a fine-tuned run (posthoc-vq finetune): its source run and codebook, the part trained, settings
     checkpoints/latest.json          points at the newest complete resume checkpoint
     checkpoints/epoch-NNNN/          model.safetensors, optimizer.safetensors, state.json
@@ -72,6 +74,7 @@ CODEBOOK_TENSORS, CODEBOOK_RECORD = "codebook.safetensors", "codebook.json"
 WEIGHTS_TENSORS, WEIGHTS_RECORD = "weights.safetensors", "weights.json"
 SPLITS = ("train", "val", "test")
 FINETUNE = "finetune.json"
+PRETRAINED, MODEL_LICENCE = "pretrained.json", "LICENSE-model.txt"
 
 ArtifactKind = Literal["codebooks", "weights"]
 
@@ -209,6 +212,14 @@ class Run:
     @property
     def finetune_file(self) -> Path:
         return self._path(FINETUNE)
+
+    @property
+    def pretrained_file(self) -> Path:
+        return self._path(PRETRAINED)
+
+    @property
+    def model_licence_file(self) -> Path:
+        return self._path(MODEL_LICENCE)
 
     @property
     def checkpoints_dir(self) -> Path:

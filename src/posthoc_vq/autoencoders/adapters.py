@@ -76,7 +76,7 @@ class VAEAutoencoder:
     def __init__(self, model: VAEBase):
         self.model = model.eval()
         self.output_range = OUTPUT_RANGE
-        self.latent_shape = tuple(model.latent_shape)
+        self.latent_shape = tuple(model.latent_shape) if model.latent_shape is not None else None  # None: a fully convolutional network
         self.name = type(model).__name__
 
     def encode(self, x: torch.Tensor) -> Encoded:

@@ -34,6 +34,16 @@ from posthoc_vq.progress import report
 
 #: Decoded values may exceed the declared range by this fraction of its width (float rounding).
 RANGE_TOLERANCE = 1e-4
+#: Batches are capped so that one holds at most this many input pixels (encode) or latent values (decode):
+#: photographs (a 768x512 image's activations take about 100 MB per layer of a 64-wide network) go a few at a
+#: time, while 28x28 or 32x32 images keep the caller's batch size.
+MAX_BATCH_PIXELS = 2**21
+MAX_BATCH_LATENT_VALUES = 2**20
+
+
+def capped_batch(batch_size: int, per_item: int, cap: int) -> int:
+    """``batch_size`` reduced so that ``batch * per_item <= cap`` (at least 1)."""
+    return max(1, min(int(batch_size), cap // max(1, int(per_item))))
 
 
 class ModelContractError(PosthocVQError):
@@ -138,6 +148,7 @@ def encode_images(model: Autoencoder, images: torch.Tensor, kind: str = "mu", se
     gen = torch.Generator().manual_seed(seed) if generator is None else generator
     expected = tuple(model.latent_shape) if getattr(model, "latent_shape", None) else None
     out = []
+    batch_size = capped_batch(batch_size, math.prod(images.shape[2:]), MAX_BATCH_PIXELS)
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size]
         if device is not None:
@@ -183,6 +194,7 @@ def decode_latents(model: Autoencoder, z: torch.Tensor, batch_size: int = 1000, 
     lo, hi = check_range(model.output_range, _name(model))
     tol = RANGE_TOLERANCE * (hi - lo)
     out = []
+    batch_size = capped_batch(batch_size, math.prod(z.shape[1:]), MAX_BATCH_LATENT_VALUES)
     for i in range(0, len(z), batch_size):
         zb = z[i : i + batch_size]
         x = torch.as_tensor(model.decode(zb if device is None else zb.to(device))).float().cpu()

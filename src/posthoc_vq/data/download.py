@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from posthoc_vq.data.photos import PHOTO_NO_DOWNLOAD
 from posthoc_vq.data.celeba import MANUAL_DOWNLOAD
 from posthoc_vq.data.checksums import MNIST_FILES, OFFICIAL_MD5, md5_file
 from posthoc_vq.data.paths import resolve_data_dir
@@ -51,6 +52,7 @@ _NO_DOWNLOAD = {
         "dataset 'cifar-10-jpeg' is a JPEG re-encoding of CIFAR-10 with no official download URL; "
         "put cifar-10-jpeg.tar.gz (train/<class>/*.jpg, test/<class>/*.jpg) in DATA_DIR/cifar-10-jpeg/ and pass --data-dir DATA_DIR"
     ),
+    **PHOTO_NO_DOWNLOAD,
 }
 
 _CHUNK = 1 << 16

@@ -54,6 +54,11 @@ class ImageShapeError(ConfigError):
     """Images whose size or channels are not the model's."""
 
 
+def downsampling_of(model: Any) -> int | None:
+    """The pixels per latent position of a fully convolutional model (whose latent grid follows the image), else None."""
+    return int(model.downsampling) if getattr(model, "fully_convolutional", False) else None
+
+
 def ensure_priors(run: Run, folder: Path, codebook: CodebookEstimator, cb_meta: dict[str, Any]) -> None:
     """Fit and store the priors of a codebook saved without them (before priors existed, by a fine-tune, or a trained
     quantizer's), on its fit set, into ``folder``."""
@@ -76,8 +81,8 @@ class RunCodec:
     codebook: CodebookEstimator | TrainedCodebook
     cb_meta: dict[str, Any]
     model_sha256: str
-    image_shape: tuple[int, int, int]
-    latent_shape: tuple[int, ...]
+    image_shape: tuple[int, int, int] | None  # None: a fully convolutional model takes any H, W multiple of ``downsampling``
+    latent_shape: tuple[int, ...] | None  # None: the grid follows the image
     folder: Path  # where the priors are: the codebook's folder, or RUN/priors/trained for the model's own quantizer
     _priors: dict[str, Prior] = field(default_factory=dict, repr=False)  # loaded on first use
 
@@ -86,9 +91,30 @@ class RunCodec:
         return self.cb_meta["sha256"]
 
     @property
+    def n_stages(self) -> int:
+        return len(stage_codebooks(self.codebook))
+
+    @property
+    def downsampling(self) -> int | None:
+        return downsampling_of(self.model)
+
+    @property
     def grid(self) -> tuple[int, int, int]:
+        """(h, w, M) of every image (a model with a fixed image size only)."""
+        if self.latent_shape is None:
+            raise ValueError("a fully convolutional model has no fixed grid: use shapes_of(codes)")
         h, w = (tuple(self.latent_shape[1:]) + (1, 1))[:2]
-        return h, w, len(stage_codebooks(self.codebook))
+        return h, w, self.n_stages
+
+    def shapes_of(self, codes: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(image shape (C, H, W), grid (h, w, M)) of codes (N, h, w, M)."""
+        if self.image_shape is not None:
+            return self.image_shape, self.grid
+        h, w, m = (int(v) for v in codes.shape[1:])
+        return (3, h * self.downsampling, w * self.downsampling), (h, w, m)
+
+    def latent_shape_of(self, codes: np.ndarray) -> tuple[int, ...]:
+        return self.latent_shape if self.latent_shape is not None else (int(self.codebook.dim), int(codes.shape[1]), int(codes.shape[2]))
 
     def prior(self, kind: str) -> Prior:
         if kind not in self._priors:
@@ -101,6 +127,12 @@ class RunCodec:
 
     # ------------------------------------------------------------------ images <-> codes
     def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        if self.image_shape is None:
+            f = self.downsampling
+            if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % f or x.shape[3] % f or min(x.shape[2:]) < f:
+                raise ImageShapeError(f"images of shape {tuple(x.shape[1:]) if x.ndim == 4 else tuple(x.shape)} do not fit this model, which takes RGB images "
+                                      f"whose sides are multiples of {f} pixels (crop them: posthoc_vq.data.photos.crop_to_multiple)")
+            return x
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
             c, h, w = self.image_shape
             raise ImageShapeError(f"images of shape {tuple(x.shape[1:]) if x.ndim == 4 else tuple(x.shape)} do not fit this model, which takes {c} channel(s) of {h}x{w} pixels")
@@ -114,13 +146,13 @@ class RunCodec:
         """Codes (N, h, w, M) of posterior means (N, *latent_shape) already encoded."""
         tokens = to_tokens(z.numpy() if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float32))
         token_labels = None if labels is None else np.repeat(np.asarray(labels), len(tokens) // max(len(z), 1))
-        return codes_grid(predict_codes(self.codebook, tokens, token_labels), len(z), self.latent_shape)
+        return codes_grid(predict_codes(self.codebook, tokens, token_labels), len(z), tuple(z.shape[1:]))
 
     def latents(self, codes: np.ndarray) -> np.ndarray:
         """Latents (N, *latent_shape) of codes (N, h, w, M): ``inverse_transform`` of the codes in ``predict``'s layout."""
         flat = codes.reshape(-1, codes.shape[-1])
         flat = flat if hasattr(self.codebook, "codebooks_") else flat[:, 0]
-        return np.ascontiguousarray(from_tokens(self.codebook.inverse_transform(flat), self.latent_shape))
+        return np.ascontiguousarray(from_tokens(self.codebook.inverse_transform(flat), self.latent_shape_of(codes)))
 
     def images(self, codes: np.ndarray) -> torch.Tensor:
         """Decoded images (N, C, H, W) of codes (N, h, w, M), as ``evaluate --codebook`` decodes them."""
@@ -131,17 +163,18 @@ class RunCodec:
         return decode(self.model, z, DECODE_BATCH)
 
     # ------------------------------------------------------------------ codes <-> files
-    def header(self, prior: Prior, n_images: int = 1, container: bool = False) -> Header:
-        return Header(self.model_sha256, self.codebook_sha256, prior.kind, prior.sha256[:16], self.image_shape, self.grid, n_images, container)
+    def header(self, prior: Prior, codes: np.ndarray, n_images: int = 1, container: bool = False) -> Header:
+        image_shape, grid = self.shapes_of(codes)
+        return Header(self.model_sha256, self.codebook_sha256, prior.kind, prior.sha256[:16], image_shape, grid, n_images, container)
 
     def write(self, codes: np.ndarray, prior: str = "empirical", container: bool = False) -> list[bytes]:
         """One file per image of codes (N, h, w, M), or one container file (a list of one)."""
         p = self.prior(prior)
         if container:
-            return [bitstream.write(self.header(p, len(codes), True), codes, p)]
+            return [bitstream.write(self.header(p, codes, len(codes), True), codes, p)]
         files = []
         for i in range(len(codes)):
-            files.append(bitstream.write(self.header(p), codes[i : i + 1], p))
+            files.append(bitstream.write(self.header(p, codes), codes[i : i + 1], p))
             if i % 256 == 255 or i == len(codes) - 1:
                 report("writing bitstreams", i + 1, len(codes))
         return files
@@ -157,7 +190,11 @@ class RunCodec:
             raise BitstreamError(f"{what}: made for another model (sha256 {header.model_sha256[:12]}..., this run's is {self.model_sha256[:12]}...)")
         if header.codebook_sha256 != self.codebook_sha256:
             raise BitstreamError(f"{what}: made with another codebook (sha256 {header.codebook_sha256[:12]}..., '{self.name}' is {self.codebook_sha256[:12]}...)")
-        if header.image_shape != self.image_shape or header.grid != self.grid:
+        if self.image_shape is None:
+            f, (h, w, m) = self.downsampling, header.grid
+            if header.image_shape != (3, h * f, w * f) or m != self.n_stages:
+                raise BitstreamError(f"{what}: image {header.image_shape} / grid {header.grid} in the header, but this model makes (3, {f}h, {f}w) / (h, w, {self.n_stages})")
+        elif header.image_shape != self.image_shape or header.grid != self.grid:
             raise BitstreamError(f"{what}: image {header.image_shape} / grid {header.grid} in the header, but this model makes {self.image_shape} / {self.grid}")
         try:
             prior = self.prior(header.prior_kind)
@@ -191,8 +228,11 @@ def open_codec(run_dir: str | Path | Run, name: str, *, model: Any = None) -> Ru
         folder = run.codebook_files(name)[1].parent
     ensure_priors(run, folder, codebook, cb_meta)
     cfg = meta["model"]
-    latent_shape = tuple(model.latent_shape)
-    image_shape = (int(cfg["in_channels"]), int(cfg["image_size"]), int(cfg["image_size"]))
+    if downsampling_of(model) is not None:  # the grid follows the image
+        latent_shape, image_shape = None, None
+    else:
+        latent_shape = tuple(model.latent_shape)
+        image_shape = (int(cfg["in_channels"]), int(cfg["image_size"]), int(cfg["image_size"]))
     return RunCodec(run, name, model, codebook, cb_meta, model_sha, image_shape, latent_shape, folder)
 
 
@@ -242,7 +282,7 @@ def rate_fields(codec_parts: tuple[str, str, tuple[int, int, int], tuple[int, in
 
 def codec_rate(codec: RunCodec, codes: np.ndarray) -> dict[str, Any]:
     """:func:`rate_fields` of a run's codec."""
-    return rate_fields((codec.model_sha256, codec.codebook_sha256, codec.image_shape, codec.grid), codec.priors(), codes, codec.codebook.n_codes)
+    return rate_fields((codec.model_sha256, codec.codebook_sha256, *codec.shapes_of(codes)), codec.priors(), codes, codec.codebook.n_codes)
 
 
 def compress_images(run_dir: str | Path | Run, name: str, x: torch.Tensor, *, prior: str = "empirical", container: bool = False) -> list[bytes]:
@@ -273,8 +313,10 @@ def decompress_files(run_dir: str | Path | Run, files: Sequence[bytes | str | Pa
             codecs[header.codebook_sha256] = find_codec(run_dir, data, what)
         parts.append(codecs[header.codebook_sha256].read(data, what))
     images: list[torch.Tensor | None] = [None] * len(parts)
-    for sha, codec in codecs.items():
-        mine = [i for i, (header, _) in enumerate(parts) if header.codebook_sha256 == sha]
+    groups = {(h.codebook_sha256, h.grid) for h, _ in parts}  # one grid per group: a fully convolutional model's files differ in size
+    for sha, grid in sorted(groups):
+        codec = codecs[sha]
+        mine = [i for i, (header, _) in enumerate(parts) if (header.codebook_sha256, header.grid) == (sha, grid)]
         decoded = codec.images(np.concatenate([parts[i][1] for i in mine]))
         for i, chunk in zip(mine, torch.split(decoded, [len(parts[i][1]) for i in mine])):
             images[i] = chunk
@@ -282,6 +324,32 @@ def decompress_files(run_dir: str | Path | Run, files: Sequence[bytes | str | Pa
 
 
 # ---------------------------------------------------------------------- folders (the CLI's compress / decompress)
+def read_photo_files(paths: Sequence[str | Path], multiple: int) -> list[torch.Tensor]:
+    """Images (1, 3, H, W) in [0, 1], one per file, for a fully convolutional model: RGB (grayscale replicated; an opaque
+    RGBA image loses its alpha, a transparent one is an error: :func:`~posthoc_vq.data.photos.to_rgb`), then cropped to
+    multiples of ``multiple`` pixels by the datasets' rule (:func:`~posthoc_vq.data.photos.crop_to_multiple`: the
+    top-left part is kept). Every file is read and checked before any work."""
+    from PIL import Image, UnidentifiedImageError
+
+    from posthoc_vq.data.photos import crop_to_multiple, to_rgb
+    from posthoc_vq.errors import DatasetError
+
+    out = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                a = to_rgb(np.asarray(im), str(path))
+            a = crop_to_multiple(a, multiple)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: no such image file") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise ImageShapeError(f"{path}: not a readable image ({err})") from None
+        except DatasetError as err:
+            raise ImageShapeError(str(err)) from None
+        out.append(torch.from_numpy(np.moveaxis(a, -1, 0)[None].astype(np.float32) / 255.0))
+    return out
+
+
 def read_image_files(paths: Sequence[str | Path], image_shape: tuple[int, int, int]) -> torch.Tensor:
     """Images (N, C, H, W) in [0, 1] from PNG/JPEG/... files; every file is checked against ``image_shape`` before any work."""
     from PIL import Image, UnidentifiedImageError
@@ -337,11 +405,13 @@ def compress_to_folder(run_dir: str | Path | Run, name: str, out: str | Path, *,
     if (split is None) == (not images):
         raise ConfigError("compress: give either --split or image files, not both (nor neither)")
     if split is not None:
-        x, stems = split_images(load_run_splits(codec.run.root, data_dir), split), None
+        batches, stems = [split_images(load_run_splits(codec.run.root, data_dir), split)], None
+    elif codec.image_shape is None:  # any size: one image at a time, each cropped to the model's multiple
+        batches, stems = read_photo_files(images, codec.downsampling), [Path(p).stem for p in images]
     else:
-        x, stems = read_image_files(images, codec.image_shape), [Path(p).stem for p in images]
+        batches, stems = [read_image_files(images, codec.image_shape)], [Path(p).stem for p in images]
     with reporting(progress):
-        files = codec.compress(x, prior, container=split is not None and not per_image)
+        files = [f for x in batches for f in codec.compress(x, prior, container=split is not None and not per_image)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if stems is None:
@@ -350,8 +420,9 @@ def compress_to_folder(run_dir: str | Path | Run, name: str, out: str | Path, *,
     for path, data in zip(paths, files):
         _write_bytes(path, data)
     total = sum(len(f) for f in files)
-    pixels = len(x) * codec.image_shape[1] * codec.image_shape[2]
-    return {"run": str(codec.run.root), "codebook": name, "prior": prior, "n_images": len(x), "files": [str(p) for p in paths],
+    pixels = sum(x.shape[0] * x.shape[2] * x.shape[3] for x in batches)
+    n = sum(len(x) for x in batches)
+    return {"run": str(codec.run.root), "codebook": name, "prior": prior, "n_images": n, "files": [str(p) for p in paths],
             "bytes": total, "bpp": total * 8 / pixels if pixels else None, "container": len(files) == 1 and split is not None and not per_image}
 
 

@@ -24,13 +24,14 @@ import torch
 
 from posthoc_vq.autoencoders import as_autoencoder, decode_latents
 from posthoc_vq.data import DatasetSplits
+from posthoc_vq.data.photos import PHOTO_DATASETS, PREPARATION
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.audit import audit
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.metrics.intervals import mean_ci
-from posthoc_vq.metrics.reconstruction import DATA_RANGE, mse, psnr, ssim, ssim_window
+from posthoc_vq.metrics.reconstruction import DATA_RANGE, ms_ssim, ms_ssim_supported, mse, psnr, ssim, ssim_window
 from posthoc_vq.models import VAEBase, latent_shape_of
 from posthoc_vq.models.quantizers import MAX_BINCOUNT_CODES
 from posthoc_vq.progress import ProgressCallback, reporting
@@ -58,6 +59,9 @@ def decode(model: Any, z: torch.Tensor, batch_size: int = 1000, *, device: torch
 class ImageQuality:
     """Per-image MSE, PSNR and SSIM of outputs against references, gathered batch by batch.
 
+    MS-SSIM is added for images large enough for its five scales (:func:`~posthoc_vq.metrics.reconstruction.ms_ssim_supported`,
+    at least 176 px a side, e.g. Kodak); for smaller ones (MNIST, CIFAR) it is not computed and its key is absent.
+
     Only the per-image values (and the outputs' range) are kept, not the images, so a stream of
     batches gives exactly the per-image values and CIs of one tensor: :func:`image_quality` is
     this with one batch.
@@ -67,6 +71,7 @@ class ImageQuality:
         self.mse: list[np.ndarray] = []
         self.psnr: list[np.ndarray] = []
         self.ssim: list[np.ndarray] = []
+        self.ms_ssim: list[np.ndarray | None] = []  # None for a batch too small for MS-SSIM
         self.lo, self.hi, self.image_size = float("inf"), float("-inf"), None
 
     def add(self, reference: torch.Tensor, output: torch.Tensor) -> ImageQuality:
@@ -74,18 +79,23 @@ class ImageQuality:
         self.mse.append(mse(reference, output).numpy())
         self.psnr.append(psnr(reference, output, data_range=DATA_RANGE).clamp(max=PSNR_CAP_DB).numpy())
         self.ssim.append(ssim(reference, output, data_range=DATA_RANGE).numpy())
+        supported = ms_ssim_supported(*reference.shape[-2:])
+        self.ms_ssim.append(ms_ssim(reference, output, data_range=DATA_RANGE).numpy() if supported else None)
         self.lo, self.hi = min(self.lo, float(output.min())), max(self.hi, float(output.max()))
         return self
 
     def per_image(self) -> dict[str, np.ndarray]:
-        """(N,) arrays ``mse``, ``psnr_db``, ``ssim``: one value per image, in order."""
-        return {"mse": np.concatenate(self.mse), "psnr_db": np.concatenate(self.psnr), "ssim": np.concatenate(self.ssim)}
+        """(N,) arrays ``mse``, ``psnr_db``, ``ssim`` (and ``ms_ssim`` if every batch was large enough): one value per image, in order."""
+        values = {"mse": np.concatenate(self.mse), "psnr_db": np.concatenate(self.psnr), "ssim": np.concatenate(self.ssim)}
+        if self.ms_ssim and all(v is not None for v in self.ms_ssim):
+            values["ms_ssim"] = np.concatenate(self.ms_ssim)
+        return values
 
     def result(self) -> dict[str, Any]:
-        """The ``image_quality`` dict: each metric's mean with a 95% CI over images."""
+        """The ``image_quality`` dict: each metric's mean with a 95% CI over images (``ms_ssim`` only where computed)."""
         values = self.per_image()
         win, sigma = ssim_window(self.image_size)
-        return {
+        result = {
             "n_images": len(values["mse"]),
             "mse": mean_ci(values["mse"]).to_dict(),
             "psnr_db": mean_ci(values["psnr_db"]).to_dict(),
@@ -94,6 +104,9 @@ class ImageQuality:
             "psnr_cap_db": PSNR_CAP_DB,
             "output_range": [self.lo, self.hi],
         }
+        if "ms_ssim" in values:  # absent for small images: their results are unchanged
+            result["ms_ssim"] = mean_ci(values["ms_ssim"]).to_dict()
+        return result
 
 
 def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, Any]:
@@ -140,18 +153,32 @@ def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> d
 def run_header(run: Run, config, meta: dict[str, Any], split: str) -> dict[str, Any]:
     """Run, dataset, split, model size and training state: the first keys of every evaluation result."""
     summary = run.summary()
+    shape = latent_shape_of(config.model)
+    pretrained = meta.get("pretrained")
+    if summary:
+        training = {k: summary[k] for k in ("converged", "stop_reason", "epochs", "best_epoch", "steps")}
+    else:  # an imported model was trained elsewhere: neither unfinished nor untrained
+        training = {"converged": None, "stop_reason": "pretrained" if pretrained else "unfinished"}
     return {
         "run": str(run.root),
         "dataset": config.data.name,
         "split": split,
+        **({"data": photo_data_record(config.data)} if config.data.name in PHOTO_DATASETS else {}),
         "model": {
-            "family": config.model.family, "latent_dim": config.model.latent_dim, "latent_shape": list(latent_shape_of(config.model)),
+            "family": config.model.family, "latent_dim": config.model.latent_dim, "latent_shape": list(shape) if shape is not None else None,
             "num_parameters": meta["num_parameters"], "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch"), "trained_steps": meta.get("trained_steps"),
             **({"quantizer": config.model.quantizer} if config.model.quantizer != "none" else {}),  # trained with its quantizer: vq, rvq, fsq
+            **({"pretrained": {k: pretrained.get(k) for k in ("name", "repository", "commit", "licence")}} if pretrained else {}),
         },
-        "training": {k: summary[k] for k in ("converged", "stop_reason", "epochs", "best_epoch", "steps")} if summary else {"converged": None, "stop_reason": "unfinished"},
+        "training": training,
         **({"finetune": _finetune_origin(run)} if run.finetune_file.exists() else {}),  # a decoder fine-tuned on a codebook's latents
     }
+
+
+def photo_data_record(data) -> dict[str, Any]:
+    """How a photo dataset's images were prepared (orientation, crop; never resized), and the config's own crop and subsets."""
+    extra = {k: getattr(data, k) for k in ("crop", "max_train_images", "max_val_images", "max_test_images") if getattr(data, k) is not None}
+    return {"preparation": dict(PREPARATION), **extra}
 
 
 def _finetune_origin(run: Run) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from posthoc_vq.run import Run
 
 OPSET = 18
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # BatchNormalization stays float between QDQ pairs
+CALIBRATION_PIXELS = 2**23  # INT8 calibration images are capped at this many pixels in all (512 28x28 images; 54 of 480x320)
 WHAT = "ONNX export"
 EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")  # torch.onnx's dynamo exporter needs onnx and onnxscript; checks and INT8 need onnxruntime
 
@@ -77,8 +78,19 @@ class DecoderGraph(nn.Module):
         return self.vae.decode(z)
 
 
-def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> Path:
-    """Export ``module`` (eval mode) to ONNX at ``path`` with a dynamic batch dimension."""
+def dynamic_axes(input_name: str, downsampling: int | None) -> dict[int, Any]:
+    """The dynamic axes of a graph's input: the batch; and for a fully convolutional model (``downsampling`` pixels per
+    latent position) the height and width too, images as multiples of ``downsampling`` of the latent grid's."""
+    batch = torch.export.Dim("batch")
+    if downsampling is None:
+        return {0: batch}
+    h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
+    return {0: batch, 2: downsampling * h, 3: downsampling * w} if input_name == "x" else {0: batch, 2: h, 3: w}
+
+
+def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str],
+                  downsampling: int | None = None) -> Path:
+    """Export ``module`` (eval mode) to ONNX at ``path`` with a dynamic batch dimension (and dynamic H, W: :func:`dynamic_axes`)."""
     for name in ("onnx", "onnxscript"):
         require(name, "export", WHAT)
     module = module.eval()
@@ -88,7 +100,7 @@ def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_na
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, verbose=False, input_names=[input_name],
-            output_names=output_names, dynamic_shapes={"x" if input_name == "x" else "z": {0: torch.export.Dim("batch")}},
+            output_names=output_names, dynamic_shapes={"x" if input_name == "x" else "z": dynamic_axes(input_name, downsampling)},
         )
         program.save(str(tmp))
     quiet.setLevel(level)
@@ -192,19 +204,21 @@ def _export(run: Run, out: Path, int8: bool, calibration_size: int, seed: int, d
     config = run.config()
     torch.set_num_threads(config.train.threads)
     splits = load_run_splits(run.root, data_dir)
-    x_check = splits.split("test").to_tensor()[:64]
+    f = int(model.downsampling) if getattr(model, "fully_convolutional", False) else None
+    x_check = splits.split("test").to_tensor()[:64 if f is None else 2]  # photographs: two full-size images
     z_check = encode_split(model, x_check, "mu")
     encoder = EncoderGraph(model)
-    files = {"encoder": export_module(encoder, x_check[:2], out / "encoder.onnx", "x", encoder.output_names())}
+    files = {"encoder": export_module(encoder, x_check[:2], out / "encoder.onnx", "x", encoder.output_names(), f)}
     step()
-    files["decoder"] = export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"])
+    files["decoder"] = export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"], f)
     step()
     record: dict[str, Any] = {"run": str(run.root), "opset": OPSET, "source_model_sha256": meta["sha256"]}
     if model.quantizer is not None:
         record["quantizer"] = {**model.quantizer.describe(), "in_graph": "decoder"}
     if int8:
         train = splits.split("train").to_tensor()
-        pick = np.random.default_rng(seed).choice(len(train), size=min(calibration_size, len(train)), replace=False)
+        n_cal = min(calibration_size, len(train), max(1, CALIBRATION_PIXELS // (train.shape[2] * train.shape[3])))  # photographs: a few dozen
+        pick = np.random.default_rng(seed).choice(len(train), size=n_cal, replace=False)
         x_cal = train[np.sort(pick)]
         z_cal = encode_split(model, x_cal, "mu")
         files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())

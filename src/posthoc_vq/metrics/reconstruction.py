@@ -1,4 +1,4 @@
-"""Per-image reconstruction metrics: MSE, PSNR and SSIM.
+"""Per-image reconstruction metrics: MSE, PSNR, SSIM and MS-SSIM.
 
 All functions take two image batches ``x`` and ``y`` of shape ``(N, C, H, W)``
 (floating point, values in ``[0, data_range]``; decoded outputs and ground
@@ -19,6 +19,10 @@ scikit-image::
 
 (``a``, ``b`` being one image in ``(H, W, C)`` layout). The unit tests check
 this agreement.
+
+:func:`ms_ssim` (multi-scale SSIM, Wang, Simoncelli & Bovik 2003) is built on
+the same Gaussian filtering; see its docstring for the conventions and how it
+relates to torchmetrics' ``multiscale_structural_similarity_index_measure``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,19 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["DATA_RANGE", "mse", "psnr", "ssim", "ssim_window"]
+__all__ = [
+    "DATA_RANGE",
+    "MS_SSIM_MIN_SIZE",
+    "MS_SSIM_WEIGHTS",
+    "ms_ssim",
+    "ms_ssim_supported",
+    "mse",
+    "psnr",
+    "ssim",
+    "ssim_window",
+]
 
 #: Value range of the images the metrics are applied to (images in ``[0, 1]``).
 DATA_RANGE = 1.0
@@ -35,6 +50,18 @@ DATA_RANGE = 1.0
 # SSIM stabilising constants (Wang et al. 2004; scikit-image defaults).
 _K1 = 0.01
 _K2 = 0.03
+
+#: MS-SSIM exponents of scales 1 (full resolution) to 5 (Wang et al. 2003).
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+# MS-SSIM's Gaussian window at every scale: sigma 1.5, 11 px (radius 5).
+_MS_SSIM_SIGMA = 1.5
+_MS_SSIM_WIN = 11
+
+#: Smallest image side (px) that :func:`ms_ssim` accepts: after the 4 halvings
+#: (2x2 average pooling, odd sizes rounded down) the coarsest scale, ``side //
+#: 16`` px, must still hold the 11-px window, so ``side >= 11 * 16 = 176``.
+MS_SSIM_MIN_SIZE = _MS_SSIM_WIN * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
 
 # At most this many images per chunk ...
 _MAX_CHUNK_IMAGES = 1024
@@ -318,24 +345,176 @@ def ssim(
     out = torch.empty(n, dtype=torch.float64, device=x.device)
     if n == 0:
         return out
-    g = _gaussian_kernel1d(sig, radius, x.device)
-    band_w = _valid_band_matrix(w, g)  # (W, W - 2r): filters along W (right-multiply)
-    band_h = _valid_band_matrix(h, g).T.contiguous()  # (H - 2r, H): along H (left-multiply)
+    band_h, band_w = _band_matrices(h, w, sig, radius, x.device)
 
     step = _chunk_size(x, batch_size)
     for start in range(0, n, step):
         xs = x[start : start + step].to(torch.float64)
         ys = y[start : start + step].to(torch.float64)
-        stack = torch.stack((xs, ys, xs * xs, ys * ys, xs * ys))  # (5, b, C, H, W)
-        # separable 'valid' Gaussian filtering: (5, b, C, H - 2r, W - 2r)
-        ux, uy, uxx, uyy, uxy = torch.matmul(band_h, torch.matmul(stack, band_w))
-        del stack
-        vx = uxx - ux * ux
-        vy = uyy - uy * uy
-        vxy = uxy - ux * uy
-        num = (2.0 * ux * uy + c1) * (2.0 * vxy + c2)
-        den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-        ssim_map = num / den
-        # mean over the valid pixels of each channel, then over channels
-        out[start : start + step] = ssim_map.flatten(2).mean(dim=2).mean(dim=1)
+        out[start : start + step], _ = _ssim_and_cs(xs, ys, band_h, band_w, c1, c2)
+    return out
+
+
+def _band_matrices(
+    h: int, w: int, sigma: float, radius: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(band_h, band_w)`` of the separable valid Gaussian filter of an ``h x w`` image.
+
+    ``band_h @ img @ band_w`` is the Gaussian-filtered image on its valid
+    region, ``(h - 2 radius, w - 2 radius)``.
+    """
+    g = _gaussian_kernel1d(sigma, radius, device)
+    band_w = _valid_band_matrix(w, g)  # (W, W - 2r): filters along W (right-multiply)
+    band_h = _valid_band_matrix(h, g).T.contiguous()  # (H - 2r, H): along H (left-multiply)
+    return band_h, band_w
+
+
+def _ssim_and_cs(
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    band_h: torch.Tensor,
+    band_w: torch.Tensor,
+    c1: float,
+    c2: float,
+    *,
+    with_cs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-image mean SSIM and (if ``with_cs``) mean contrast-structure term.
+
+    ``xs, ys``: float64 ``(b, C, H, W)``. Both maps are averaged over the valid
+    pixels of each channel, then over channels. The contrast-structure map is
+    ``cs = (2 s_xy + C2) / (s_x^2 + s_y^2 + C2)``, so that ``SSIM = l * cs``
+    pixel by pixel with the luminance ``l = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2
+    + C1)``. Returns ``(ssim, cs)``, each ``(b,)`` (``cs`` is None unless
+    requested).
+    """
+    stack = torch.stack((xs, ys, xs * xs, ys * ys, xs * ys))  # (5, b, C, H, W)
+    # separable 'valid' Gaussian filtering: (5, b, C, H - 2r, W - 2r)
+    ux, uy, uxx, uyy, uxy = torch.matmul(band_h, torch.matmul(stack, band_w))
+    del stack
+    vx = uxx - ux * ux
+    vy = uyy - uy * uy
+    vxy = uxy - ux * uy
+    cs_num = 2.0 * vxy + c2
+    cs_den = vx + vy + c2
+    num = (2.0 * ux * uy + c1) * cs_num
+    den = (ux * ux + uy * uy + c1) * cs_den
+    ssim_map = num / den
+    # mean over the valid pixels of each channel, then over channels
+    ssim_mean = ssim_map.flatten(2).mean(dim=2).mean(dim=1)
+    if not with_cs:
+        return ssim_mean, None
+    cs_map = cs_num / cs_den
+    return ssim_mean, cs_map.flatten(2).mean(dim=2).mean(dim=1)
+
+
+def ms_ssim_supported(height: int, width: int) -> bool:
+    """Whether :func:`ms_ssim` accepts ``height x width`` images.
+
+    True when ``min(height, width) >= MS_SSIM_MIN_SIZE`` (176 px): the fifth,
+    coarsest scale (``side // 16`` px) must hold the 11-px Gaussian window.
+    Kodak (768x512) qualifies; 28x28 or 32x32 images do not.
+    """
+    return min(int(height), int(width)) >= MS_SSIM_MIN_SIZE
+
+
+def ms_ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = DATA_RANGE,
+    *,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Per-image multi-scale structural similarity (MS-SSIM, Wang et al. 2003).
+
+    Five scales; scale 1 is the full image, each next one the previous one
+    downsampled by 2x2 average pooling (``F.avg_pool2d(img, 2)``; an odd side
+    loses its last row/column). At every scale the local statistics are those
+    of :func:`ssim` (Gaussian window 11 px, sigma 1.5, population covariance,
+    ``C1 = (0.01 data_range)^2``, ``C2 = (0.03 data_range)^2``), and maps are
+    averaged over the *valid* pixels of each channel, then over channels::
+
+        MS-SSIM = prod_{j=1..4} relu(cs_j) ** w_j  *  relu(ssim_5) ** w_5
+
+    with ``w = MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)``,
+    ``cs_j`` the mean contrast-structure term ``(2 s_xy + C2) / (s_x^2 + s_y^2
+    + C2)`` at scale ``j`` and ``ssim_5`` the mean SSIM (luminance times
+    contrast-structure, pixel by pixel) at the coarsest scale, which equals
+    :func:`ssim` of the 16x-downsampled images.
+
+    Conventions, compared with the reference implementations:
+
+    * negative mean terms are set to 0 before the powers (``relu``), as
+      torchmetrics' default ``normalize="relu"`` and pytorch_msssim do (a
+      negative base has no real power). Then MS-SSIM is in ``[0, 1]``; it is 0
+      if some scale's mean cs (or the last SSIM) is <= 0, 1 for identical images;
+    * channels are averaged per scale before the product, as in torchmetrics
+      (pytorch_msssim instead takes the product per channel and then averages;
+      both agree for one channel);
+    * like :func:`ssim` (scikit-image), Wang's MATLAB code and pytorch_msssim,
+      only valid pixels (full window inside the image) are averaged at every
+      scale. Recent torchmetrics (since its PR #2721; checked with 1.9) does so
+      for cs but averages the last scale's SSIM over the whole reflect-padded
+      image (its older versions cropped it too); the two differ
+      only in that last factor, by ``(ssim_5 / ssim_5_padded) ** 0.1333``
+      (typically below 1e-4; the unit tests check this relation exactly).
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        Image batches of shape ``(N, C, H, W)``, floating point, values in
+        ``[0, data_range]``, with ``min(H, W) >= MS_SSIM_MIN_SIZE`` (176). Must
+        be finite. MS-SSIM is symmetric in ``x, y``.
+    data_range : float, default 1.0
+        Peak-to-peak range of the pixel values (sets C1 and C2).
+    batch_size : int, optional
+        Images per chunk; by default chosen automatically as for :func:`ssim`
+        (one Kodak image, 3x512x768, per chunk). Does not change the result.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(N,)``, float64 (unitless, in ``[0, 1]``), on the input device.
+
+    Raises
+    ------
+    ValueError
+        If the images are smaller than ``MS_SSIM_MIN_SIZE`` on a side (see
+        :func:`ms_ssim_supported`), or as :func:`ssim` for invalid inputs.
+    """
+    _check_pair(x, y)
+    data_range = _check_data_range(data_range)
+    n, c, h, w = x.shape
+    if not ms_ssim_supported(h, w):
+        raise ValueError(
+            f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIZE}x{MS_SSIM_MIN_SIZE} px "
+            f"({len(MS_SSIM_WEIGHTS)} scales with 2x2 average pooling between them, and an "
+            f"{_MS_SSIM_WIN}-px window at the coarsest scale); got {h}x{w} px images"
+        )
+    c1 = (_K1 * data_range) ** 2
+    c2 = (_K2 * data_range) ** 2
+    out = torch.empty(n, dtype=torch.float64, device=x.device)
+    if n == 0:
+        return out
+    radius = (_MS_SSIM_WIN - 1) // 2
+    n_scales = len(MS_SSIM_WEIGHTS)
+    bands = [
+        _band_matrices(h >> s, w >> s, _MS_SSIM_SIGMA, radius, x.device) for s in range(n_scales)
+    ]
+    weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64, device=x.device)
+
+    step = _chunk_size(x, batch_size)
+    for start in range(0, n, step):
+        xs = x[start : start + step].to(torch.float64)
+        ys = y[start : start + step].to(torch.float64)
+        terms = []
+        for s, (band_h, band_w) in enumerate(bands):
+            last = s == n_scales - 1
+            ssim_mean, cs_mean = _ssim_and_cs(xs, ys, band_h, band_w, c1, c2, with_cs=not last)
+            terms.append(ssim_mean if last else cs_mean)
+            if not last:
+                xs = F.avg_pool2d(xs, 2)
+                ys = F.avg_pool2d(ys, 2)
+        stacked = torch.stack(terms).clamp(min=0.0)  # (scales, b)
+        out[start : start + step] = stacked.pow(weights.unsqueeze(1)).prod(dim=0)
     return out

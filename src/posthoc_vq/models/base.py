@@ -97,10 +97,12 @@ class VAEBase(nn.Module):
     (:func:`~posthoc_vq.models.quantizers.build_quantizer`, None for a continuous VAE)."""
 
     quantizer: TrainedQuantizer | None  # no class-level default: it would hide the registered submodule
+    #: True for a network whose latent grid follows the image (any size); ``latent_shape`` is then None
+    fully_convolutional = False
 
     def __init__(self, config: VAEConfig):
         super().__init__()
-        if config.image_size is None or config.in_channels is None:
+        if (config.image_size is None and not self.fully_convolutional) or config.in_channels is None:
             raise ValueError("VAEConfig.image_size and in_channels must be resolved from the dataset first")
         self.config = config
         self.quantizer = None  # subclasses replace it with build_quantizer(config)
@@ -120,16 +122,21 @@ class VAEBase(nn.Module):
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def to_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """Images in OUTPUT_RANGE from the decoder's raw output: a sigmoid for this family (a pretrained
+        network without an output activation clamps instead)."""
+        return torch.sigmoid(logits)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, *L) -> images (B, C, H, W) in OUTPUT_RANGE. With a trained quantizer z is z_e and is
         quantized first (a lookup that changes no state), so this is the model's own output."""
         if self.quantizer is not None:
             z = self.quantizer.lookup(z)
-        return torch.sigmoid(self.decode_logits(z))
+        return self.to_image(self.decode_logits(z))
 
     def decode_unquantized(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder alone: z (B, *L) -> images (B, C, H, W) in OUTPUT_RANGE (``decode`` for a continuous VAE)."""
-        return torch.sigmoid(self.decode_logits(z))
+        return self.to_image(self.decode_logits(z))
 
     def quantize(self, z: torch.Tensor) -> QuantizerOutput:
         """The trained quantizer on z_e (B, *L): z_q, codes, commitment loss. Training mode updates its codebooks."""
@@ -167,7 +174,7 @@ class VAEBase(nn.Module):
         b = x.shape[0]
         logits = out.logits.float()
         if self.config.recon_loss == "mse":
-            recon = F.mse_loss(torch.sigmoid(logits), x, reduction="sum") / b
+            recon = F.mse_loss(self.to_image(logits), x, reduction="sum") / b
         else:
             recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
         if self.quantizer is not None:

@@ -68,7 +68,10 @@ def resolved_channels(config: VAEConfig) -> VAEConfig:
 
 
 def latent_shape_of(config: VAEConfig) -> tuple[int, ...]:
-    """Latent shape of a resolved config: (D,), or (D, h, w) for the spatial family."""
+    """Latent shape of a resolved config: (D,), (D, h, w) for the spatial family, or None for a fully
+    convolutional network (``taef2``), whose grid follows the image."""
+    if config.family == "taef2":
+        return None
     if config.family != "spatial":
         return (config.latent_dim,)
     if config.image_size is None:
@@ -78,8 +81,13 @@ def latent_shape_of(config: VAEConfig) -> tuple[int, ...]:
 
 
 def build_vae(config: VAEConfig) -> VAEBase:
-    """Build the VAE of a config: :class:`ConvVAE` (``conv``, ``tiny``) or ``SpatialVAE`` (``spatial``)."""
+    """Build the model of a config: :class:`ConvVAE` (``conv``, ``tiny``), ``SpatialVAE`` (``spatial``), or the
+    pretrained network ``TAEF2`` (``taef2``, :mod:`posthoc_vq.autoencoders.taef2`; its weights come from an imported run)."""
     config = resolved_channels(config)
+    if config.family == "taef2":
+        from posthoc_vq.autoencoders.taef2 import TAEF2
+
+        return TAEF2(config)
     if config.family == "spatial":
         from posthoc_vq.models.spatial import SpatialVAE
 

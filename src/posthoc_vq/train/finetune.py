@@ -265,7 +265,7 @@ class _Finetuner:
         with self.autocast():
             logits = self.vae.decode_logits(z)
         zero = torch.zeros_like(z)
-        return self.vae.loss(x, VAEOutput(torch.sigmoid(logits), logits, zero, zero, z)).recon
+        return self.vae.loss(x, VAEOutput(self.vae.to_image(logits), logits, zero, zero, z)).recon
 
     # ------------------------------------------------------------------ one epoch
     def _train_mode(self) -> None:
