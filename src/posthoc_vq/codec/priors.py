@@ -268,7 +268,8 @@ def context_prior(codes: np.ndarray, n_codes: int, groups: np.ndarray, alphas: t
         base = _stage_counts(train, n_codes)[0] + EMPIRICAL_FLOOR
         base /= base.sum()
         ctx, sym = _context_grid(test, groups[m : m + 1], n_groups).reshape(-1), test.reshape(-1)
-        ll = [np.log((table[ctx, sym] + a * base[sym]) / (table[ctx].sum(1) + a)).sum() for a in alphas]
+        rows, hits = table.sum(1)[ctx], table[ctx, sym]  # (n,) each: never an (n, K) array (K = 65,536 at photo scale)
+        ll = [np.log((hits + a * base[sym]) / (rows + a)).sum() for a in alphas]
         chosen.append(alphas[int(np.argmax(ll))])
     table = _context_counts(codes, groups, n_codes, n_groups)
     base = _stage_counts(codes, n_codes) + EMPIRICAL_FLOOR
