@@ -16,9 +16,12 @@ The acceptance check of issue 21: mean PSNR of the two round trips on Kodak with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the CLI sets it (posthoc_vq.cli): huge pages for the large activations
 
 import numpy as np
 import torch

@@ -580,13 +580,15 @@ def _run_path(run: str | Path | LoadedRun) -> Path:
 
 def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path | None = None, codecs: list[str] | None = None,
                    n_images: int | None = None, n_boot: int = 1000, data_dir: str | None = None, progress: Any = None,
-                   with_runs: list[str | Path] = (), ladder: dict[str, Any] | None = None) -> dict[str, Any]:
+                   with_runs: list[str | Path] = (), ladder: dict[str, Any] | None = None,
+                   qualities: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """``posthoc-vq codecs``: the standard codecs' quality ladders on a run's (or a dataset's) split, beside the run's coded evaluations.
 
     ``target``: a run directory (its dataset's split; its evaluations of that split that hold a real rate, post-hoc codebooks
     and a trained quantizer's own codes, join the comparison when they cover the same images) or a dataset name.
     ``with_runs``: more runs of the same dataset whose evaluations join (e.g. a trained VQ run beside post-hoc codebooks).
     ``ladder``: a standard-codec ladder already measured on the same images (it is measured otherwise).
+    ``qualities``: codec -> its quality ladder (default :data:`~posthoc_vq.codec.standard.DEFAULT_QUALITIES`).
     Writes ``OUT/codecs-<split>.json`` (everything, with per-image values), ``codecs-<split>.md`` (the points and the BD table)
     and ``codecs-<split>.png`` (the RD figure); returns the JSON.
     """
@@ -614,7 +616,7 @@ def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path |
     x = x[:n_images] if n_images else x
     if ladder is None:
         with reporting(progress):
-            ladder = codec_ladder(x, codecs, progress=progress)
+            ladder = codec_ladder(x, codecs, qualities, progress=progress)
     files = []
     for r in ([run] if is_run else []) + [Run.open(w) for w in with_runs]:
         files += [r.eval_file(split)] + list(r.codebook_eval_files(split).values())

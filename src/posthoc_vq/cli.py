@@ -36,6 +36,12 @@ from rich.table import Table
 from posthoc_vq.errors import EXIT_FAILED, EXIT_OK, ConfigError, PosthocVQError, exit_code
 from posthoc_vq.run import Run, Sweep
 
+# Before torch is first imported (commands import it lazily): PyTorch's CPU allocator then asks the kernel for huge pages
+# for its large buffers (only with transparent huge pages set to 'madvise' or 'always'; no number changes). A full-size photo's
+# activations are ~100 MB each, fresh for every layer: with 4 KB pages the page faults cost about a fifth of the encode and decode time
+# (bench/taef2_kodak.py). Set THP_MEM_ALLOC_ENABLE=0 to turn it off.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 console = Console()  # stdout: results for people
 notes = Console(stderr=True)  # stderr: informational lines (and the consoles that train, fine-tune and sweep print to); off with --quiet
 err_console = Console(stderr=True)  # stderr: warnings and errors, never silenced
@@ -684,9 +690,18 @@ def _cmd_codecs(args: argparse.Namespace) -> int:
     from posthoc_vq.api import compare_codecs
 
     codecs = [c.strip() for c in args.codecs.split(",")] if args.codecs else None
+    qualities = {}
+    for item in args.qualities:
+        codec, sep, values = item.partition("=")
+        try:
+            qualities[codec.strip()] = [int(q) for q in values.split(",")] if sep else None
+        except ValueError:
+            qualities[codec.strip()] = None
+        if qualities[codec.strip()] is None:
+            raise ConfigError(f"--qualities {item!r}: expected CODEC=Q,Q,... with integer qualities, e.g. jpeg=1,3,5,10,20")
     with _progress(args) as progress:
         result = compare_codecs(args.target, split=args.split, out=args.out, codecs=codecs, n_images=args.n_images, n_boot=args.n_boot,
-                                data_dir=args.data_dir, progress=progress, with_runs=args.with_runs)
+                                data_dir=args.data_dir, progress=progress, with_runs=args.with_runs, qualities=qualities or None)
     if _machine(args):
         _emit(args, [{k: r.get(k) for k in ("test", "anchor", "method", "bd_rate_percent", "bd_psnr_db", "comparable", "reason")} for r in result["bd"]],
               json_value={k: v for k, v in result.items() if k != "ladder"})
@@ -1068,6 +1083,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--codecs", default=None, help="comma list among jpeg, webp, avif, jxl (default: every one installed)")
     p.add_argument("--n-images", type=int, default=None, help="the split's first N images (default: all; a run's evaluations must cover the same N)")
+    p.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q,...",
+                   help="one codec's quality ladder (repeat per codec), e.g. jpeg=1,3,5,10,20; others keep their default ladder")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the images for the BD-rate CIs")
     p.add_argument("--with", dest="with_runs", action="append", default=[], metavar="RUN",
                    help="another run of the same dataset whose coded evaluations join (e.g. a trained VQ run); repeatable")

@@ -22,11 +22,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from posthoc_vq.autoencoders import as_autoencoder, encode_images
+from posthoc_vq.autoencoders import as_autoencoder, decode_latents, encode_images
 from posthoc_vq.data import DatasetSplits, load_config_dataset
 from posthoc_vq.devices import device_record
-from posthoc_vq.errors import ConfigError
-from posthoc_vq.io import load_tensors, save_tensors, write_json
+from posthoc_vq.errors import ConfigError, PosthocVQError
+from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
 from posthoc_vq.records import LatentCacheRecord, compute_record, read_dict, total_compute
 from posthoc_vq.run import SPLITS, Run
 from posthoc_vq import tokens
@@ -182,3 +182,40 @@ def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, mod
             "shape": list(values.shape[1:]), "model_sha256": model_sha, "sha256": sha, "compute": compute, **where,
         })
     return LatentSet(values.numpy(), labels.numpy(), split, kind, seed if kind == "z" else None, compute)
+
+
+#: the largest continuous output (float32 bytes) :func:`run_continuous_output` keeps on disk (above it, decoded every time)
+MAX_CACHED_OUTPUT_BYTES = 2**30
+
+
+def run_continuous_output(run_dir: str | Path, split: str, latents: LatentSet, model: Any, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """decode(mu) of one split (N, C, H, W) in [0, 1], on CPU: what every codebook of the run is compared with.
+
+    Cached beside the latents (``latents/decoded-mu-<split>.safetensors``, float32) and used only when its record names
+    this model file, these exact cached latents (their sha256) and this device; anything else is decoded again and the
+    cache replaced. So evaluating many codebooks of a run decodes the continuous output once (on Kodak, 24 full-size
+    decodes saved per codebook). ``latents`` must be that split's cached mu latents (:func:`run_latents`); outputs larger
+    than :data:`MAX_CACHED_OUTPUT_BYTES` are decoded and not kept.
+    """
+    if latents.kind != "mu" or "+" in split:
+        raise ValueError(f"the continuous output is cached for one split's mu latents, not {latents.kind!r} latents of {split!r}")
+    run = Run.open(run_dir)
+    z = torch.from_numpy(latents.values)
+    _, latent_record = run.latent_files("mu", split)
+    tensor_path, record_path = latent_record.with_name(f"decoded-mu-{split}.safetensors"), latent_record.with_name(f"decoded-mu-{split}.json")
+    where = device_record(torch.device("cpu") if device is None else torch.device(device))
+    key = {"model_sha256": run.verified_model_sha256(), "latents_sha256": read_dict(latent_record, LatentCacheRecord, "latent cache")["sha256"],
+           "device": where["device"]}
+    if record_path.exists():
+        try:
+            meta = read_json(record_path)
+            if isinstance(meta, dict) and all(meta.get(k) == v for k, v in key.items()):
+                return load_tensors(tensor_path, sha256=meta["sha256"])["images"]
+        except PosthocVQError:  # a damaged cache is decoded again and replaced, never trusted
+            pass
+    images = decode_latents(as_autoencoder(model), z, device=device)
+    if images.numel() * 4 <= MAX_CACHED_OUTPUT_BYTES:
+        with run.lock("cache the continuous output"):
+            sha = save_tensors(tensor_path, {"images": images.contiguous()})
+            write_json(record_path, {"split": split, "shape": list(images.shape), **key, "sha256": sha})
+    return images

@@ -10,6 +10,7 @@ from PIL import Image
 from posthoc_vq.cli import main
 from posthoc_vq.codec import bitstream as bs
 from posthoc_vq.codec.bitstream import BitstreamError
+from posthoc_vq.codec.standard import DEFAULT_QUALITIES
 from posthoc_vq.config import QuantizeConfig, load_run_config
 from posthoc_vq.errors import NotFoundError
 from posthoc_vq.evaluation.bitstreams import ImageShapeError, decompress_files, open_codec
@@ -169,8 +170,14 @@ def test_codecs_command_compares_coded_codebooks_with_standard_codecs(runs, tmp_
     for name in names[:2]:
         assert main(["evaluate", str(run), "--codebook", name]) == 0
     out = tmp_path / "codecs"
-    assert main(["codecs", str(run), "--codecs", "jpeg,webp", "--n-boot", "50", "--out", str(out), "--format", "json"]) == 0
+    assert main(["codecs", str(run), "--codecs", "jpeg,webp", "--qualities", "webp=5,0,60", "--n-boot", "50", "--out", str(out), "--format", "json"]) == 0
     result = json.loads((out / "codecs-test.json").read_text())
+    assert result["standard"]["webp"]["qualities"] == [0, 5, 60]  # the ladder given, sorted; jpeg keeps its default
+    assert result["standard"]["jpeg"]["qualities"] == list(DEFAULT_QUALITIES["jpeg"])
+    assert main(["codecs", str(run), "--codecs", "jpeg", "--qualities", "jpeg=1,high", "--out", str(out)]) == 2
+    assert "--qualities 'jpeg=1,high': expected CODEC=Q,Q,..." in capsys.readouterr().err
+    assert main(["codecs", str(run), "--codecs", "jpeg", "--qualities", "avif=10", "--out", str(out)]) == 2  # not among the codecs measured
+    assert "qualities given for 'avif'" in capsys.readouterr().err
     assert (out / "codecs-test.png").stat().st_size > 10_000 and "BD-rate" in (out / "codecs-test.md").read_text()
     x = split_images(load_run_splits(run), "test")
     assert result["n_images"] == len(x) and set(result["standard"]) == {"jpeg", "webp"}

@@ -348,3 +348,31 @@ def test_latent_cache_records_its_device_and_is_not_reused_on_another(run_copy):
     again = run_latents(run_copy, "val")
     assert (again.values == first.values).all()  # encoded again on CPU, not the GPU cache
     assert json.loads(record.read_text())["device"] == "cpu"
+
+
+def test_continuous_output_cache_is_reused_and_rebuilt_when_stale(run_copy):
+    """decode(mu) is kept beside the latents for this model and these latents; a changed model or a damaged file decodes again."""
+    from posthoc_vq.evaluation.reconstruction import decode
+    from posthoc_vq.latents import run_continuous_output
+
+    run = Run.open(run_copy)
+    model, _ = run.load_model()
+    latents = run_latents(run_copy, "test")
+    fresh = decode(model, torch.from_numpy(latents.values))
+    first = run_continuous_output(run_copy, "test", latents, model)
+    torch.testing.assert_close(first, fresh, rtol=0, atol=0)
+    cache = run_copy / "latents" / "decoded-mu-test.safetensors"
+    stamp = cache.stat().st_mtime_ns
+    torch.testing.assert_close(run_continuous_output(run_copy, "test", latents, model), fresh, rtol=0, atol=0)
+    assert cache.stat().st_mtime_ns == stamp  # read, not written again
+    data = bytearray(cache.read_bytes())
+    data[-8] ^= 0xFF  # damaged: decoded again and replaced
+    cache.write_bytes(bytes(data))
+    torch.testing.assert_close(run_continuous_output(run_copy, "test", latents, model), fresh, rtol=0, atol=0)
+    record = json.loads((run_copy / "latents" / "decoded-mu-test.json").read_text())
+    record["model_sha256"] = "0" * 64  # made from another model file: not used
+    (run_copy / "latents" / "decoded-mu-test.json").write_text(json.dumps(record))
+    stamp = cache.stat().st_mtime_ns
+    run_continuous_output(run_copy, "test", latents, model)
+    assert cache.stat().st_mtime_ns != stamp
+    assert json.loads((run_copy / "latents" / "decoded-mu-test.json").read_text())["model_sha256"] == run.verified_model_sha256()

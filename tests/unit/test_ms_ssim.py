@@ -143,3 +143,22 @@ def test_image_quality_large_images_have_ms_ssim():
     streamed = ImageQuality().add(x[:1], y[:1]).add(x[1:], y[1:])  # batch by batch: the same values
     np.testing.assert_array_equal(streamed.per_image()["ms_ssim"], expected)
     assert streamed.result() == result
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 140, 300), (2, 3, 300, 140), (2, 1, 257, 129)])  # W tiled, H tiled, both (a partial last tile)
+def test_tiled_ssim_filter_matches_scikit_image(shape):
+    """Sides over 128 px are filtered tile by tile (one small band matrix): the same SSIM as scikit-image's whole-image filter."""
+    from skimage.metrics import structural_similarity
+
+    x, y = _pair(shape, seed=11)
+    ours = ssim(x, y).numpy()
+    ref = [structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False, channel_axis=-1) for a, b in zip(x, y)]
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+
+
+def test_ms_ssim_returns_the_full_scale_ssim():
+    x, y = _pair((2, 3, 192, 256), seed=12)
+    multi, single = ms_ssim(x, y, with_ssim=True)
+    np.testing.assert_allclose(single.numpy(), ssim(x, y).numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(multi.numpy(), ms_ssim(x, y).numpy())

@@ -121,6 +121,25 @@ def test_nearest_code_in_blocks_equals_brute_force(monkeypatch):
     assert torch.equal(nearest_code(x, codebook), reference)
 
 
+def test_nearest_code_over_tiles_of_a_wide_codebook_equals_faiss_and_keeps_ties_lowest(monkeypatch):
+    """Above DISTANCE_BLOCK / MIN_BLOCK_ROWS codes the codes are tiled too (running minimum): the labels of faiss's exact search,
+    and a duplicated code in a later tile never takes a row from its first copy."""
+    import faiss
+
+    torch.manual_seed(13)
+    x, codebook = torch.randn(3000, 8), torch.randn(1000, 8)
+    codebook[900] = codebook[5]  # a tie across tiles
+    x[:10] = codebook[5] + 1e-3 * torch.randn(10, 8)
+    monkeypatch.setattr(nearest_module, "DISTANCE_BLOCK", 64 * 128)  # 8 rows per block < MIN_BLOCK_ROWS: tiles of 64 codes
+    monkeypatch.setattr(nearest_module, "MIN_BLOCK_ROWS", 128)
+    index = faiss.IndexFlatL2(8)
+    index.add(codebook.numpy())
+    expected = torch.from_numpy(index.search(x.numpy(), 1)[1][:, 0])
+    got = nearest_code(x, codebook)
+    assert torch.equal(got[10:], expected[10:])
+    assert set(got[:10].tolist()) == {5} and set(expected[:10].tolist()) <= {5, 900}  # the same code either way; ours: the lowest
+
+
 def test_vq_eval_lookup_equals_the_library_and_changes_no_state():
     torch.manual_seed(0)
     q = vq(kmeans_init=False)

@@ -37,7 +37,7 @@ RANGE_TOLERANCE = 1e-4
 #: Batches are capped so that one holds at most this many input pixels (encode) or latent values (decode):
 #: photographs (a 768x512 image's activations take about 100 MB per layer of a 64-wide network) go a few at a
 #: time, while 28x28 or 32x32 images keep the caller's batch size.
-MAX_BATCH_PIXELS = 2**21
+MAX_BATCH_PIXELS = 2**20  # 6 BSDS500 photos per batch: 0.36 s each to encode on 2 cores, against 0.45 s in batches of 13
 MAX_BATCH_LATENT_VALUES = 2**20
 
 

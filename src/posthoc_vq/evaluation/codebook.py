@@ -27,7 +27,7 @@ from posthoc_vq.autoencoders import LatentShapeError, as_autoencoder, encode_ima
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.evaluation.bitstreams import codec_rate, open_codec
 from posthoc_vq.evaluation.reconstruction import ImageQuality, OutputComparison, decode, finish, run_header, split_images
-from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_latents
+from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_continuous_output, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.quantize.priors import codes_grid
@@ -48,7 +48,7 @@ def check_codebook_fits(codebook: CodebookEstimator, latent_shape: tuple[int, ..
 
 
 def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, Any], x: torch.Tensor, latents: LatentSet, split: str, *,
-                    device: torch.device | str | None = None, coding: Any = None) -> dict[str, Any]:
+                    device: torch.device | str | None = None, coding: Any = None, x_cont: torch.Tensor | None = None) -> dict[str, Any]:
     """The metric part of a codebook evaluation.
 
     Parameters
@@ -63,6 +63,7 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     device : where decoding runs (None: where the latents are, CPU); metrics and codes on CPU.
     coding : a :class:`~posthoc_vq.evaluation.bitstreams.RunCodec` of this model and codebook: the result then holds
         ``rate``, the nominal, ideal and real (file bytes) bits per pixel of each prior (:func:`~posthoc_vq.evaluation.bitstreams.codec_rate`).
+    x_cont : the model's decode of ``latents`` when already at hand (:func:`~posthoc_vq.latents.run_continuous_output`); else decoded here.
     """
     name = cb_meta.get("name") or codebook.method
     check_codebook_fits(codebook, latents.latent_shape, name)
@@ -70,7 +71,8 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     codes = predict_codes(codebook, tokens, token_labels)  # (N * T,) or (N * T, M) for residual; class-conditional: within each token's class
     z = torch.from_numpy(latents.values)
     z_quant = from_tokens(codebook.inverse_transform(codes), latents.latent_shape)
-    x_cont, x_quant = decode(model, z, device=device), decode(model, torch.from_numpy(z_quant), device=device)
+    x_cont = decode(model, z, device=device) if x_cont is None else x_cont
+    x_quant = decode(model, torch.from_numpy(z_quant), device=device)
     comparison = OutputComparison().add(x, x_cont, x_quant)
     result = codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, comparison.result())
     if coding is not None:
@@ -170,7 +172,9 @@ def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "tes
         model = model.to(dev)
         latents = run_latents(run.root, split, cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model, device=dev)
         x = split_images(splits, split)
-        result = {**run_header(run, config, meta, split), **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split, device=dev, coding=codec)}
+        x_cont = run_continuous_output(run.root, split, latents, model, device=dev) if latents.kind == "mu" and "+" not in split else None
+        result = {**run_header(run, config, meta, split),
+                  **codebook_result(model, codebook, {**cb_meta, "name": name}, x, latents, split, device=dev, coding=codec, x_cont=x_cont)}
         result["device"] = str(dev)
         result["compute"] = codebook_compute(run.summary(), cb_meta)
         return finish(result, config.seed, path)

@@ -78,9 +78,13 @@ class ImageQuality:
         self.image_size = reference.shape[-1]
         self.mse.append(mse(reference, output).numpy())
         self.psnr.append(psnr(reference, output, data_range=DATA_RANGE).clamp(max=PSNR_CAP_DB).numpy())
-        self.ssim.append(ssim(reference, output, data_range=DATA_RANGE).numpy())
-        supported = ms_ssim_supported(*reference.shape[-2:])
-        self.ms_ssim.append(ms_ssim(reference, output, data_range=DATA_RANGE).numpy() if supported else None)
+        if ms_ssim_supported(*reference.shape[-2:]):  # its first scale is SSIM with the same window: computed once
+            multi, single = ms_ssim(reference, output, data_range=DATA_RANGE, with_ssim=True)
+            self.ssim.append(single.numpy())
+            self.ms_ssim.append(multi.numpy())
+        else:
+            self.ssim.append(ssim(reference, output, data_range=DATA_RANGE).numpy())
+            self.ms_ssim.append(None)
         self.lo, self.hi = min(self.lo, float(output.min())), max(self.hi, float(output.max()))
         return self
 

@@ -50,6 +50,9 @@ from posthoc_vq.run import Run
 
 N_IMAGES = 8
 INTERPOLATION_STEPS = 9
+#: pixels per image row of the report (fixed images, interpolation strip): photographs get fewer of each (at least 2 images,
+#: 3 steps) so that a report of full-size Kodak images is not dozens of extra decodes; 28x28 to 256x256 images keep 8 and 9
+SAMPLE_PIXELS = 2**20
 FORMAT = "1"
 
 
@@ -60,6 +63,12 @@ def fixed_indices(labels: np.ndarray, n: int = N_IMAGES) -> np.ndarray:
     taken = set(first)
     rest = [i for i in range(len(labels)) if i not in taken][: max(0, n - len(first))]
     return np.asarray(first + rest, dtype=np.int64)
+
+
+def sample_counts(pixels_per_image: int) -> tuple[int, int]:
+    """(fixed images, interpolation steps) of the report's samples for images of ``pixels_per_image`` (:data:`SAMPLE_PIXELS`)."""
+    fits = SAMPLE_PIXELS // max(1, int(pixels_per_image))
+    return max(2, min(N_IMAGES, fits)), max(3, min(INTERPOLATION_STEPS, fits))
 
 
 def code_counts(codes: np.ndarray, labels: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +114,7 @@ def codebook_samples(model: Any, codebook: Any, latents: LatentSet, x_fixed: tor
     ``latents`` are the whole split's latents of the kind the codebook was fitted on, with their labels; ``x_fixed`` the
     fixed images (n, C, H, W), images ``idx`` of the split.
     """
-    mu = encode_split(model, x_fixed, "mu").numpy()
+    mu = latents.values[idx] if latents.kind == "mu" else encode_split(model, x_fixed, "mu").numpy()  # not encoded twice
     path = linear_paths(mu[:1], mu[-1:], steps)  # (1, S, *L): the continuous strip's path
     tokens, path_tokens = latents.tokens(), to_tokens(path[0])
     ends = latents.labels[idx]
@@ -148,20 +157,21 @@ def write_samples(run_dir: str | Path | Run, split: str = "test", *, codebook: s
         splits = splits or load_run_splits(run.root, data_dir)
         labels = np.asarray(splits.split(split).labels, dtype=np.int64)
         x = split_images(splits, split)
-        idx = fixed_indices(labels)
-        info = {"format": FORMAT, "split": split, "model_sha256": meta["sha256"], "n_images": str(len(idx)), "steps": str(INTERPOLATION_STEPS)}
+        n_images, steps = sample_counts(x.shape[-2] * x.shape[-1])
+        idx = fixed_indices(labels, n_images)
+        info = {"format": FORMAT, "split": split, "model_sha256": meta["sha256"], "n_images": str(len(idx)), "steps": str(steps)}
         with torch.no_grad():
             if codebook is not None:
                 estimator, cb_meta = open_codebook(run, codebook)
                 latents = run_latents(run.root, split, cb_meta.get("latents", "mu"), seed=cb_meta.get("latent_seed") or 0, splits=splits, model=model)
-                tensors = codebook_samples(model, estimator, latents, x[idx], idx)
+                tensors = codebook_samples(model, estimator, latents, x[idx], idx, steps)
                 info |= {"kind": "codebook", "codebook": codebook, "artifact_sha256": cb_meta["sha256"], "method": str(cb_meta.get("method"))}
             elif weights is not None:
                 qmodel, record = open_compressed(run, weights)
                 tensors = weights_samples(qmodel, x[idx], idx)
                 info |= {"kind": "weights", "weights": weights, "artifact_sha256": record["sha256"], "bits": str(record["weights"]["bits"])}
             else:
-                tensors = continuous_samples(model, x, labels, idx)
+                tensors = continuous_samples(model, x, labels, idx, steps)
                 info |= {"kind": "continuous"}
         save_tensors(path, tensors, metadata=info)
     return path

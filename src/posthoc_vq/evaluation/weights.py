@@ -24,7 +24,7 @@ from posthoc_vq.audit import audit
 from posthoc_vq.evaluation.generation import quantize_latents
 from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, run_header, split_images
 from posthoc_vq.io import write_json
-from posthoc_vq.latents import encode_split, load_run_splits, to_tokens
+from posthoc_vq.latents import encode_split, load_run_splits, run_continuous_output, run_latents, to_tokens
 from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
@@ -62,7 +62,13 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
     splits = load_run_splits(run.root, data_dir)
     x = split_images(splits, split)
     model, qmodel = model.to(device), qmodel.to(device)
-    mu, mu_q = encode_split(model, x, "mu", device=device), encode_split(qmodel, x, "mu", device=device)  # on CPU
+    if "+" in split:
+        mu = encode_split(model, x, "mu", device=device)
+        x_fp = decode(model, mu, device=device)
+    else:  # the fp32 model's latents and output as every codebook evaluation has them: cached, not computed again
+        latents = run_latents(run.root, split, "mu", splits=splits, model=model, device=device)
+        mu, x_fp = torch.from_numpy(latents.values), run_continuous_output(run.root, split, latents, model, device=device)
+    mu_q = encode_split(qmodel, x, "mu", device=device)  # on CPU
     result: dict[str, Any] = {
         **run_header(run, config, meta, split),
         "weights": name,
@@ -71,7 +77,7 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
         "layers": record["layers"],
         "latents": "mu",
         "latent_mse": float(torch.mean((mu - mu_q) ** 2)),
-        **compare_outputs(x, decode(model, mu, device=device), decode(qmodel, mu_q, device=device)),
+        **compare_outputs(x, x_fp, decode(qmodel, mu_q, device=device)),
         "device": str(device),
     }
     if codebook is not None:

@@ -345,35 +345,60 @@ def ssim(
     out = torch.empty(n, dtype=torch.float64, device=x.device)
     if n == 0:
         return out
-    band_h, band_w = _band_matrices(h, w, sig, radius, x.device)
+    gaussian = _ValidGaussian(h, w, sig, radius, x.device)
 
     step = _chunk_size(x, batch_size)
     for start in range(0, n, step):
         xs = x[start : start + step].to(torch.float64)
         ys = y[start : start + step].to(torch.float64)
-        out[start : start + step], _ = _ssim_and_cs(xs, ys, band_h, band_w, c1, c2)
+        out[start : start + step], _ = _ssim_and_cs(xs, ys, gaussian, c1, c2)
     return out
 
 
-def _band_matrices(
-    h: int, w: int, sigma: float, radius: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(band_h, band_w)`` of the separable valid Gaussian filter of an ``h x w`` image.
+#: output pixels per tile of the banded filter on a long side (see :class:`_ValidGaussian`)
+_FILTER_TILE = 64
 
-    ``band_h @ img @ band_w`` is the Gaussian-filtered image on its valid
-    region, ``(h - 2 radius, w - 2 radius)``.
+
+class _ValidGaussian:
+    """The separable 'valid' Gaussian filter of ``h x w`` images: ``f(v)`` maps (..., h, w) to (..., h - 2r, w - 2r).
+
+    Each axis is one matrix product with a banded matrix (output ``j`` = the taps over inputs ``j .. j + 2r``). On a
+    side longer than ``2 * _FILTER_TILE`` the band is applied tile by tile: the side is cut into tiles of
+    ``_FILTER_TILE`` outputs, each reading its ``_FILTER_TILE + 2r`` inputs, all tiles through the same small band
+    matrix. That is the same sum per output pixel, at ``2 (_FILTER_TILE + 2r)`` instead of ``2 side`` FLOPs: about
+    7x fewer at Kodak size (768x512), while 28x28 or 32x32 images keep the single product.
     """
-    g = _gaussian_kernel1d(sigma, radius, device)
-    band_w = _valid_band_matrix(w, g)  # (W, W - 2r): filters along W (right-multiply)
-    band_h = _valid_band_matrix(h, g).T.contiguous()  # (H - 2r, H): along H (left-multiply)
-    return band_h, band_w
+
+    def __init__(self, h: int, w: int, sigma: float, radius: int, device: torch.device):
+        self.taps = _gaussian_kernel1d(sigma, radius, device)
+        k = self.taps.numel()
+        self.tiled_h, self.tiled_w = h > 2 * _FILTER_TILE, w > 2 * _FILTER_TILE
+        self.tile_band = _valid_band_matrix(_FILTER_TILE + k - 1, self.taps)  # (T + k - 1, T), right-multiplies tiles
+        self.band_w = _valid_band_matrix(w, self.taps) if not self.tiled_w else None  # right-multiply along W
+        self.band_h = _valid_band_matrix(h, self.taps).T.contiguous() if not self.tiled_h else None  # left-multiply along H
+
+    def _along_last(self, v: torch.Tensor) -> torch.Tensor:
+        """(..., side) -> (..., side - k + 1) by tiles: the overlapping input windows (zero-padded past the end, which only
+        outputs past the valid length read) gathered into one (rows, T + k - 1) matrix, times the tile band."""
+        k = self.taps.numel()
+        valid = v.shape[-1] - k + 1
+        n_tiles = -(-valid // _FILTER_TILE)
+        v = F.pad(v, (0, n_tiles * _FILTER_TILE + k - 1 - v.shape[-1]))
+        tiles = v.unfold(-1, _FILTER_TILE + k - 1, _FILTER_TILE)  # (..., n_tiles, T + k - 1), a strided view
+        out = torch.mm(tiles.reshape(-1, tiles.shape[-1]), self.tile_band)  # one copy, one matrix product
+        return out.view(*tiles.shape[:-2], n_tiles * _FILTER_TILE)[..., :valid]
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        v = self._along_last(v) if self.tiled_w else torch.matmul(v, self.band_w)
+        if self.tiled_h:
+            return self._along_last(v.transpose(-1, -2)).transpose(-1, -2)
+        return torch.matmul(self.band_h, v)
 
 
 def _ssim_and_cs(
     xs: torch.Tensor,
     ys: torch.Tensor,
-    band_h: torch.Tensor,
-    band_w: torch.Tensor,
+    gaussian: _ValidGaussian,
     c1: float,
     c2: float,
     *,
@@ -390,7 +415,7 @@ def _ssim_and_cs(
     """
     stack = torch.stack((xs, ys, xs * xs, ys * ys, xs * ys))  # (5, b, C, H, W)
     # separable 'valid' Gaussian filtering: (5, b, C, H - 2r, W - 2r)
-    ux, uy, uxx, uyy, uxy = torch.matmul(band_h, torch.matmul(stack, band_w))
+    ux, uy, uxx, uyy, uxy = gaussian(stack)
     del stack
     vx = uxx - ux * ux
     vy = uyy - uy * uy
@@ -424,7 +449,8 @@ def ms_ssim(
     data_range: float = DATA_RANGE,
     *,
     batch_size: int | None = None,
-) -> torch.Tensor:
+    with_ssim: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-image multi-scale structural similarity (MS-SSIM, Wang et al. 2003).
 
     Five scales; scale 1 is the full image, each next one the previous one
@@ -470,11 +496,16 @@ def ms_ssim(
     batch_size : int, optional
         Images per chunk; by default chosen automatically as for :func:`ssim`
         (one Kodak image, 3x512x768, per chunk). Does not change the result.
+    with_ssim : bool, default False
+        Also return the full-scale mean SSIM, which MS-SSIM computes on the way: the same window (11 px, sigma 1.5)
+        and valid-pixel average as :func:`ssim` with its defaults, so equal to ``ssim(x, y, data_range)``
+        without filtering the full-size images twice.
 
     Returns
     -------
     torch.Tensor
-        Shape ``(N,)``, float64 (unitless, in ``[0, 1]``), on the input device.
+        Shape ``(N,)``, float64 (unitless, in ``[0, 1]``), on the input device; with ``with_ssim``, the pair
+        ``(ms_ssim, ssim)``.
 
     Raises
     ------
@@ -494,13 +525,12 @@ def ms_ssim(
     c1 = (_K1 * data_range) ** 2
     c2 = (_K2 * data_range) ** 2
     out = torch.empty(n, dtype=torch.float64, device=x.device)
+    full_scale_ssim = torch.empty(n, dtype=torch.float64, device=x.device)
     if n == 0:
-        return out
+        return (out, full_scale_ssim) if with_ssim else out
     radius = (_MS_SSIM_WIN - 1) // 2
     n_scales = len(MS_SSIM_WEIGHTS)
-    bands = [
-        _band_matrices(h >> s, w >> s, _MS_SSIM_SIGMA, radius, x.device) for s in range(n_scales)
-    ]
+    filters = [_ValidGaussian(h >> s, w >> s, _MS_SSIM_SIGMA, radius, x.device) for s in range(n_scales)]
     weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64, device=x.device)
 
     step = _chunk_size(x, batch_size)
@@ -508,13 +538,15 @@ def ms_ssim(
         xs = x[start : start + step].to(torch.float64)
         ys = y[start : start + step].to(torch.float64)
         terms = []
-        for s, (band_h, band_w) in enumerate(bands):
+        for s, gaussian in enumerate(filters):
             last = s == n_scales - 1
-            ssim_mean, cs_mean = _ssim_and_cs(xs, ys, band_h, band_w, c1, c2, with_cs=not last)
+            ssim_mean, cs_mean = _ssim_and_cs(xs, ys, gaussian, c1, c2, with_cs=not last)
             terms.append(ssim_mean if last else cs_mean)
+            if s == 0:
+                full_scale_ssim[start : start + step] = ssim_mean
             if not last:
                 xs = F.avg_pool2d(xs, 2)
                 ys = F.avg_pool2d(ys, 2)
         stacked = torch.stack(terms).clamp(min=0.0)  # (scales, b)
         out[start : start + step] = stacked.pow(weights.unsqueeze(1)).prod(dim=0)
-    return out
+    return (out, full_scale_ssim) if with_ssim else out
