@@ -686,19 +686,22 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quality_ladder(item: str) -> tuple[str, list[int]]:
+    """``CODEC=Q,Q,...`` (``--qualities``) as (codec, [Q, ...])."""
+    codec, sep, values = item.partition("=")
+    try:
+        if sep:
+            return codec.strip(), [int(q) for q in values.split(",")]
+    except ValueError:
+        pass
+    raise ConfigError(f"--qualities {item!r}: expected CODEC=Q,Q,... with integer qualities, e.g. jpeg=1,3,5,10,20")
+
+
 def _cmd_codecs(args: argparse.Namespace) -> int:
     from posthoc_vq.api import compare_codecs
 
     codecs = [c.strip() for c in args.codecs.split(",")] if args.codecs else None
-    qualities = {}
-    for item in args.qualities:
-        codec, sep, values = item.partition("=")
-        try:
-            qualities[codec.strip()] = [int(q) for q in values.split(",")] if sep else None
-        except ValueError:
-            qualities[codec.strip()] = None
-        if qualities[codec.strip()] is None:
-            raise ConfigError(f"--qualities {item!r}: expected CODEC=Q,Q,... with integer qualities, e.g. jpeg=1,3,5,10,20")
+    qualities = dict(_quality_ladder(item) for item in args.qualities)
     with _progress(args) as progress:
         result = compare_codecs(args.target, split=args.split, out=args.out, codecs=codecs, n_images=args.n_images, n_boot=args.n_boot,
                                 data_dir=args.data_dir, progress=progress, with_runs=args.with_runs, qualities=qualities or None)
@@ -740,9 +743,10 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     _check_track(args)
     with _own_bars(args):
         claims = run_sweep(args.spec, out, executor=args.executor, workers=args.workers, address=args.address, data_dir=args.data_dir,
-                           progress=_bars(args), console=notes)
+                           progress=_bars(args), console=notes, only=args.only, device=args.device)
     _track_sweep(args, Path(out), claims)
-    _say(args, f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed)")
+    pending = f", {claims['n_pending']} not run yet (run the same command without --only to do them)" if claims.get("n_pending") else ""
+    _say(args, f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed{pending})")
     _say(args, "verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
     _say(args, f"wrote {Sweep(out).claims_md} and claims.json; query with `posthoc-vq results {out}`", highlight=False, soft_wrap=True)
     if claims["n_failed"]:
@@ -1106,6 +1110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", choices=("local", "process", "ray"))
     p.add_argument("--workers", type=int, default=2, help="processes (process) or CPUs of a local Ray cluster / threads per job (ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=V1[,V2]",
+                   help="run this slice of the grid now and leave the rest pending (e.g. data.name=mnist, arm=joint-vq,posthoc-b0.1); "
+                        "repeatable, every condition must hold")
+    p.add_argument("--device", default="cpu", help="where jobs train and evaluate: cpu (default), cuda, cuda:N, auto; recorded per cell")
     _add_data_dir(p)
     _add_track(p)
     p.set_defaults(func=_cmd_ablate)

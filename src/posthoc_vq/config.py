@@ -139,6 +139,8 @@ class TrainConfig(_Strict):
     early_stopping: bool = True
     patience: int = Field(3, ge=1, description="epochs without val improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="improvement needed, in val-loss units")
+    min_epochs: int = Field(0, ge=0, description="warm-up: epochs 1..min_epochs never count toward patience, so early stopping "
+                                                 "ends a run at epoch min_epochs + patience at the earliest (an unstable start is not judged)")
     grad_clip: float | None = Field(None, gt=0.0)
     threads: int = Field(2, ge=1)
     precision: Literal["fp32", "bf16", "auto"] = Field(

@@ -185,3 +185,17 @@ def test_threads_setting_is_honoured(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_warm_up_epochs_never_count_toward_patience(tmp_path):
+    # min_delta so large that no epoch after the first improves: early stopping fires as soon as it may
+    plain = train(config("train.epochs=20", "train.patience=2", "train.min_delta=1e9"), tmp_path / "plain", progress=False)
+    warm = train(config("train.epochs=20", "train.patience=2", "train.min_delta=1e9", "train.min_epochs=4"), tmp_path / "warm", progress=False)
+    assert (plain.epochs, plain.stop_reason) == (3, "early_stopping")
+    assert (warm.epochs, warm.stop_reason, warm.best_epoch) == (6, "early_stopping", 1)  # min_epochs + patience, not earlier
+    history = json.loads((tmp_path / "warm" / "history.json").read_text())
+    assert [r["improved"] for r in history] == [True] + [False] * 5
+    # the warm-up may change on resume (it is read as training goes): a longer one lets the stopped run go on
+    more = train(config("train.epochs=20", "train.patience=2", "train.min_delta=1e9", "train.min_epochs=7"), tmp_path / "warm",
+                 resume=True, progress=False)
+    assert more.epochs == 9 and json.loads((tmp_path / "warm" / "config.json").read_text())["train"]["min_epochs"] == 7

@@ -15,6 +15,7 @@ from posthoc_vq.quantize.compressed import compress_run
 from posthoc_vq.config import WeightsConfig
 from posthoc_vq.run import Run
 from posthoc_vq.train import train
+from posthoc_vq.codec.priors import PriorError, uniform_prior
 
 
 KINDS = {
@@ -97,3 +98,22 @@ def test_resumed_vq_training_reproduces_an_uninterrupted_run(tmp_path):
     a, b = (load_tensors(Run(tmp_path / n).checkpoint_dirs()[-1] / "model.safetensors") for n in ("straight", "resumed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any("embed_avg" in k for k in a)  # the EMA state is part of what was compared
+
+
+@pytest.mark.parametrize("levels, bits", [([8, 8, 8, 8, 8, 8, 4], 20.0), ([8] * 12 + [4, 4], 40.0)])
+def test_an_fsq_too_wide_to_list_is_evaluated_and_coded_where_a_table_fits(tmp_path, levels, bits):
+    # 2**20 codes: no context prior (the codes cannot be listed as vectors), but uniform and empirical bitstreams;
+    # 2**40 codes: no probability table at all, and the result says the rate is nominal only
+    overrides = ["model.channels=[8,16]", "model.latent_dim=16", "model.quantizer=fsq", f"model.fsq_levels={levels}", "train.epochs=1"]
+    train(load_run_config("digits", overrides), tmp_path / "fsq", progress=False)
+    result = evaluate_continuous(tmp_path / "fsq")
+    rate = result["rate"]
+    assert result["bits_per_image"] == bits and rate["nominal_bits_per_image"] == pytest.approx(bits)
+    if bits == 20.0:
+        assert set(rate["priors"]) == {"uniform", "empirical"} and "not_coded" not in rate
+        header = rate["priors"]["uniform"]["header_bytes_mean"]
+        assert rate["priors"]["uniform"]["real_bytes_mean"] * 8 == pytest.approx(header * 8 + bits, abs=8)  # whole bytes of 20 bits
+    else:
+        assert rate["priors"] == {} and "too many for a probability table" in rate["not_coded"]
+        with pytest.raises(PriorError, match=r"2\^40\) are too many for a probability table"):
+            uniform_prior(2**40)

@@ -18,7 +18,7 @@ from posthoc_vq.experiments.spec import load_sweep_spec
 
 # what the repository ships; a preset or spec that goes missing from the package (or from the wheel) fails here
 SHIPPED_PRESETS = ["celeba", "cifar-10", "cifar-10-jpeg", "cifar-10-jpeg-spatial", "digits", "fashion-mnist", "fashion-mnist-spatial", "mnist"]
-SHIPPED_ABLATIONS = ["cross-dataset", "latent-dim", "latent-dim-cifar-10-jpeg", "posthoc-vs-joint", "precision", "smoke"]
+SHIPPED_ABLATIONS = ["cross-dataset", "latent-dim", "latent-dim-cifar-10-jpeg", "posthoc-vs-joint", "posthoc-vs-joint-full", "precision", "smoke"]
 
 
 @pytest.fixture(autouse=True)

@@ -103,7 +103,7 @@ class TAEF2(VAEBase):
     ``decode`` gives images in [0, 1] (the raw output clamped), ``decode_logits`` the raw output.
 
     Fully convolutional: the latent grid follows the image, so ``latent_shape`` is None (taken from the latents).
-    Inputs run through the network in channels-last memory layout (oneDNN's fast path on CPU: about 1.4x faster at Kodak
+    Inputs run through the network in channels-last memory layout (oneDNN's fast path on CPU: 1.2-1.5x faster at Kodak
     size than NCHW, bench/taef2_kodak.py); outputs are returned contiguous (NCHW), as every other model's.
     """
 

@@ -40,6 +40,7 @@ PRIOR_KINDS = ("uniform", "empirical", "context")
 ALPHAS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
 EMPIRICAL_FLOOR = 0.5
 DEFAULT_GROUPS = 16
+MAX_TABLE_CODES = 2**24  # a prior is a probability table over the codes: 128 MiB of float64 per stage at most
 
 
 class PriorError(ValueError):
@@ -235,7 +236,14 @@ def _decode_context(coder, prior: Prior, out: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------- fitting
+def _check_table(n_codes: int) -> None:
+    if n_codes > MAX_TABLE_CODES:
+        raise PriorError(f"{n_codes} codes (2^{np.log2(n_codes):.0f}) are too many for a probability table (at most 2^24); "
+                         "a quantizer this wide has no prior, and its rate is the nominal one")
+
+
 def uniform_prior(n_codes: int, n_stages: int = 1) -> Prior:
+    _check_table(n_codes)
     return Prior("uniform", np.full((n_stages, 1, n_codes), 1.0 / n_codes), info={"n_codes": n_codes})
 
 
@@ -246,6 +254,7 @@ def _stage_counts(codes: np.ndarray, n_codes: int) -> np.ndarray:
 def empirical_prior(codes: np.ndarray, n_codes: int, floor: float = EMPIRICAL_FLOOR) -> Prior:
     """Each stage's code frequencies in ``codes`` (N, h, w, M), ``floor`` added to every count."""
     codes = _check_codes(codes)
+    _check_table(n_codes)
     counts = _stage_counts(codes, n_codes) + floor
     return Prior("empirical", (counts / counts.sum(1, keepdims=True))[:, None, :], info={"floor": floor, "n_fit_codes": int(codes.size)})
 

@@ -33,7 +33,7 @@ import torch
 
 from posthoc_vq.codec import bitstream
 from posthoc_vq.codec.bitstream import BitstreamError, Header
-from posthoc_vq.codec.priors import PRIOR_KINDS, Prior
+from posthoc_vq.codec.priors import MAX_TABLE_CODES, PRIOR_KINDS, Prior
 from posthoc_vq.errors import ConfigError, NotFoundError
 from posthoc_vq.io import read_json
 from posthoc_vq.evaluation.reconstruction import decode
@@ -62,7 +62,7 @@ def downsampling_of(model: Any) -> int | None:
 def ensure_priors(run: Run, folder: Path, codebook: CodebookEstimator, cb_meta: dict[str, Any]) -> None:
     """Fit and store the priors of a codebook saved without them (before priors existed, by a fine-tune, or a trained
     quantizer's), on its fit set, into ``folder``."""
-    if has_priors(folder):
+    if has_priors(folder) or codebook.n_codes > MAX_TABLE_CODES:  # too wide for a probability table: no prior to fit
         return
     folder.mkdir(parents=True, exist_ok=True)
     latents = run_latents(run.root, cb_meta["fit_on"], cb_meta["latents"], seed=cb_meta.get("latent_seed") or 0)
@@ -92,7 +92,8 @@ class RunCodec:
 
     @property
     def n_stages(self) -> int:
-        return len(stage_codebooks(self.codebook))
+        # a quantizer's own count where it has one: an FSQ with more than MAX_CODE_VECTORS codes cannot list them as vectors
+        return int(getattr(self.codebook, "n_stages", 0)) or len(stage_codebooks(self.codebook))
 
     @property
     def downsampling(self) -> int | None:
@@ -262,6 +263,8 @@ def rate_fields(codec_parts: tuple[str, str, tuple[int, int, int], tuple[int, in
     out: dict[str, Any] = {
         "pixels_per_image": pixels, "nominal_bits_per_image": float(nominal), "nominal_bpp": float(nominal / pixels), "n_images": n, "priors": {},
     }
+    if n_codes > MAX_TABLE_CODES:
+        out["not_coded"] = f"{n_codes} codes are too many for a probability table (at most 2^24): no bitstream, the rate is nominal only"
     for kind, prior in priors.items():
         ideal = prior.ideal_bits(codes)
         files = [bitstream.write(Header(model_sha, cb_sha, kind, prior.sha256[:16], image_shape, grid), codes[i : i + 1], prior) for i in range(n)]

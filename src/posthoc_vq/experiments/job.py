@@ -36,7 +36,7 @@ def _quality(block: dict[str, Any]) -> dict[str, float]:
     return {"psnr_db": block["psnr_db"]["mean"], "ssim": block["ssim"]["mean"], "mse": block["mse"]["mean"]}
 
 
-def _ensure_trained(run: RunConfig, run_dir: Path) -> None:
+def _ensure_trained(run: RunConfig, run_dir: Path, device: str | None = None) -> None:
     from rich.console import Console
 
     from posthoc_vq.train import train
@@ -44,7 +44,7 @@ def _ensure_trained(run: RunConfig, run_dir: Path) -> None:
     r = Run(run_dir)
     if r.summary_file.exists():
         return
-    train(run, run_dir, resume=r.exists(), progress=False, console=Console(quiet=True))
+    train(run, run_dir, resume=r.exists(), progress=False, console=Console(quiet=True), device=device or "cpu")
 
 
 def _reuse(path: Path) -> dict[str, Any] | None:
@@ -57,7 +57,7 @@ def _reuse(path: Path) -> dict[str, Any] | None:
 
 def evaluate_cell(
     run_dir: Path, cell: dict[str, Any], cont: dict[str, Any], split: str, data_dir: str | None,
-    perceptual: list[str] | None = None, features: str | None = None,
+    perceptual: list[str] | None = None, features: str | None = None, device: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of one cell (codebook x weight bits) of a trained run; returns metrics and artifact paths."""
     from posthoc_vq.evaluation import evaluate_codebook
@@ -72,15 +72,15 @@ def evaluate_cell(
     if q is not None:
         codebook = q.default_name()
         if codebook not in list_codebooks(run_dir):
-            fit_codebook_for_run(run_dir, q, data_dir=data_dir)
+            fit_codebook_for_run(run_dir, q, data_dir=data_dir, device=device)
         else:
             _check_same_codebook(run_dir, codebook, q)
     if cell.get("finetune"):  # the rest of the cell evaluates the fine-tuned run (a sibling run directory)
-        run_dir = _finetuned(run_dir, codebook, q, FinetuneConfig(**cell["finetune"]), data_dir)
+        run_dir = _finetuned(run_dir, codebook, q, FinetuneConfig(**cell["finetune"]), data_dir, device)
     artifacts: dict[str, Any] = {"run_dir": str(run_dir), "codebook": codebook, "weights": None}
     if w.bits == 32:
         path = Run(run_dir).eval_file(split, codebook=codebook)
-        result = (_reuse(path) or evaluate_codebook(run_dir, codebook, split=split, data_dir=data_dir)) if codebook else cont
+        result = (_reuse(path) or evaluate_codebook(run_dir, codebook, split=split, data_dir=data_dir, device=device)) if codebook else cont
         block, reference = (result["quantized"] if codebook else result["continuous"]), result["continuous"]
         warnings = result["warnings"]
         if codebook:
@@ -159,7 +159,7 @@ def _compute(block: dict[str, Any] | None) -> dict[str, Any]:
     return {"compute_seconds": total.get("wall_seconds"), "optimizer_steps": total.get("optimizer_steps"), "images_seen": total.get("images_seen")}
 
 
-def _finetuned(run_dir: Path, codebook: str, q: QuantizeConfig, ft: FinetuneConfig, data_dir: str | None) -> Path:
+def _finetuned(run_dir: Path, codebook: str, q: QuantizeConfig, ft: FinetuneConfig, data_dir: str | None, device: str | None = None) -> Path:
     """The run whose decoder was fine-tuned on ``codebook``'s latents (made once, resumed if interrupted)."""
     from posthoc_vq.train import finetune
 
@@ -167,13 +167,20 @@ def _finetuned(run_dir: Path, codebook: str, q: QuantizeConfig, ft: FinetuneConf
     target = Sweep.finetune_run(run_dir, key)
     if not target.summary_file.exists():
         finetune(run_dir, codebook, target.root, epochs=ft.epochs, part=ft.part, lr=ft.lr, patience=ft.patience, min_delta=ft.min_delta,
-                 resume=target.exists(), data_dir=data_dir, progress=False)
+                 resume=target.exists(), data_dir=data_dir, progress=False, device=device or "cpu")
     return target.root
+
+
+def _trained_on(run_dir: Path) -> str | None:
+    """The device the run's last training invocation used (its summary's ``device``), e.g. 'cpu' or 'cuda:0'."""
+    from posthoc_vq.io import read_json
+
+    return read_json(Run(run_dir).summary_file, what="training summary").get("device")
 
 
 def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
     """Run one job (see module docstring). ``task`` keys: sweep_dir, train_key, run (RunConfig dict),
-    cells (list of {cell_id, quantize, weights}), split, threads, data_dir.
+    cells (list of {cell_id, quantize, weights}), split, threads, data_dir, device (None: CPU).
 
     Returns one ``{cell_id, metrics, artifacts, seconds}`` or ``{cell_id, error}`` per cell.
     """
@@ -185,19 +192,21 @@ def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
     run_dir = Sweep(task["sweep_dir"]).run(task["train_key"]).root
     with Run.create(run_dir).lock("ablate job"):  # one writer per run: a second sweep driver fails here, never mixes models
         start = time.perf_counter()
-        _ensure_trained(run, run_dir)
-        cont = _reuse(Run(run_dir).eval_file(task["split"])) or evaluate_continuous(run_dir, split=task["split"], data_dir=task["data_dir"])
+        device = task.get("device")
+        _ensure_trained(run, run_dir, device)
+        cont = _reuse(Run(run_dir).eval_file(task["split"])) or evaluate_continuous(run_dir, split=task["split"], data_dir=task["data_dir"], device=device)
         ensure_samples(run_dir, task["split"], data_dir=task["data_dir"])  # the report's images, stored beside the result
         shared = {
             "converged": cont["training"].get("converged"), "trained_steps": cont["model"].get("trained_steps"),
             "epochs": cont["training"].get("epochs"), "best_epoch": cont["training"].get("best_epoch"), "protocol": protocol_key(run),
+            "device": _trained_on(run_dir),
         }
         train_seconds = time.perf_counter() - start
         out = []
         for cell in task["cells"]:
             tic = time.perf_counter()
             try:
-                res = evaluate_cell(run_dir, cell, cont, task["split"], task["data_dir"], task.get("perceptual"), task.get("features"))
+                res = evaluate_cell(run_dir, cell, cont, task["split"], task["data_dir"], task.get("perceptual"), task.get("features"), device)
             except Exception:  # one failing cell must not lose the others of the job
                 out.append({"cell_id": cell["cell_id"], "error": traceback.format_exc()})
                 continue

@@ -5,6 +5,8 @@ one run directory per training config, claims).
 
 Re-running the same command resumes: done cells are skipped, interrupted and failed ones
 are retried, finished trainings are reused and interrupted ones resumed from checkpoints.
+``only`` runs a slice of the grid now (``data.name=mnist``, ``arm=joint-vq,posthoc-b0.1``) and leaves
+the rest pending for a later invocation; the claims are judged on every cell done so far.
 """
 
 from __future__ import annotations
@@ -27,15 +29,40 @@ from posthoc_vq.run import Sweep
 from posthoc_vq.provenance import provenance
 
 
-def plan_tasks(spec: SweepSpec, sweep_dir: Path, todo: set[str], data_dir: str | None) -> list[dict[str, Any]]:
-    """One task per training config that still has cells to do, carrying only those cells."""
+def slice_conditions(spec: SweepSpec, only: list[str]) -> dict[str, list[Any]]:
+    """``KEY=V1,V2`` conditions (repeatable; all must hold) as axis -> allowed values, checked against the grid's axes
+    and their values before any work, so a typo fails at once instead of running nothing."""
+    conditions: dict[str, list[Any]] = {}
+    for item in only:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not raw:
+            raise ConfigError(f"--only '{item}' must look like axis=value or axis=value1,value2, e.g. data.name=mnist or arm=joint-vq,posthoc-b0.1")
+        if key not in spec.axes:
+            raise ConfigError(f"--only: '{key}' is not an axis of sweep '{spec.name}'; its axes are {', '.join(spec.axes)}")
+        known = {str(v): v for v in spec.axes[key]}
+        unknown = [v for v in raw.split(",") if v.strip() not in known]
+        if unknown:
+            raise ConfigError(f"--only: {key} has no value {', '.join(unknown)}; its values are {', '.join(known)}")
+        values = [known[v.strip()] for v in raw.split(",")]
+        conditions[key] = [v for v in conditions[key] if v in values] if key in conditions else values
+    return conditions
+
+
+def in_slice(axes: dict[str, Any], conditions: dict[str, list[Any]]) -> bool:
+    return all(axes.get(k) in values for k, values in conditions.items())
+
+
+def plan_tasks(spec: SweepSpec, sweep_dir: Path, todo: set[str], data_dir: str | None, only: dict[str, list[Any]] | None = None,
+               device: str | None = None) -> list[dict[str, Any]]:
+    """One task per training config that still has cells to do (in the slice ``only``), carrying only those cells."""
     groups: dict[str, dict[str, Any]] = {}
     for cell in expand(spec):
-        if cell.cell_id not in todo:
+        if cell.cell_id not in todo or not in_slice(cell.axes, only or {}):
             continue
         task = groups.setdefault(cell.train_key, {
             "sweep_dir": str(sweep_dir), "train_key": cell.train_key, "split": spec.split, "threads": spec.threads,
-            "data_dir": data_dir, "cells": [], "features": spec.features,
+            "data_dir": data_dir, "cells": [], "features": spec.features, "device": device,
             "perceptual": [m for m in spec.compare.metrics if m in PERCEPTUAL],
             "run": cell.run.model_copy(update={"data": cell.run.data.model_copy(update={"data_dir": data_dir})}).model_dump(mode="json")
             if data_dir else cell.run.model_dump(mode="json"),
@@ -77,18 +104,29 @@ def check_extras(spec: SweepSpec, executor: str) -> None:
 
 def run_sweep(
     spec_path: str | Path, out_dir: str | Path, *, executor: str = "local", workers: int = 2, address: str | None = None,
-    data_dir: str | None = None, progress: bool = True, console: Console | None = None,
+    data_dir: str | None = None, progress: bool = True, console: Console | None = None, only: list[str] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a sweep; writes the database, the claims and returns the claims dict plus counts."""
+    """Run (or resume) a sweep; writes the database, the claims and returns the claims dict plus counts.
+
+    ``only``: ``KEY=V1,V2`` conditions on the axes (:func:`slice_conditions`): run that slice now, leave the rest pending.
+    ``device``: where the jobs train, encode and decode (:func:`~posthoc_vq.devices.resolve_device`; default CPU);
+    each cell records the device its model trained on (``device``), so CPU and GPU cells can be told apart.
+    """
     spec = load_sweep_spec(spec_path)
     check_extras(spec, executor)
+    conditions = slice_conditions(spec, only or [])
+    if device not in (None, "cpu"):
+        from posthoc_vq.devices import resolve_device
+
+        device = str(resolve_device(device))  # an unavailable device fails here, before any work
     sweep_dir = Path(out_dir)
     with Sweep(sweep_dir).lock("ablate"):  # one driver per sweep folder; a second fails at once naming the first
-        return _run_locked(spec, sweep_dir, executor, workers, address, data_dir, progress, console)
+        return _run_locked(spec, sweep_dir, executor, workers, address, data_dir, progress, console, conditions, device)
 
 
 def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, address: str | None, data_dir: str | None,
-                progress: bool, console: Console | None) -> dict[str, Any]:
+                progress: bool, console: Console | None, only: dict[str, list[Any]], device: str | None) -> dict[str, Any]:
     _check_same_spec(sweep_dir, spec)
     cells = expand(spec)
     sweep = Sweep(sweep_dir)
@@ -97,7 +135,7 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, a
     store = ResultStore(sweep.db_file)
     try:
         store.register((c.cell_id, c.train_key, c.axes) for c in cells)
-        tasks = plan_tasks(spec, sweep_dir, store.todo(), data_dir)
+        tasks = plan_tasks(spec, sweep_dir, store.todo(), data_dir, only, device)
         n_todo = sum(len(t["cells"]) for t in tasks)
         failed = 0
         if tasks:
@@ -130,7 +168,8 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, a
     finally:
         store.close()
     claims = make_claims(rows, spec.compare)
-    claims |= {"sweep": spec.name, "n_cells": len(cells), "n_failed": sum(r["status"] == "failed" for r in rows), "ran_now": n_todo}
+    claims |= {"sweep": spec.name, "n_cells": len(cells), "n_failed": sum(r["status"] == "failed" for r in rows), "ran_now": n_todo,
+               "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
     write_claims(sweep_dir, claims, spec)
     return claims
 

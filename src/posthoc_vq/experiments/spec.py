@@ -147,6 +147,8 @@ def portable(run: RunConfig) -> dict[str, Any]:
     """The run config without machine-specific paths."""
     data = run.model_dump(mode="json")
     data["data"].pop("data_dir", None)
+    if not data["train"]["min_epochs"]:  # absent at its default, so sweeps from before the warm-up keep their keys and cell ids
+        del data["train"]["min_epochs"]
     return data
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from posthoc_vq.codec import tensorfile
-from posthoc_vq.codec.priors import DEFAULT_GROUPS, PRIOR_KINDS, Prior, PriorError, context_prior, empirical_prior, uniform_prior
+from posthoc_vq.codec.priors import DEFAULT_GROUPS, MAX_TABLE_CODES, PRIOR_KINDS, Prior, PriorError, context_prior, empirical_prior, uniform_prior
 from posthoc_vq.errors import CheckpointError, NotFoundError
 from posthoc_vq.quantize.latent.base import CodebookEstimator
 
@@ -50,8 +50,11 @@ def code_groups(estimator: CodebookEstimator, n_groups: int = DEFAULT_GROUPS) ->
 
 
 def fit_priors(estimator: CodebookEstimator, codes: np.ndarray) -> dict[str, Prior]:
-    """Every prior that applies to a codebook, fitted on its fit set's codes (N, h, w, M)."""
+    """Every prior that applies to a codebook, fitted on its fit set's codes (N, h, w, M); none for more than
+    :data:`~posthoc_vq.codec.priors.MAX_TABLE_CODES` codes (an FSQ of 40 bits), whose rate stays nominal."""
     k = estimator.n_codes
+    if k > MAX_TABLE_CODES:
+        return {}
     priors = {"uniform": uniform_prior(k, codes.shape[3]), "empirical": empirical_prior(codes, k)}
     if codes.shape[1] * codes.shape[2] > 1 and k <= 2**16:
         priors["context"] = context_prior(codes, k, code_groups(estimator))

@@ -97,7 +97,9 @@ def claims_markdown(claims: dict[str, Any], spec: Any) -> str:
     ``spec`` is the sweep's :class:`~posthoc_vq.experiments.spec.SweepSpec` (its name, split and compare settings).
     """
     c = spec.compare
-    compared = (f"{claims.get('n_done', '?')} of {claims.get('n_cells', '?')} cells done ({claims.get('n_failed', 0)} failed). "
+    pending = (f", {claims['n_pending']} not run yet: the verdicts rest on the cells done so far, and a slice with too few "
+               "is judged insufficient evidence") if claims.get("n_pending") else ""
+    compared = (f"{claims.get('n_done', '?')} of {claims.get('n_cells', '?')} cells done ({claims.get('n_failed', 0)} failed{pending}). "
                 f"Compared axis `{c.axis}`" + (f" against `{c.reference}`" if c.reference is not None else " (all pairs)")
                 + f", paired by `{c.pair_by}`, {c.correction} correction per slice and metric, alpha {c.alpha}, on the {spec.split} split.")
     if c.margin:

@@ -20,7 +20,7 @@ from posthoc_vq.tracking import Tracker
 # how training goes on (a lower lr or gradient clipping is the remedy for a diverged run). A change
 # is recorded in the run: in history.json/.csv at the first epoch trained with it, and in
 # config_changes.json beside the original config; config.json holds the config now in force.
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "lr"), ("train", "grad_clip")}
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "patience"), ("train", "min_epochs"), ("train", "lr"), ("train", "grad_clip")}
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, console: Console | None = None,
@@ -29,7 +29,7 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
 
     A run directory that already holds a run is refused unless ``resume`` is set.
     On resume the saved config is used; ``config`` may differ from it only in the
-    keys of :data:`RESUMABLE_CHANGES` (``train.epochs``, ``train.patience``,
+    keys of :data:`RESUMABLE_CHANGES` (``train.epochs``, ``train.patience``, ``train.min_epochs``,
     ``train.lr``, ``train.grad_clip``), which then apply from the next epoch on.
     When the run has no checkpoint yet, resuming starts it over with ``config``.
     ``tracker`` (:mod:`posthoc_vq.tracking`) gets the resolved config and each epoch's metrics.

@@ -287,6 +287,8 @@ class Trainer:
             changes = self._resume_changes(trained)
             if changes:
                 self._apply_resume_changes(changes)
+                if "train.min_epochs" in changes:  # the epochs after the best one that the new warm-up does not cover
+                    bad_epochs = max(0, state["epoch"] - max(best_epoch, t.min_epochs))
                 record_config_changes(self.run, trained, start_epoch, state["epoch"], changes)
                 self.console.print(f"changed from epoch {start_epoch} on: {format_changes(changes)}", highlight=False)
         self._write_run_files(resumed=ckpt is not None)
@@ -324,7 +326,7 @@ class Trainer:
                 if improved:
                     best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
                     save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step})
-                else:
+                elif epoch > t.min_epochs:  # the warm-up's epochs never count toward patience
                     bad_epochs += 1
                 if self.scheduler is not None:
                     self.scheduler.step(row["val_loss"]) if t.lr_schedule == "plateau" else self.scheduler.step()
