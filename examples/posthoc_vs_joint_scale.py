@@ -1,6 +1,7 @@
 """The scale question of issue 24: does the subset verdict on post-hoc vs joint training survive at full scale?
 
-Reads finished (or partly finished) sweeps, nothing is recomputed:
+Reads finished (or partly finished) sweeps; no model is trained or evaluated (the claims are judged from each
+sweep's database as `ablate` judges them, so a sweep still running shows the cells done so far):
   * the subset study `posthoc-vs-joint` (tiny family, 32-D latent, 8,000 train images): its committed claims.json;
   * the full-scale study `posthoc-vs-joint-full` (the presets' models, full train splits): one or more sweep
     folders, e.g. the CPU one and the GPU one (bench/gpu/posthoc_vs_joint_full.sh), each with its own claims.
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from posthoc_vq.experiments.claims import make_claims
+from posthoc_vq.experiments.spec import SweepSpec
 from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.io import atomic_write, read_json, write_json
 from posthoc_vq.run import Sweep
@@ -35,12 +38,43 @@ def verdicts(claims: dict[str, Any], metric: str = "psnr_db") -> dict[tuple[str,
     return {(c["slice"]["data.name"], c["slice"]["rate"], c["arm"].split("=", 1)[1]): c for c in claims["claims"] if c["metric"] == metric}
 
 
+def current_claims(sweep: Path) -> dict[str, Any]:
+    """The claims of the cells done so far, judged from the database as `ablate` judges them (also while a slice is running)."""
+    spec = SweepSpec.model_validate(read_json(Sweep(sweep).spec_file, what="sweep spec"))
+    store = ResultStore.open_existing(sweep)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    return make_claims(rows, spec.compare) | {"n_cells": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
+                                              "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
+
+
 def done_rows(sweep: Path) -> list[dict[str, Any]]:
     store = ResultStore.open_existing(sweep)
     try:
         return [r for r in store.rows() if r["status"] == "done"]
     finally:
         store.close()
+
+
+def convergence(sweep: Path) -> str:
+    """The audit of the protocol: how many of the done cells' models (and fine-tunes) early-stopped, and the cells excluded."""
+    rows = done_rows(sweep)
+    trainings = {r["train_key"]: r["metrics"] for r in rows if not r["axes"]["arm"].startswith("finetune")}
+    tuned = [r["metrics"] for r in rows if r["axes"]["arm"].startswith("finetune")]
+    bad = [r for r in rows if r["metrics"].get("converged") is not True]
+    return (f"{sum(m.get('converged') is True for m in trainings.values())} of {len(trainings)} trainings and "
+            f"{sum(m.get('converged') is True for m in tuned)} of {len(tuned)} fine-tuned cells (source and fine-tune) converged by early stopping; "
+            f"{len(bad)} cells excluded as not converged (their claims are invalid)")
+
+
+def _means(c: dict[str, Any] | None) -> str:
+    return "-" if c is None else f"{c['mean_arm']:.2f} / {c['mean_reference']:.2f}"
+
+
+def _sd(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _cell(c: dict[str, Any] | None) -> str:
@@ -59,7 +93,7 @@ def scale_rows(subset: dict[str, Any], full: list[dict[str, Any]]) -> list[dict[
         s, f = small.get(key), big.get(key)
         agree = None if s is None or f is None or f["verdict"] in ("insufficient evidence", "invalid") else s["verdict"] == f["verdict"]
         rows.append({"dataset": key[0], "rate": key[1], "arm": key[2], "subset": s and {k: s[k] for k in ("verdict", "mean_arm", "mean_reference", "n_arm")},
-                     "full": f and {k: f[k] for k in ("verdict", "mean_arm", "mean_reference", "n_arm", "ci_low", "ci_high")}, "agree": agree})
+                     "full": f and {k: f.get(k) for k in ("verdict", "mean_arm", "mean_reference", "n_arm", "ci_low", "ci_high")}, "agree": agree})
     return rows
 
 
@@ -101,15 +135,16 @@ def markdown(scale: list[dict[str, Any]], devices: list[dict[str, Any]], compute
              "NI non-inferior, INF inferior, ? inconclusive, n<3 too few seeds yet), with the difference of the means in dB. "
              "Subset: tiny family, 32-D latent, 8,000 train images. Full: the presets' models (128-D; cifar-10-jpeg [32, 64, 128]; "
              "grid: the spatial family), the full train splits, warm-up of 10 epochs.", "", *counts, "",
-             "| dataset | rate | arm | subset | full scale | same verdict? |", "|---|---|---|---|---|---|"]
+             "| dataset | rate | arm | subset | full scale | same verdict? | arm / joint VQ PSNR, subset | arm / joint VQ PSNR, full |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in scale:
         agree = {None: "-", True: "yes", False: "**no**"}[r["agree"]]
-        lines.append(f"| {r['dataset']} | {r['rate']} | {r['arm']} | {_cell(r['subset'])} | {_cell(r['full'])} | {agree} |")
+        lines.append(f"| {r['dataset']} | {r['rate']} | {r['arm']} | {_cell(r['subset'])} | {_cell(r['full'])} | {agree} | {_means(r['subset'])} | {_means(r['full'])} |")
     lines += ["", "## The same cells on two devices", ""]
     if devices:
         lines += ["| dataset | rate | arm | seed | CPU PSNR | device | its PSNR | difference | seed sd (CPU) |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {d['dataset']} | {d['rate']} | {d['arm']} | {d['seed']} | {d['cpu_psnr_db']:.3f} | {d['device']} | {d['device_psnr_db']:.3f} | "
-                  f"{d['difference_db']:+.3f} | {'-' if d['seed_sd_db'] is None else f'{d['seed_sd_db']:.3f}'} |" for d in devices]
+                  f"{d['difference_db']:+.3f} | {_sd(d['seed_sd_db'])} |" for d in devices]
     else:
         lines.append("No cell has run on a GPU yet (no GPU was lent to the sessions that ran this study).")
     lines += ["", "## Compute (wall seconds behind each cell's model)", "", "| dataset | rate | arm | device | cells | seconds (mean) |", "|---|---|---|---|---|---|"]
@@ -123,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", type=Path, default=Path("docs/results/posthoc-vs-joint/claims.json"))
     p.add_argument("--out", type=Path, default=Path("docs/results/posthoc-vs-joint-full/scale"), help="writes OUT.md and OUT.json")
     args = p.parse_args(argv)
-    full = [read_json(Sweep(s).claims_json, what="sweep claims") for s in args.sweeps]
-    counts = [f"Full scale, {s}: {c['n_done']} of {c['n_cells']} cells done, {c.get('n_pending', 0)} not run yet, {c['n_failed']} failed." for s, c in zip(args.sweeps, full)]
+    full = [current_claims(s) for s in args.sweeps]
+    counts = [f"Full scale, {s}: {c['n_done']} of {c['n_cells']} cells done, {c.get('n_pending', 0)} not run yet, {c['n_failed']} failed; "
+              f"{convergence(s)}." for s, c in zip(args.sweeps, full)]
     scale, devices, compute = scale_rows(read_json(args.subset, what="subset claims"), full), device_rows(args.sweeps), compute_rows(args.sweeps)
     write_json(args.out.with_suffix(".json"), {"scale": scale, "devices": devices, "compute": compute, "counts": counts})
     with atomic_write(args.out.with_suffix(".md")) as tmp:

@@ -93,3 +93,15 @@ def test_the_full_spec_holds_the_issues_grid():
     assert by["mnist", "40", "joint-vq", 2].run.model.stages == 4 and by["mnist", "40", "posthoc-b1", 2].quantize.n_stages == 4
     # the post-hoc arms of a dataset and seed share one continuous VAE per beta and family
     assert by["mnist", "10", "posthoc-b1", 1].train_key == by["mnist", "40", "finetune-b1", 1].train_key
+
+
+@pytest.mark.parametrize("old, new", [
+    ("residual: {set: {quantize.method: residual, quantize.n_stages: 2, quantize.K: 4}}", "residual: {set: {quantize.method: kmeans}}"),  # two arms, one config
+    ("  arm: [continuous, kmeans, residual]", "  arm: [continuous, kmeans, residual]\n  quantize.K: [8, 16]"),  # K under method none
+])
+def test_grid_points_that_resolve_to_one_config_are_refused_before_any_work(tmp_path, old, new):
+    assert old in GRID
+    with pytest.raises(ConfigError, match=r"grid points \{.*\} and \{.*\} resolve to the same configuration"):
+        load_sweep_spec(_spec(tmp_path, GRID.replace(old, new)))
+    assert main(["ablate", str(_spec(tmp_path, GRID.replace(old, new))), "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert not (tmp_path / "s").exists()

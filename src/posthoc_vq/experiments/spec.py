@@ -294,4 +294,22 @@ def expand(spec: SweepSpec, source: str = "sweep") -> list[Cell]:
         if finetune is not None and quantize is None:
             raise ConfigError(f"{where}: finetune.* is set but quantize.method is none; fine-tuning trains the decoder on a codebook's latents")
         cells.append(Cell(axes, run, quantize, weights, finetune))
+    _check_distinct(cells, source)
     return cells
+
+
+def _check_distinct(cells: list[Cell], source: str) -> None:
+    """Two grid points that resolve to the same config would be one cell in the database, and one of them would never
+    be done: refused before any work, naming them (two arms with the same settings, a tag whose ``per:`` changes
+    nothing, a quantize axis under ``quantize.method: none``...)."""
+    seen: dict[str, dict[str, Any]] = {}
+    same: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for cell in cells:
+        first = seen.setdefault(cell.cell_id, cell.axes)
+        if first is not cell.axes:
+            same.append((first, cell.axes))
+    if same:
+        a, b = same[0]
+        more = f" (and {len(same) - 1} more pairs)" if len(same) > 1 else ""
+        raise ConfigError(f"{source}: grid points {a} and {b} resolve to the same configuration{more}, so they would be one cell; "
+                          "make the arms or axis values differ in a setting, or drop one of them")
