@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from posthoc_vq.experiments.claims import make_claims
-from posthoc_vq.experiments.spec import SweepSpec
+from posthoc_vq.experiments import current_claims
 from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.io import atomic_write, read_json, write_json
 from posthoc_vq.run import Sweep
@@ -36,18 +35,6 @@ RATE_ORDER = {"10": 0, "20": 1, "40": 2, "grid": 3}
 
 def verdicts(claims: dict[str, Any], metric: str = "psnr_db") -> dict[tuple[str, str, str], dict[str, Any]]:
     return {(c["slice"]["data.name"], c["slice"]["rate"], c["arm"].split("=", 1)[1]): c for c in claims["claims"] if c["metric"] == metric}
-
-
-def current_claims(sweep: Path) -> dict[str, Any]:
-    """The claims of the cells done so far, judged from the database as `ablate` judges them (also while a slice is running)."""
-    spec = SweepSpec.model_validate(read_json(Sweep(sweep).spec_file, what="sweep spec"))
-    store = ResultStore.open_existing(sweep)
-    try:
-        rows = store.rows()
-    finally:
-        store.close()
-    return make_claims(rows, spec.compare) | {"n_cells": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
-                                              "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
 
 
 def done_rows(sweep: Path) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import pytest
 
 from posthoc_vq.cli import main
 from posthoc_vq.errors import ConfigError
-from posthoc_vq.experiments import results_table, run_sweep
+from posthoc_vq.experiments import current_claims, results_table, run_sweep
 from posthoc_vq.experiments.spec import expand, load_sweep_spec
 from posthoc_vq.io import read_json
 
@@ -105,3 +105,11 @@ def test_grid_points_that_resolve_to_one_config_are_refused_before_any_work(tmp_
         load_sweep_spec(_spec(tmp_path, GRID.replace(old, new)))
     assert main(["ablate", str(_spec(tmp_path, GRID.replace(old, new))), "--out", str(tmp_path / "s"), "--no-progress"]) == 2
     assert not (tmp_path / "s").exists()
+
+
+def test_current_claims_judge_the_database_as_ablate_does(tmp_path):
+    sweep = tmp_path / "sweep"
+    written = run_sweep(_spec(tmp_path), sweep, progress=False, only=["arm=continuous,kmeans"])
+    now = current_claims(sweep)
+    assert now["claims"] == read_json(sweep / "claims.json")["claims"] == written["claims"]
+    assert (now["n_done"], now["n_pending"], now["n_failed"], now["n_cells"]) == (4, 2, 0, 6)

@@ -77,7 +77,11 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
     if kind == "vq":  # a sweep cell without a post-hoc codebook reports the trained quantizer's rate
         for w in (32, 8):
             cell = {"cell_id": f"c{w}", "quantize": None, "weights": {"bits": w}}
-            assert evaluate_cell(Run(run).root, cell, result, "test", None)["metrics"]["bits_per_image"] == bits
+            metrics = evaluate_cell(Run(run).root, cell, result, "test", None)["metrics"]
+            assert metrics["bits_per_image"] == bits
+            # and its real bytes: the trained quantizer's own bitstreams, header included, and all images in one file
+            assert metrics["real_bpp_empirical"] == result["rate"]["priors"]["empirical"]["real_bpp"]["mean"] > metrics["nominal_bpp"] == bits / 64
+            assert metrics["container_bpp_empirical"] == result["rate"]["priors"]["empirical"]["container_bpp"] < metrics["real_bpp_empirical"]
 
 
 def test_spatial_trained_vq_quantizes_every_grid_position(tmp_path):

@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "current_claims": "posthoc_vq.experiments.runner",
     "results_table": "posthoc_vq.experiments.runner",
     "run_sweep": "posthoc_vq.experiments.runner",
     "SweepSpec": "posthoc_vq.experiments.spec",

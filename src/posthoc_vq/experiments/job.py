@@ -107,7 +107,8 @@ def evaluate_cell(
         # a post-hoc codebook's rate; without one, a trained quantizer's (None for a continuous model)
         "bits_per_image": (result if w.bits == 32 else inner).get("bits_per_image") if codebook else cont.get("bits_per_image"),
         # real rates (file bytes x 8 / pixels, header included) of the codebook's priors, for claims on real bpp
-        **_real_rates((result if w.bits == 32 else inner) if codebook else None),
+        # (a trained quantizer's from its own evaluation; a continuous model has none)
+        **_real_rates((result if w.bits == 32 else inner) if codebook else cont),
         "fit_includes_test": bool((result if w.bits == 32 else inner).get("fit_includes_test")) if codebook else False,
         "warnings": sorted({x["code"] for x in warnings}),
         # compute behind the cell's model: training (+ latent encoding, codebook fit, fine-tune), see evaluation "compute" blocks
@@ -122,9 +123,12 @@ def evaluate_cell(
 
 
 def _real_rates(result: dict[str, Any] | None) -> dict[str, float | None]:
-    """``real_bpp_<prior>`` and ``nominal_bpp`` of a codebook evaluation's ``rate`` block (None without one)."""
+    """``real_bpp_<prior>`` (one file per image, header included), ``container_bpp_<prior>`` (all images in one file) and
+    ``nominal_bpp`` of an evaluation's ``rate`` block (None without one)."""
     rate = (result or {}).get("rate") or {}
-    out = {f"real_bpp_{p}": ((rate.get("priors") or {}).get(p) or {}).get("real_bpp", {}).get("mean") for p in ("empirical", "context")}
+    priors = rate.get("priors") or {}
+    out = {f"real_bpp_{p}": (priors.get(p) or {}).get("real_bpp", {}).get("mean") for p in ("empirical", "context")}
+    out |= {f"container_bpp_{p}": (priors.get(p) or {}).get("container_bpp") for p in ("empirical", "context")}
     return out | {"nominal_bpp": rate.get("nominal_bpp")}
 
 

@@ -174,6 +174,21 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, a
     return claims
 
 
+def current_claims(sweep_dir: str | Path) -> dict[str, Any]:
+    """The claims of the cells done so far, judged from the sweep's database as ``ablate`` judges them, with the same
+    counts (``n_cells``, ``n_done``, ``n_failed``, ``n_pending``): also while a slice is still running, and nothing is written."""
+    sweep = Sweep(sweep_dir)
+    spec = SweepSpec.model_validate(read_json(sweep.spec_file, what="sweep spec"))
+    store = ResultStore.open_existing(sweep_dir)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    return make_claims(rows, spec.compare) | {
+        "sweep": spec.name, "n_cells": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
+        "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
+
+
 def write_claims(sweep_dir: Path, claims: dict[str, Any], spec: SweepSpec) -> dict[str, Path]:
     """``claims.json`` and ``claims.md`` (the verdict, arm and ANOVA tables, rendered by :mod:`posthoc_vq.report.claims`,
     the same renderer as the sweep report's)."""
