@@ -27,7 +27,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
@@ -49,6 +49,8 @@ err_console = Console(stderr=True)  # stderr: warnings and errors, never silence
 HUMAN = "table"
 MACHINE_FORMATS = ("csv", "json", "markdown")
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
+MAX_SAMPLES = 100_000  # generated images per sample set (evaluate --samples); a split has at most 60,000
+MAX_PAIRS = 10_000  # interpolation pairs (evaluate --pairs)
 
 
 # ----------------------------------------------------------------------------- output and progress
@@ -209,6 +211,32 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _ci(m: dict, digits: int) -> str:
     return f"{m['mean']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
+
+
+def _seed(value: str) -> int:
+    """argparse type of every ``--seed``: an integer from 0 to 2**32 - 1 (numpy's and scikit-learn's range)."""
+    from posthoc_vq.config import MAX_SEED
+
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {value!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: seeds are integers from 0 to {MAX_SEED} (2**32 - 1)")
+    return seed
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """argparse type of a count that multiplies work or memory: an integer from ``low`` to ``high``."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: from {low:,} to {high:,}")
+        return n
+    return parse
 
 
 def _int_or_auto(value: str) -> int | str:
@@ -924,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="dataset preset (default: digits; `posthoc-vq presets` lists them) or a folder")
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. train.epochs=5")
-    p.add_argument("--seed", type=int, default=None, help="seed of the run's initialisation and data order (the config's seed)")
+    p.add_argument("--seed", type=_seed, default=None, help="seed of the run's initialisation and data order (the config's seed)")
     _add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
     _add_device(p, "training (a run may be resumed on another device)")
@@ -954,9 +982,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="format", action=_Deprecated, const="json", replacement="--format json")
     p.add_argument("--metrics", default="psnr,ssim", help="comma list of mse,psnr,ssim (pixel) and fd,kid,pr,diversity,interp,lpips (offline, in a domain classifier's feature space)")
     p.add_argument("--features", default=None, help="feature-network folder for fd/kid/pr/diversity/interp (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
-    p.add_argument("--samples", type=int, default=None, help="generated images per sample set (default: as many as the split)")
-    p.add_argument("--pairs", type=int, default=100, help="test pairs for interp")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples, pairs and KID subsets drawn")
+    p.add_argument("--samples", type=_count(1, MAX_SAMPLES), default=None, help=f"generated images per sample set (default: as many as the split; at most {MAX_SAMPLES:,})")
+    p.add_argument("--pairs", type=_count(1, MAX_PAIRS), default=100, help=f"test pairs for interp (at most {MAX_PAIRS:,})")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the samples, pairs and KID subsets drawn")
     p.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for lpips (never downloaded)")
     _add_device(p, "encoding and decoding for the pixel metrics (mse, psnr, ssim), of the fp32 model and of --weights (codes are assigned, "
                    "metrics computed and the offline metrics run on CPU)")
@@ -974,7 +1002,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", dest="n_stages", type=int, action=_Deprecated, replacement="--n-stages")
     p.add_argument("--n-neighbors", dest="n_neighbors", type=_int_or_auto, default=None, help="k of the kNN graph, or 'auto' (connectivity rule) (quantize.n_neighbors)")
     p.add_argument("--neighbors", dest="n_neighbors", type=_int_or_auto, action=_Deprecated, replacement="--n-neighbors")
-    p.add_argument("--seed", type=int, default=None, help="seed of the fit's random draws (quantize.random_state)")
+    p.add_argument("--seed", type=_seed, default=None, help="seed of the fit's random draws (quantize.random_state)")
     p.add_argument("--name", default=None, help="codebook name (default from method, K, latents, fit set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. quantize.max_iter=20")
     _add_data_dir(p)
@@ -1008,7 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="train", help="train (default), val, test or a union such as train+test")
     _add_data_dir(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples and of k-means")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the samples and of k-means")
     _add_format(p)
     p.set_defaults(func=_cmd_geometry)
 
@@ -1060,7 +1088,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p, extra=("onnx",))  # --format onnx: the flag's old meaning here, still accepted with a note
     p.add_argument("--int8", action="store_true", help="also write static QDQ INT8 models calibrated on the train split")
     p.add_argument("--calibration-size", type=int, default=512, help="train images for INT8 calibration")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draw of the train images that calibrate")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the draw of the train images that calibrate")
     p.add_argument("--out", default=None, help="output folder (default RUN/export, or RUN/export/codec-<codebook> with --codec)")
     p.add_argument("--codec", action="store_true",
                    help="write the torch-free codec instead: the decoder as ONNX (fp32 and INT8), the codebook and its priors, "
@@ -1140,7 +1168,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=None, help="folder (default $POSTHOC_VQ_FEATURES/<dataset>, else ~/.cache/posthoc_vq/features/<dataset>)")
     _add_data_dir(f)
     f.add_argument("--epochs", type=int, default=None, help="default per dataset (mnist 4, fashion-mnist 5)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the network's initialisation and data order")
+    f.add_argument("--seed", type=_seed, default=0, help="seed of the network's initialisation and data order")
     _add_device(f, "training the feature network")
     f.set_defaults(func=_cmd_features_train)
     return parser

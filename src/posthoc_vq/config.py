@@ -149,10 +149,13 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(1000, ge=1)
 
 
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit; torch takes them too
+
+
 class RunConfig(_Strict):
     """Everything that determines a training run."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialisation, data order and noise (0 to 2**32 - 1)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: VAEConfig = Field(default_factory=VAEConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -167,9 +170,9 @@ class QuantizeConfig(_Strict):
     method: Literal["kmeans", "geodesic", "hybrid", "residual", "random-prior", "class-conditional"] = "kmeans"
     K: int = Field(1024, ge=2, description="codebook size (per stage for residual; the total budget split equally over the classes for class-conditional)")
     latents: Literal["mu", "z"] = "mu"
-    latent_seed: int = Field(0, description="sampling seed when latents is z")
+    latent_seed: int = Field(0, ge=0, le=MAX_SEED, description="sampling seed when latents is z")
     fit_on: Literal["train", "train+val", "train+test", "train+val+test"] = "train"
-    random_state: int = 0
+    random_state: int = Field(0, ge=0, le=MAX_SEED)
     max_iter: int | None = Field(None, ge=1, description="Lloyd / k-medoid iterations (method default if empty)")
     n_neighbors: typing.Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         50, description="k of the kNN graph (geodesic, hybrid); 'auto': twice the smallest k giving a connected graph, at most 200"
@@ -379,6 +382,8 @@ class StrictYAMLError(yaml.YAMLError):
 
 
 _FLOAT_TAG, _MERGE_TAG = "tag:yaml.org,2002:float", "tag:yaml.org,2002:merge"
+MAX_YAML_DEPTH = 50  # levels of nesting in a config document (configs use a handful)
+MAX_YAML_VALUES = 100_000  # values a config document may expand to, aliases counted at every use
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -390,13 +395,21 @@ class StrictLoader(yaml.SafeLoader):
 
     def construct_document(self, node):
         self._paths: dict[int, str] = {}
-        self._record_paths(node, "", set())
+        size = self._record_paths(node, "", {}, 0)
+        if size > MAX_YAML_VALUES:
+            raise StrictYAMLError(f"the document expands to more than {MAX_YAML_VALUES:,} values (anchors and aliases repeat their "
+                                  "contents); a config is a few dozen keys: write the values out instead of through aliases")
         return super().construct_document(node)
 
-    def _record_paths(self, node, prefix: str, seen: set[int]) -> None:
-        if id(node) in seen:  # an alias: already walked
-            return
-        seen.add(id(node))
+    def _record_paths(self, node, prefix: str, sizes: dict[int, int], depth: int) -> int:
+        """Record each node's dotted path; returns how many values the node expands to (an alias counts its whole
+        contents again, as the parsed data will hold them), computed once per node."""
+        if id(node) in sizes:  # an alias: already walked
+            return sizes[id(node)]
+        if depth > MAX_YAML_DEPTH:
+            raise StrictYAMLError(f"line {node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep; a config is a few levels of keys")
+        sizes[id(node)] = 1
+        total = 1
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if key_node.tag == _MERGE_TAG:
@@ -405,12 +418,14 @@ class StrictLoader(yaml.SafeLoader):
                     name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
                     child = f"{prefix}.{name}" if prefix else str(name)
                 self._paths.setdefault(id(value_node), child)
-                self._record_paths(value_node, child, seen)
+                total += 1 + self._record_paths(value_node, child, sizes, depth + 1)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 child = f"{prefix}[{i}]"
                 self._paths.setdefault(id(item), child)
-                self._record_paths(item, child, seen)
+                total += self._record_paths(item, child, sizes, depth + 1)
+        sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)  # capped: a bomb's counts stay small integers
+        return sizes[id(node)]
 
     def _where(self, node) -> str:
         path = getattr(self, "_paths", {}).get(id(node))
@@ -451,7 +466,10 @@ StrictLoader.add_constructor(_FLOAT_TAG, StrictLoader.construct_yaml_float)
 
 def load_yaml(text: str) -> Any:
     """Parse YAML text with :class:`StrictLoader` (raises ``yaml.YAMLError``, :class:`StrictYAMLError` included)."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except RecursionError:  # the parser itself recurses per level, before any depth check can run
+        raise StrictYAMLError(f"nested more than {MAX_YAML_DEPTH} levels deep (the parser ran out of stack); a config is a few levels of keys") from None
 
 
 def read_yaml_text(path: Path) -> str:

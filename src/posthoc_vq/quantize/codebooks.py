@@ -104,6 +104,9 @@ def sample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
 
 
+MAX_CODEBOOK_BYTES = 2 * 2**30  # a codebook's vectors (K x stages x D float32) are held several times over while fitting
+
+
 def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstimator, dict[str, Any]]:
     """Fit the configured codebook on a set of latents, per token for latent grids.
 
@@ -127,6 +130,10 @@ def fit_on_latents(latents: LatentSet, q: QuantizeConfig) -> tuple[CodebookEstim
     check_fit_size(q, len(tokens) if q.max_fit_vectors is None else min(len(tokens), q.max_fit_vectors), latents.latent_shape)
     if q.K > len(tokens) and q.method != "random-prior":
         raise ConfigError(f"quantize.K={q.K} is more than the {len(tokens)} latent vectors of fit set '{latents.split}'; lower K")
+    stages = q.n_stages if q.method == "residual" else 1
+    if q.K * stages * tokens.shape[1] * 4 > MAX_CODEBOOK_BYTES:
+        raise ConfigError(f"quantize.K={q.K} x {stages} stage(s) x {tokens.shape[1]} dimensions is a codebook of "
+                          f"{q.K * stages * tokens.shape[1] * 4 / 2**30:.1f} GiB (float32), over the {MAX_CODEBOOK_BYTES // 2**30} GiB limit; lower K")
     estimator = make_estimator(q.method, **estimator_params(q))
     rows = sample_rows(len(tokens), q.max_fit_vectors, q.random_state)
     fit_set, fit_labels = (tokens, token_labels) if rows is None else (tokens[rows], token_labels[rows])

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from posthoc_vq.errors import CheckpointError, PosthocVQError
 from posthoc_vq.io import read_json
+from posthoc_vq.records import CodebookRecord, PackedWeightsRecord, read_dict
 from posthoc_vq.report import compression_table
 from posthoc_vq.report.codebook_figures import codebook_figure, view_from_samples
 from posthoc_vq.report.codebook_table import COLUMNS as STUDY_COLUMNS
@@ -71,8 +72,9 @@ def read_run(run_dir: str | Path | Run, split: str = "test") -> RunFiles:
     cont_path = run.eval_file(split)
     cont = read_json(cont_path, what="evaluation result") if cont_path.exists() else None
     meta = run.model_record() if run.model_record_file.exists() else None
-    codebooks = {n: read_json(run.codebook_files(n)[1], what="codebook record") for n in run.codebook_names()}
-    weights = {n: read_json(run.weights_files(n)[1], what="packed-weight record") for n in run.weights_names()}
+    # checked records: a codebook.json or weights.json of the wrong shape is a one-line error naming it, never a traceback
+    codebooks = {n: read_dict(run.codebook_files(n)[1], CodebookRecord, "codebook record") for n in run.codebook_names()}
+    weights = {n: read_dict(run.weights_files(n)[1], PackedWeightsRecord, "packed-weight record") for n in run.weights_names()}
     rf = RunFiles(
         run, split, run.config(), meta, run.history(), run.summary(), run.provenance(), cont,
         load_results(run, split)[1] if cont else [], [read_json(p, what="weight evaluation") for p in run.weights_eval_files(split)],
