@@ -161,3 +161,17 @@ def test_codebook_block_reads_both_weight_evaluation_formats():
     assert codebook_block({"with_codebook": block}) is block
     assert codebook_block({"codebook": block}) is block  # files written before the key was renamed
     assert codebook_block({"codebook": None}) is None and codebook_block({}) is None
+
+
+def test_user_strings_cannot_inject_html_or_links_into_markdown():
+    from posthoc_vq.report.document import Report, Section, Table, to_markdown
+
+    hostile = '<script>alert(1)</script>[x](javascript:alert(2))'
+    table = Table(["arm", hostile], [{"arm": hostile, hostile: "a|b"}], hostile, key="t", notes=[hostile])
+    section = Section("s", hostile, paragraphs=[f"run `{hostile}` again"], items=[hostile], missing=[hostile], tables=[table])
+    md = to_markdown(Report(title=hostile, kind="run", source=hostile, header=[(hostile, hostile)], sections=[section], generated="now"))
+    import re
+
+    assert "<script>" not in md and not re.search(r"(?<!\\)\]\(javascript:", md)  # an escaped bracket or parenthesis is no link
+    assert "&lt;script&gt;" in md and "a\\|b" in md  # shown, not interpreted
+    assert md.count('<a id="s"></a>') == 1  # the report's own anchors stay HTML

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from posthoc_vq.report.document import Table, table_markdown
+from posthoc_vq.report.document import Table, md_text, table_markdown
 
 CLAIM_COLUMNS = ("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "p adjusted", "verdict", "reason")
 MARGIN_COLUMNS = ("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "CI vs margin", "p adjusted",
@@ -104,6 +104,6 @@ def claims_markdown(claims: dict[str, Any], spec: Any) -> str:
                 + f", paired by `{c.pair_by}`, {c.correction} correction per slice and metric, alpha {c.alpha}, on the {spec.split} split.")
     if c.margin:
         compared += " " + margin_sentence(c.margin, c.question, c.alpha)
-    lines = [f"# Claims: {spec.name}", "", compared, "", f"Verdicts: {verdict_counts(claims)}.", ""]
+    lines = [f"# Claims: {md_text(spec.name)}", "", md_text(compared), "", f"Verdicts: {verdict_counts(claims)}.", ""]
     lines += [table_markdown(t) for t in claims_tables(claims).values()]
     return "\n".join(lines).rstrip() + "\n"

@@ -71,33 +71,43 @@ class Report:
         return [m for s in self.sections for m in s.missing]
 
 
+_CELL_ESCAPES = str.maketrans({"|": "\\|", "\n": " ", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]"})
+
+
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell or header value: pipes, HTML and link brackets escaped (run names, tag values and labels are the user's)."""
+    return str(text).translate(_CELL_ESCAPES)
+
+
+def md_text(text: str) -> str:
+    """Free text that may hold the user's strings (paths, names, tags): no raw HTML (``<``, ``>`` escaped) and no links
+    (``](`` broken), while the text's own code spans and brackets stay as they are."""
+    return str(text).replace("<", "&lt;").replace(">", "&gt;").replace("](", "]\\(")
 
 
 def table_markdown(table: Table) -> str:
     """The table in GitHub Markdown (pipes in cells escaped), its notes as a list below."""
-    rows = [{c: _cell(r.get(c, "-")) for c in table.columns} for r in table.rows]
-    text = (f"**{table.title}**\n\n" if table.title else "") + markdown_table(table.columns, rows)
+    rows = [{_cell(c): _cell(r.get(c, "-")) for c in table.columns} for r in table.rows]
+    text = (f"**{md_text(table.title)}**\n\n" if table.title else "") + markdown_table([_cell(c) for c in table.columns], rows)
     if table.notes:
-        text += "\n" + "".join(f"- {n}\n" for n in table.notes)
+        text += "\n" + "".join(f"- {md_text(n)}\n" for n in table.notes)
     return text
 
 
 def to_markdown(report: Report) -> str:
     """``report.md``: header table, then each section; figures link the PNGs beside the file."""
-    out = [f"# {report.title}", "", f"Source: `{report.source}`. Report written {report.generated}.", ""]
+    out = [f"# {md_text(report.title)}", "", f"Source: {_cell(report.source)}. Report written {report.generated}.", ""]
     out += ["| field | value |", "|---|---|"] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in report.header] + [""]
-    out += ["Contents: " + " · ".join(f"[{s.title}](#{s.key})" for s in report.sections), ""]
+    out += ["Contents: " + " · ".join(f"[{_cell(s.title)}](#{s.key})" for s in report.sections), ""]
     for s in report.sections:
-        out += [f'<a id="{s.key}"></a>', "", f"## {s.title}", ""]
+        out += [f'<a id="{s.key}"></a>', "", f"## {md_text(s.title)}", ""]
         for m in s.missing:
-            out += [f"> **Missing:** {m}", ""]
-        out += [p + "\n" for p in s.paragraphs]
+            out += [f"> **Missing:** {md_text(m)}", ""]
+        out += [md_text(p) + "\n" for p in s.paragraphs]
         if s.items:
-            out += [f"- {i}" for i in s.items] + [""]
+            out += [f"- {md_text(i)}" for i in s.items] + [""]
         for f in s.figures:
-            out += [f"![{f.title}]({f.file})", "", f"*{f.title}.* {f.caption}".rstrip(), ""]
+            out += [f"![{_cell(f.title)}]({f.file})", "", f"*{md_text(f.title)}.* {md_text(f.caption)}".rstrip(), ""]
         for t in s.tables:
             out += [table_markdown(t)]
     return "\n".join(out).rstrip() + "\n"
