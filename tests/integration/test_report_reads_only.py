@@ -152,6 +152,9 @@ def test_evaluate_stores_the_samples_and_the_report_names_what_is_absent_or_stal
     report = write_report(run, tmp_path / "out3")["report"]
     assert "was made with another version of the model" in "\n".join(report.missing)
     assert "reconstructions.png" not in {f.file for f in report.figures}
+    # its evaluations too: left out and said so, never shown as the current model's numbers
+    assert f"measured another version of the run's model (it is stale and left out): run `posthoc-vq evaluate {run} --split test`" in "\n".join(report.missing)
+    assert not any(t.key == "study" for s in report.sections for t in s.tables)
 
 
 def test_compress_table_stores_json_and_the_report_module_reproduces_the_table(tmp_path_factory, tmp_path, capsys):

@@ -145,7 +145,7 @@ def test_other_config_changes_on_resume_are_still_refused(tmp_path):
     before = (run / "config.json").read_text()
     for change in ("model.latent_dim=4", "train.batch_size=32", "train.weight_decay=0.1", "seed=3"):
         key = change.split("=")[0]
-        with pytest.raises(ConfigError, match=rf"different config \({re.escape(key)}\); only train.epochs, train.grad_clip, train.lr, train.patience may change.*another --out"):
+        with pytest.raises(ConfigError, match=rf"different config \({re.escape(key)}\); only train.epochs, train.grad_clip, train.lr, train.min_epochs, train.patience may change.*another --out"):
             train(config("train.epochs=2", change), run, resume=True, progress=False)
     assert (run / "config.json").read_text() == before and not (run / "config_changes.json").exists()
 

@@ -88,6 +88,7 @@ def codebook_fields(codebook: CodebookEstimator, cb_meta: dict[str, Any], latent
     fit_on = cb_meta.get("fit_on")
     return {
         "codebook": name,
+        "codebook_sha256": cb_meta.get("sha256"),  # the codebook measured (posthoc_vq.derivation)
         "method": cb_meta.get("method", codebook.method),
         "K": cb_meta.get("n_codes", codebook.n_codes),
         "bits_per_image": latents.tokens_per_image * codebook.bits_per_vector,

@@ -169,6 +169,7 @@ def run_header(run: Run, config, meta: dict[str, Any], split: str) -> dict[str, 
         "split": split,
         **({"data": photo_data_record(config.data)} if config.data.name in PHOTO_DATASETS else {}),
         "model": {
+            "sha256": meta.get("sha256"),  # the model measured: readers compare it with the run's model now (posthoc_vq.derivation)
             "family": config.model.family, "latent_dim": config.model.latent_dim, "latent_shape": list(shape) if shape is not None else None,
             "num_parameters": meta["num_parameters"], "fp32_bytes": meta["fp32_bytes"], "epoch": meta.get("epoch"), "trained_steps": meta.get("trained_steps"),
             **({"quantizer": config.model.quantizer} if config.model.quantizer != "none" else {}),  # trained with its quantizer: vq, rvq, fsq

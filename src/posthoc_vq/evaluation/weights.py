@@ -72,6 +72,7 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
     result: dict[str, Any] = {
         **run_header(run, config, meta, split),
         "weights": name,
+        "weights_sha256": record["sha256"],  # the packed weights measured (posthoc_vq.derivation)
         "bits": record["weights"]["bits"],
         "size": {k: record[k] for k in ("num_parameters", "quantized_parameters", "fp32_bytes", "fp32_file_bytes", "packed_file_bytes", "size_ratio", "compression_factor")},
         "layers": record["layers"],

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from posthoc_vq.config import QuantizeConfig
+from posthoc_vq.derivation import check_source
 from posthoc_vq.errors import ConfigError, NotFoundError
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.latents import LatentSet, run_latents
@@ -188,13 +189,15 @@ def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_d
         dev = resolve_device(device)
         latents = run_latents(run.root, q.fit_on, q.latents, seed=q.latent_seed, data_dir=data_dir, device=dev)
         estimator, fit_meta = fit_on_latents(latents, q)
-        meta = {"name": name, "run": str(run.root), "dataset": config.data.name, **fit_meta, "device": str(dev)}
+        meta = {"name": name, "run": str(run.root), "dataset": config.data.name, **fit_meta, "device": str(dev),
+                "model_sha256": run.model_record()["sha256"]}  # what its latents came from: checked whenever it is opened
         save_codebook(run.new_artifact("codebooks", name), estimator, meta)
     return name, estimator, meta
 
 
 def open_codebook(run_dir: str | Path | Run, name: str) -> tuple[CodebookEstimator, dict[str, Any]]:
-    """Load codebook ``name`` of a run, checked against the run's latent size."""
+    """Load codebook ``name`` of a run, checked against the run's latent size and against the model it was fitted with
+    (:func:`~posthoc_vq.derivation.check_source`: a codebook of an earlier version of the model is an error)."""
     run = Run.open(run_dir)
     _, record = run.codebook_files(name)
     if not record.exists():
@@ -203,7 +206,13 @@ def open_codebook(run_dir: str | Path | Run, name: str) -> tuple[CodebookEstimat
             f"no codebook '{name}' in {run.root / 'codebooks'}; available: {', '.join(have) or 'none'} "
             f"(fit one with `posthoc-vq quantize {run.root} --method kmeans`)"
         )
-    return load_codebook(record.parent, expected_dim=run.config().model.latent_dim)
+    estimator, meta = load_codebook(record.parent, expected_dim=run.config().model.latent_dim)
+    if "fine_tuned_from" not in meta:  # a fine-tune's codebook belongs to that fine-tune, made with its model
+        q = meta.get("quantize") or {}
+        check_source(f"codebook '{name}'", record, meta.get("model_sha256"), run.model_record()["sha256"], "the run's model",
+                     f"fit it again on the model as it is now: `posthoc-vq quantize {run.root} --method {q.get('method', meta.get('method'))} "
+                     f"--K {q.get('K', meta.get('n_codes'))}` (its other settings are in {record})")
+    return estimator, meta
 
 
 def list_codebooks(run_dir: str | Path | Run) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 
 from posthoc_vq.config import WeightsConfig
 from posthoc_vq.errors import CheckpointError, NotFoundError, UntrainedRunError
+from posthoc_vq.derivation import check_source
 from posthoc_vq.io import atomic_folder, write_json
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.weights import load_packed, quantize_network, save_packed
@@ -88,7 +89,8 @@ def compress_run(run_dir: str | Path | Run, config: WeightsConfig) -> tuple[str,
 
 
 def open_compressed(run_dir: str | Path | Run, name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The dequantized float model of a packed artifact of the run (checksum verified), and its record."""
+    """The dequantized float model of a packed artifact of the run (checksum verified, and packed from the run's model
+    as it is now: :func:`~posthoc_vq.derivation.check_source`), and its record."""
     run = Run.open(run_dir)
     path, record_path = run.weights_files(name)
     if not record_path.exists():
@@ -102,6 +104,8 @@ def open_compressed(run_dir: str | Path | Run, name: str) -> tuple[torch.nn.Modu
         except CheckpointError:
             if attempt == 2 or read_dict(record_path, PackedWeightsRecord, "packed-weight record")["sha256"] == record["sha256"]:
                 raise
+    check_source(f"packed weights '{name}'", record_path, record.get("source_model_sha256"), run.model_record()["sha256"], "the run's model",
+                 f"pack them again from the model as it is now: `posthoc-vq compress-weights {run.root} --bits {record['weights']['bits']} --name {name}`")
     return model, record
 
 

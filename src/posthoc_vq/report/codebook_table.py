@@ -14,11 +14,13 @@ two columns, empty cells for what does not apply).
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 from typing import Any
 
+from posthoc_vq.derivation import check_source
 from posthoc_vq.errors import PosthocVQError
 from posthoc_vq.io import atomic_write, read_json, write_text
 from posthoc_vq.report.formats import to_csv
@@ -38,15 +40,47 @@ TIDY_COLUMNS = (
 
 
 def load_results(run_dir: str | Path | Run, split: str = "test") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(continuous result, codebook results sorted by fit set, method and bits) of a run's stored evaluations."""
+    """(continuous result, codebook results sorted by fit set, method and bits) of a run's stored evaluations.
+
+    Only current ones: a continuous result of another version of the model is a
+    :class:`~posthoc_vq.derivation.StaleArtifactError`; a codebook result of another model or codebook version (or of a
+    deleted codebook) is left out with a :class:`StaleResultWarning` naming the command that evaluates it again.
+    """
     run = Run.open(run_dir)
     cont_path = run.eval_file(split)
     if not cont_path.exists():
         raise PosthocVQError(f"{cont_path} not found: run `posthoc-vq evaluate {run.root} --split {split}` first")
     cont = read_json(cont_path, what="evaluation result")
-    books = [read_json(p, what="evaluation result") for p in run.codebook_eval_files(split).values()]
+    model_sha = run.model_record()["sha256"]
+    again = f"evaluate again: `posthoc-vq evaluate {run.root} --split {split}`"
+    check_source("the continuous evaluation", cont_path, (cont.get("model") or {}).get("sha256"), model_sha, "the run's model", again)
+    books = []
+    for name, path in run.codebook_eval_files(split).items():
+        result = read_json(path, what="evaluation result")
+        stale = _stale_codebook_eval(run, name, result, model_sha)
+        if stale:  # left out of the table with a note, never shown beside the current model's numbers
+            warnings.warn(f"{path} is stale ({stale}) and is left out; {again.replace('--split', f'--codebook {name} --split')}", StaleResultWarning, stacklevel=2)
+            continue
+        books.append(result)
     books.sort(key=lambda r: (r["fit_on"], r["method"], r["bits_per_image"]))
     return cont, books
+
+
+class StaleResultWarning(UserWarning):
+    """A stored evaluation of another version of the model or codebook, left out of a table or report."""
+
+
+def _stale_codebook_eval(run: Run, name: str, result: dict[str, Any], model_sha: str) -> str | None:
+    """Why a codebook's stored evaluation no longer measures the run's model and codebook (None: it does, or it predates the checksums)."""
+    measured = (result.get("model") or {}).get("sha256")
+    if measured is not None and measured != model_sha:
+        return "it measured another version of the run's model"
+    record = run.codebook_files(name)[1]
+    if not record.exists():
+        return f"codebook '{name}' is gone"
+    if result.get("codebook_sha256") is not None and result["codebook_sha256"] != read_json(record, what="codebook record").get("sha256"):
+        return f"codebook '{name}' was fitted again since"
+    return None
 
 
 def real_rate(result: dict[str, Any], prior: str, key: str = "real_bpp") -> float | None:

@@ -57,6 +57,7 @@ class RunFiles:
     codebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> codebooks/<name>/codebook.json
     weights: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> weights/<name>/weights.json
     samples: StoredSamples | None = None
+    stale_continuous: bool = False  # its continuous evaluation measured another version of the model: left out, said so
 
     @property
     def run_dir(self) -> Path:
@@ -72,13 +73,16 @@ def read_run(run_dir: str | Path | Run, split: str = "test") -> RunFiles:
     cont_path = run.eval_file(split)
     cont = read_json(cont_path, what="evaluation result") if cont_path.exists() else None
     meta = run.model_record() if run.model_record_file.exists() else None
+    measured = ((cont or {}).get("model") or {}).get("sha256")
+    stale = measured is not None and meta is not None and measured != meta.get("sha256")
+    cont = None if stale else cont  # a number of another model is never shown as this one's: the report says so instead
     # checked records: a codebook.json or weights.json of the wrong shape is a one-line error naming it, never a traceback
     codebooks = {n: read_dict(run.codebook_files(n)[1], CodebookRecord, "codebook record") for n in run.codebook_names()}
     weights = {n: read_dict(run.weights_files(n)[1], PackedWeightsRecord, "packed-weight record") for n in run.weights_names()}
     rf = RunFiles(
         run, split, run.config(), meta, run.history(), run.summary(), run.provenance(), cont,
         load_results(run, split)[1] if cont else [], [read_json(p, what="weight evaluation") for p in run.weights_eval_files(split)],
-        codebooks, weights,
+        codebooks, weights, stale_continuous=stale,
     )
     rf.samples = read_samples(run, split, model_sha=(meta or {}).get("sha256"), codebooks=codebooks, weights=weights)
     return rf
@@ -237,6 +241,9 @@ def rate_distortion_section(rf: RunFiles, out: Path) -> Section:
 
 
 def _eval_missing(rf: RunFiles) -> str:
+    if rf.stale_continuous:
+        return (f"{rf.run.eval_file(rf.split)} measured another version of the run's model (it is stale and left out): "
+                f"run `posthoc-vq evaluate {rf.run_dir} --split {rf.split}`.")
     return f"{rf.run.eval_file(rf.split)} not found: run `posthoc-vq evaluate {rf.run_dir} --split {rf.split}`."
 
 

@@ -409,7 +409,7 @@ class _Finetuner:
     def _save_codebook(self, epoch: int) -> None:
         """The codebook into the new run under the same name: the source's vectors, or the trained ones with their usage on the train split."""
         estimator = self._current_estimator()
-        meta = {k: v for k, v in self.cb_meta.items() if k not in STORE_KEYS}
+        meta = {k: v for k, v in self.cb_meta.items() if k not in STORE_KEYS + ("model_sha256",)}  # the source model's: see fine_tuned_from
         meta |= {"name": self.name, "run": str(self.run.root), "part": self.part,
                  "fine_tuned_from": {"run": self.settings["source_run"], "codebook": self.name, "sha256": self.cb_meta["sha256"], "epoch": epoch}}
         if self.vector_key is not None:  # the vectors moved: usage on the fit set is recounted on the train split with them

@@ -1,0 +1,74 @@
+"""Nothing stale is shown as current (issue 26, item 1): after the model changes, every artifact derived from the
+earlier model is refused by name, with the command that makes it again, or left out of a table with a note."""
+
+import json
+import warnings
+
+import pytest
+
+from posthoc_vq.cli import main
+from posthoc_vq.derivation import ProvenanceUnknownWarning
+from posthoc_vq.quantize.codebooks import open_codebook
+from posthoc_vq.report.codebook_table import StaleResultWarning, load_results
+
+SMALL = ["--preset", "digits", "--set", "model.channels=[8,16]", "--set", "model.latent_dim=4", "--set", "train.early_stopping=false"]
+
+
+def _cli(*argv, code=0):
+    assert main([*argv, "--no-progress"] if argv[0] in ("train", "report", "finetune") else list(argv)) == code, argv
+
+
+def _error(capsys) -> str:
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_the_staleness_sequence_ends_in_a_clear_error_or_a_left_out_row_at_every_step(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    _cli("train", *SMALL, "--set", "train.epochs=3", "--out", run)
+    _cli("quantize", run, "--method", "kmeans", "--K", "8", "--name", "cb")
+    _cli("compress-weights", run, "--bits", "4", "--name", "w4")
+    _cli("evaluate", run)
+    _cli("evaluate", run, "--codebook", "cb")
+    _cli("table", run)
+    capsys.readouterr()
+    _cli("train", *SMALL, "--set", "train.epochs=6", "--out", run, "--resume")  # the model changes
+    capsys.readouterr()
+
+    _cli("evaluate", run, "--weights", "w4", code=1)
+    assert f"packed weights 'w4' ({run}/weights/w4/weights.json) was made from another version of the run's model" in _error(capsys)
+    for argv in (("evaluate", run, "--codebook", "cb"), ("compress-weights", run, "--bits", "8", "--codebook", "cb"),
+                 ("finetune", run, "--codebook", "cb", "--out", str(tmp_path / "ft"), "--epochs", "1")):
+        _cli(*argv, code=1)
+        err = _error(capsys)
+        assert f"codebook 'cb' ({run}/codebooks/cb/codebook.json) was made from another version" in err, argv
+        assert f"posthoc-vq quantize {run} --method kmeans --K 8" in err
+    _cli("table", run, code=1)  # the continuous evaluation measured the old model
+    err = _error(capsys)
+    assert f"the continuous evaluation ({run}/eval/continuous-test.json) was made from another version" in err and f"posthoc-vq evaluate {run} --split test" in err
+
+    _cli("evaluate", run)  # evaluated again: the table shows the current model and leaves the stale codebook row out
+    with pytest.warns(StaleResultWarning, match=r"is stale \(it measured another version of the run's model\) and is left out"):
+        cont, books = load_results(run)
+    assert books == [] and cont["model"]["sha256"] == json.loads((tmp_path / "r" / "model.json").read_text())["sha256"]
+
+    _cli("quantize", run, "--method", "kmeans", "--K", "8", "--name", "cb")  # fitted again on the current model
+    _cli("evaluate", run, "--codebook", "cb")
+    _cli("quantize", run, "--method", "kmeans", "--K", "16", "--name", "cb")  # the same name over an evaluated codebook
+    with pytest.warns(StaleResultWarning, match="was fitted again since"):
+        assert load_results(run)[1] == []  # its K=8 evaluation is not shown as the K=16 codebook's
+
+
+def test_a_codebook_from_before_the_checksums_is_read_with_a_warning(tmp_path):
+    run = tmp_path / "r"
+    _cli("train", *SMALL, "--set", "train.epochs=1", "--out", str(run))
+    _cli("quantize", str(run), "--method", "kmeans", "--K", "8", "--name", "old")
+    record = run / "codebooks" / "old" / "codebook.json"
+    data = json.loads(record.read_text())
+    del data["model_sha256"]
+    record.write_text(json.dumps(data))
+    with pytest.warns(ProvenanceUnknownWarning, match="records no checksum of the run's model .* provenance unknown"):
+        open_codebook(run, "old")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a current codebook opens without a word
+        _cli("quantize", str(run), "--method", "kmeans", "--K", "8", "--name", "new")
+        open_codebook(run, "new")
