@@ -1,6 +1,7 @@
 """compress-weights -> packed file -> evaluation, compound table and ONNX export on a small digits run."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -175,3 +176,21 @@ def test_onnx_export_matches_pytorch(run, tmp_path):
     record = json.loads((tmp_path / "export.json").read_text())
     assert record["calibration"] == {"split": "train", "n_images": 64, "seed": 0}
     assert record["files"]["decoder_int8"]["bytes"] < record["files"]["decoder"]["bytes"]
+
+
+def test_an_export_replaces_its_folder_as_one_unit_with_a_checksum_per_file(run, tmp_path):
+    from posthoc_vq.io import sha256_file
+
+    out = tmp_path / "onnx"
+    assert cli("export", run, "--int8", "--calibration-size", 32, "--out", out) == 0
+    (out / "decoder.onnx.pre.onnx").write_bytes(b"left by a killed quantization")
+    assert cli("export", run, "--out", out) == 0  # fp32 after INT8: only the new export's files remain
+    record = json.loads((out / "export.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "export.json"]
+    assert set(record["files"]) == {"encoder", "decoder"}
+    for f in record["files"].values():
+        assert f["path"] == str(out / Path(f["path"]).name) and f["sha256"] == sha256_file(f["path"])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not an export")
+    assert cli("export", run, "--out", tmp_path / "mine") == 2  # never replaces a folder of other files
+    assert (tmp_path / "mine" / "notes.txt").exists()

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from posthoc_vq.errors import ConfigError
 from posthoc_vq.extras import require
-from posthoc_vq.io import atomic_write, write_json
+from posthoc_vq.io import atomic_folder, atomic_write, sha256_file, write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.progress import ProgressCallback, report, reporting
 from posthoc_vq.provenance import provenance
@@ -185,11 +186,29 @@ def export_run(
     run = Run.open(run_dir)
     out = Path(out_dir) if out_dir else run.export_dir
     with run.lock("export"), reporting(progress):
-        return _export(run, out, int8, calibration_size, seed, data_dir)
+        _check_export_folder(out)
+        with atomic_folder(out) as tmp:  # one unit: the files of one export and its record, or the previous export untouched
+            return _export(run, tmp, out, int8, calibration_size, seed, data_dir)
 
 
-def _export(run: Run, out: Path, int8: bool, calibration_size: int, seed: int, data_dir: str | None) -> dict[str, Any]:
-    """The body of :func:`export_run`, under the run's lock."""
+EXPORT_FILES = ("export.json", "encoder.onnx", "decoder.onnx", "encoder-int8.onnx", "decoder-int8.onnx")
+
+
+def _check_export_folder(out: Path) -> None:
+    """The folder an export replaces may hold only an earlier export (its files, or leftovers of a killed one)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out} is a file; export writes a folder: choose another --out")
+    other = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES and not p.name.endswith(".onnx.pre.onnx"))
+    if other:
+        raise ConfigError(f"{out} holds files that are not an export's ({', '.join(other[:3])}{'...' if len(other) > 3 else ''}); an export "
+                          "replaces its whole folder: choose an empty or new --out")
+
+
+def _export(run: Run, tmp: Path, out: Path, int8: bool, calibration_size: int, seed: int, data_dir: str | None) -> dict[str, Any]:
+    """The body of :func:`export_run`, under the run's lock: every file written into ``tmp``, recorded by its path in ``out``
+    (where the folder is published) with its sha256."""
     n_files = 4 if int8 else 2
     steps, done = 2 * n_files, 0  # write each file, then check each one against PyTorch
 
@@ -208,9 +227,9 @@ def _export(run: Run, out: Path, int8: bool, calibration_size: int, seed: int, d
     x_check = splits.split("test").to_tensor()[:64 if f is None else 2]  # photographs: two full-size images
     z_check = encode_split(model, x_check, "mu")
     encoder = EncoderGraph(model)
-    files = {"encoder": export_module(encoder, x_check[:2], out / "encoder.onnx", "x", encoder.output_names(), f)}
+    files = {"encoder": export_module(encoder, x_check[:2], tmp / "encoder.onnx", "x", encoder.output_names(), f)}
     step()
-    files["decoder"] = export_module(DecoderGraph(model), z_check[:2], out / "decoder.onnx", "z", ["x"], f)
+    files["decoder"] = export_module(DecoderGraph(model), z_check[:2], tmp / "decoder.onnx", "z", ["x"], f)
     step()
     record: dict[str, Any] = {"run": str(run.root), "opset": OPSET, "source_model_sha256": meta["sha256"]}
     if model.quantizer is not None:
@@ -221,9 +240,9 @@ def _export(run: Run, out: Path, int8: bool, calibration_size: int, seed: int, d
         pick = np.random.default_rng(seed).choice(len(train), size=n_cal, replace=False)
         x_cal = train[np.sort(pick)]
         z_cal = encode_split(model, x_cal, "mu")
-        files["encoder_int8"] = quantize_onnx_int8(files["encoder"], out / "encoder-int8.onnx", "x", x_cal.numpy())
+        files["encoder_int8"] = quantize_onnx_int8(files["encoder"], tmp / "encoder-int8.onnx", "x", x_cal.numpy())
         step()
-        files["decoder_int8"] = quantize_onnx_int8(files["decoder"], out / "decoder-int8.onnx", "z", z_cal.numpy(), _decoder_ops(model))
+        files["decoder_int8"] = quantize_onnx_int8(files["decoder"], tmp / "decoder-int8.onnx", "z", z_cal.numpy(), _decoder_ops(model))
         step()
         record["calibration"] = {"split": "train", "n_images": len(x_cal), "seed": seed}
     with torch.no_grad():
@@ -234,10 +253,10 @@ def _export(run: Run, out: Path, int8: bool, calibration_size: int, seed: int, d
         feed = {"x": x_check.numpy()} if part == "encoder" else {"z": z_check.numpy()}
         got = onnx_session(path).run(None, feed)[0]
         record["files"][key] = {
-            "path": str(path), "bytes": os.path.getsize(path),
+            "path": str(out / path.name), "bytes": os.path.getsize(path), "sha256": sha256_file(path),
             "max_abs_diff_vs_torch": float(np.abs(got - ref[part]).max()), "check_batch": len(x_check),
         }
         step()
     record["provenance"] = provenance(seed=config.seed)
-    write_json(out / "export.json", record)
+    write_json(tmp / "export.json", record)
     return record
