@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.names import check_name
@@ -31,9 +31,19 @@ PRESET_FILES = ("vae.yaml", "train.yaml")
 
 
 class _Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, and no float field accepts inf or nan."""
+    """Base of every config model: unknown keys are errors, no float field accepts inf or nan, and no integer field
+    accepts a string (`K: "8"` is an error, not 8; floats still read "1e-3", which YAML leaves a string)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_string_integers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and info.field_name is not None:
+            kinds = typing.get_args(cls.model_fields[info.field_name].annotation) or (cls.model_fields[info.field_name].annotation,)
+            if int in kinds and str not in kinds and not any(typing.get_origin(k) is Literal for k in kinds):
+                raise ValueError(f"expected an integer, got the string {value!r}: write it without quotes")
+        return value
 
 
 class DataConfig(_Strict):
@@ -500,7 +510,7 @@ def read_yaml_text(path: Path) -> str:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read one YAML mapping strictly; every problem is a :class:`ConfigError` naming the file.
 
-    Refused: a missing, binary or non-UTF-8 file, a YAML syntax error, a key given twice
+    Refused: a missing, binary or non-UTF-8 file, an empty one, a YAML syntax error, a key given twice
     in one mapping (at any depth), a non-finite number (``.inf``, ``-.inf``, ``.nan``),
     and a top level that is not a mapping.
     """
@@ -511,8 +521,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
-    if data is None:
-        return {}
+    if data is None:  # an empty file (or only comments) would silently mean "all defaults"
+        raise ConfigError(f"{path} is empty (no keys, only comments or nothing); give its settings, or delete the file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     return data

@@ -83,3 +83,16 @@ def test_a_codebook_record_of_the_wrong_shape_is_one_line_in_the_report(make_dig
     capsys.readouterr()
     assert main(["report", str(damaged), "--out", str(tmp_path / "report"), "--no-progress"]) == 1  # a damaged artifact: failed work
     assert f"{record} is not a valid codebook record" in _one_line_error(capsys)
+
+
+def test_an_integer_written_as_a_string_and_an_empty_file_are_errors(tmp_path):
+    from posthoc_vq.config import load_run_config, read_yaml
+
+    with pytest.raises(ConfigError, match=r"grid point \{'seed': 0\}:\n  K: .*expected an integer, got the string '8': write it without quotes"):
+        path = tmp_path / "strings.yaml"
+        path.write_text(SPEC.replace("VALUE", "[8, 16]").replace("axes:", "  quantize.method: kmeans\n  quantize.K: \"8\"\naxes:"))
+        load_sweep_spec(path)
+    assert load_run_config("digits", ["train.lr=1e-3"]).train.lr == 1e-3  # YAML leaves 1e-3 a string: floats still read it
+    (tmp_path / "empty.yaml").write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match=r"empty.yaml is empty \(no keys, only comments or nothing\)"):
+        read_yaml(tmp_path / "empty.yaml")
