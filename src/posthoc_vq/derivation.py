@@ -31,6 +31,17 @@ class ProvenanceUnknownWarning(UserWarning):
     """A derived artifact whose record predates the checksums of its sources: it cannot be checked."""
 
 
+class ReplacedArtifactWarning(UserWarning):
+    """A codebook or packed weights written over an earlier artifact of the same name."""
+
+
+def warn_replaced(what: str, folder: str | Path) -> None:
+    """Say that ``what`` (e.g. "codebook 'cb' of RUN") replaces the artifact in ``folder``; its evaluations are stale from now on."""
+    if Path(folder).exists():
+        warnings.warn(f"{what} replaces the one of that name in {folder}; evaluations of the old one are stale from now on "
+                      "(tables leave them out): evaluate it again", ReplacedArtifactWarning, stacklevel=3)
+
+
 def check_source(what: str, record: str | Path, recorded: str | None, current: str, source: str, remake: str) -> None:
     """Raise :class:`StaleArtifactError` when ``recorded`` (the checksum ``record`` keeps of ``source``) is not ``current``.
 

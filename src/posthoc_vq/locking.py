@@ -35,6 +35,8 @@ _guard = threading.Lock()
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text() or "{}")
+        if not isinstance(info, dict) or info.get("pid") is None:  # the holder is between taking the lock and naming itself
+            return "another process (it has just taken the lock)"
         return f"pid {info.get('pid')} ({' '.join(info.get('command', [])) or 'unknown command'}, since {info.get('since')})"
     except (OSError, ValueError, AttributeError):
         return "another process"

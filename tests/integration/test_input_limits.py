@@ -96,3 +96,12 @@ def test_an_integer_written_as_a_string_and_an_empty_file_are_errors(tmp_path):
     (tmp_path / "empty.yaml").write_text("# nothing but a comment\n")
     with pytest.raises(ConfigError, match=r"empty.yaml is empty \(no keys, only comments or nothing\)"):
         read_yaml(tmp_path / "empty.yaml")
+
+
+def test_a_training_that_fails_before_writing_leaves_no_folder(tmp_path, capsys):
+    from posthoc_vq.locking import _holder
+
+    assert main(["train", "--preset", "digits", "--data-dir", str(tmp_path / "no-data"), "--set", "data.name=mnist", "--out", str(tmp_path / "r")]) == 2
+    assert "mnist" in _one_line_error(capsys) and not (tmp_path / "r").exists()
+    (tmp_path / ".lock").write_text("")  # a holder between taking the lock and naming itself
+    assert _holder(tmp_path / ".lock") == "another process (it has just taken the lock)"

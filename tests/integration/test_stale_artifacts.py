@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from posthoc_vq.cli import main
-from posthoc_vq.derivation import ProvenanceUnknownWarning
+from posthoc_vq.derivation import ProvenanceUnknownWarning, ReplacedArtifactWarning
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.report.codebook_table import StaleResultWarning, load_results
 
@@ -53,7 +53,8 @@ def test_the_staleness_sequence_ends_in_a_clear_error_or_a_left_out_row_at_every
 
     _cli("quantize", run, "--method", "kmeans", "--K", "8", "--name", "cb")  # fitted again on the current model
     _cli("evaluate", run, "--codebook", "cb")
-    _cli("quantize", run, "--method", "kmeans", "--K", "16", "--name", "cb")  # the same name over an evaluated codebook
+    with pytest.warns(ReplacedArtifactWarning, match=f"codebook 'cb' of {run} replaces the one of that name"):
+        _cli("quantize", run, "--method", "kmeans", "--K", "16", "--name", "cb")  # the same name over an evaluated codebook
     with pytest.warns(StaleResultWarning, match="was fitted again since"):
         assert load_results(run)[1] == []  # its K=8 evaluation is not shown as the K=16 codebook's
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from posthoc_vq.config import RunConfig
 from posthoc_vq.errors import ConfigError
+from posthoc_vq.locking import LOCK_FILE
 from posthoc_vq.run import Run
 from posthoc_vq.train.checkpoint import load_model, load_run_config
 from posthoc_vq.train.finetune import FinetuneResult, finetune
@@ -37,7 +39,20 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
     """
     run = Run.create(run_dir)
     with run.lock("train"):  # a second train (or any writer) of this run fails at once, naming this one
-        return _train_locked(config, run, resume, progress, console, tracker, device)
+        try:
+            return _train_locked(config, run, resume, progress, console, tracker, device)
+        except BaseException:
+            _remove_if_empty(run.root)  # a training that failed before writing anything leaves no folder behind (we hold its lock)
+            raise
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it holds nothing but its lock file (nobody holds it once the lock is released)."""
+    try:
+        if {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _train_locked(config: RunConfig, run: Run, resume: bool, progress: bool, console: Console | None, tracker: Tracker | None = None,
