@@ -15,6 +15,7 @@ grid). For (N, D) latents the tokens are the latents themselves.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -161,10 +162,13 @@ def _one_split(run: Run, split: str, kind: str, seed: int, splits, data_dir, mod
     where = device_record(torch.device("cpu") if device is None else torch.device(device))
     tensor_path, record_path = run.latent_files(kind, split, seed)
     if record_path.exists():
-        meta = read_dict(record_path, LatentCacheRecord, "latent cache")
-        if meta["model_sha256"] == model_sha and meta.get("device", "cpu") == where["device"]:
-            t = load_tensors(tensor_path, sha256=meta["sha256"])
-            return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None, meta.get("compute"))
+        try:
+            meta = read_dict(record_path, LatentCacheRecord, "latent cache")
+            if meta["model_sha256"] == model_sha and meta.get("device", "cpu") == where["device"]:
+                t = load_tensors(tensor_path, sha256=meta["sha256"])
+                return LatentSet(t["latents"].numpy(), t["labels"].numpy(), split, kind, seed if kind == "z" else None, meta.get("compute"))
+        except PosthocVQError as err:  # a cache is derived data: a damaged one is encoded again and replaced, as the CIFAR cache is
+            warnings.warn(f"the latent cache {record_path.parent} is damaged ({err}); encoding the {split} split again", stacklevel=2)
     if model is None:
         model, _ = run.load_model()
     if device is not None:

@@ -367,6 +367,11 @@ class Run:
 
         meta = self.model_record()
         config = validate(meta["model"], VAEConfig, source=str(self.model_record_file))
+        if self.config_file.exists() and (edited := self.config().model) != config:  # the model is built from model.json: say so
+            diff = ", ".join(f"{k}: {getattr(edited, k)!r} there, {getattr(config, k)!r} in the model" for k in VAEConfig.model_fields
+                             if getattr(edited, k) != getattr(config, k))
+            raise CheckpointError(f"{self.config_file} was edited after training: its model settings differ from the trained model's "
+                                  f"({diff}; {self.model_record_file}); restore config.json, or train a new run with the new settings")
         model = build_vae(config)
         state = load_tensors(self.model_file, sha256=meta["sha256"])
         load_state_checked(model, state, self.model_file)

@@ -140,17 +140,13 @@ def test_removing_the_checksum_does_not_disable_the_model_check(run_copy, capsys
 
 
 @pytest.mark.parametrize("content", ["[]", "null", "42", '"text"'])
-@pytest.mark.parametrize("target", ["model.json", "config.json", "codebook", "latents", "state.json", "latest.json"])
+@pytest.mark.parametrize("target", ["model.json", "config.json", "codebook", "state.json", "latest.json"])
 def test_valid_json_of_the_wrong_shape_is_a_one_line_error_naming_the_file(run_copy, target, content):
     run = Run.open(run_copy)
     if target == "codebook":
         fit_codebook_for_run(run_copy, QuantizeConfig(K=8))
         path = run.codebook_files("kmeans-K8-mu-train")[1]
         call = lambda: open_codebook(run_copy, "kmeans-K8-mu-train")  # noqa: E731
-    elif target == "latents":
-        run_latents(run_copy, "val")
-        path = run.latent_files("mu", "val")[1]
-        call = lambda: run_latents(run_copy, "val")  # noqa: E731
     elif target == "state.json":
         from posthoc_vq.train import train
 
@@ -331,6 +327,21 @@ def test_two_concurrent_ablate_drivers_one_fails_at_once_and_done_cells_equal_a_
     assert subprocess.run(cmd(single), capture_output=True, text=True, env=env, timeout=300).returncode == 0
     got, want = _sweep_metrics(shared), _sweep_metrics(single)
     assert len(got) == 4 and got == want
+
+
+@pytest.mark.parametrize("damage", ["record []", "record truncated", "tensors truncated"])
+def test_a_damaged_latent_cache_is_encoded_again_with_a_warning_naming_it(run_copy, damage):
+    first = run_latents(run_copy, "val")
+    tensors, record = Run.open(run_copy).latent_files("mu", "val")
+    if damage == "record []":
+        record.write_text("[]")
+    elif damage == "record truncated":
+        record.write_text(record.read_text()[:20])
+    else:
+        tensors.write_bytes(tensors.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=f"the latent cache {record.parent} is damaged .*; encoding the val split again"):
+        again = run_latents(run_copy, "val")
+    assert (again.values == first.values).all() and json.loads(record.read_text())["n"] == len(first.values)  # and replaced
 
 
 def test_latent_cache_records_its_device_and_is_not_reused_on_another(run_copy):

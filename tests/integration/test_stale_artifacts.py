@@ -73,3 +73,14 @@ def test_a_codebook_from_before_the_checksums_is_read_with_a_warning(tmp_path):
         warnings.simplefilter("error")  # a current codebook opens without a word
         _cli("quantize", str(run), "--method", "kmeans", "--K", "8", "--name", "new")
         open_codebook(run, "new")
+
+
+def test_an_edited_config_json_is_refused_not_ignored(tmp_path, capsys):
+    run = tmp_path / "r"
+    _cli("train", *SMALL, "--set", "train.epochs=1", "--out", str(run))
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["latent_dim"] = 8
+    (run / "config.json").write_text(json.dumps(config))
+    for argv in (("evaluate", str(run)), ("compress-weights", str(run), "--bits", "8"), ("quantize", str(run), "--method", "kmeans", "--K", "8")):
+        _cli(*argv, code=1)
+        assert f"{run}/config.json was edited after training: its model settings differ from the trained model's (latent_dim: 8 there, 4 in the model" in _error(capsys)
