@@ -35,11 +35,24 @@ class ReplacedArtifactWarning(UserWarning):
     """A codebook or packed weights written over an earlier artifact of the same name."""
 
 
-def warn_replaced(what: str, folder: str | Path) -> None:
-    """Say that ``what`` (e.g. "codebook 'cb' of RUN") replaces the artifact in ``folder``; its evaluations are stale from now on."""
-    if Path(folder).exists():
-        warnings.warn(f"{what} replaces the one of that name in {folder}; evaluations of the old one are stale from now on "
-                      "(tables leave them out): evaluate it again", ReplacedArtifactWarning, stacklevel=3)
+def recorded_sha256(record: str | Path) -> str | None:
+    """The ``sha256`` an artifact's JSON record keeps of its tensors (None when there is no readable record)."""
+    import json
+
+    try:
+        return json.loads(Path(record).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def warn_replaced(what: str, record: str | Path, before: str | None) -> None:
+    """Say that ``what`` (e.g. "codebook 'cb' of RUN") replaced an earlier artifact of the same name with other contents
+    (``before``: the earlier record's sha256, None if there was none): its evaluations are stale from now on. Written
+    again with the same contents (a deterministic refit or repack), nothing is said: its evaluations still hold."""
+    after = recorded_sha256(record)
+    if before is not None and after != before:
+        warnings.warn(f"{what} replaced the one of that name ({Path(record).parent}) with other contents; evaluations of the old one "
+                      "are stale from now on (tables leave them out): evaluate it again", ReplacedArtifactWarning, stacklevel=3)
 
 
 def check_source(what: str, record: str | Path, recorded: str | None, current: str, source: str, remake: str) -> None:

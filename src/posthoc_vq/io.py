@@ -113,13 +113,29 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-    """Save tensors as safetensors atomically and return the file's sha256."""
-    from safetensors.torch import save_file
+    """Save tensors as safetensors atomically and return the file's sha256.
+
+    The file is byte-for-byte a function of its contents: safetensors writes its JSON header (tensor entries and
+    ``__metadata__``) in hash-map order, which varies between runs, so the header is written again with sorted keys
+    (the same characters, so the same length and data offsets). Equal tensors and metadata give equal checksums.
+    """
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = save(tensors, metadata=metadata)
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(canonical_safetensors(data))
     return sha256_file(path)
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """A safetensors file's bytes with its JSON header's keys sorted (padding kept): data and offsets unchanged."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # never expected (the same keys and values): keep the library's bytes
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
 
 
 def load_tensors(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:

@@ -53,7 +53,7 @@ def test_the_staleness_sequence_ends_in_a_clear_error_or_a_left_out_row_at_every
 
     _cli("quantize", run, "--method", "kmeans", "--K", "8", "--name", "cb")  # fitted again on the current model
     _cli("evaluate", run, "--codebook", "cb")
-    with pytest.warns(ReplacedArtifactWarning, match=f"codebook 'cb' of {run} replaces the one of that name"):
+    with pytest.warns(ReplacedArtifactWarning, match=f"codebook 'cb' of {run} replaced the one of that name .* with other contents"):
         _cli("quantize", run, "--method", "kmeans", "--K", "16", "--name", "cb")  # the same name over an evaluated codebook
     with pytest.warns(StaleResultWarning, match="was fitted again since"):
         assert load_results(run)[1] == []  # its K=8 evaluation is not shown as the K=16 codebook's
@@ -84,3 +84,39 @@ def test_an_edited_config_json_is_refused_not_ignored(tmp_path, capsys):
     for argv in (("evaluate", str(run)), ("compress-weights", str(run), "--bits", "8"), ("quantize", str(run), "--method", "kmeans", "--K", "8")):
         _cli(*argv, code=1)
         assert f"{run}/config.json was edited after training: its model settings differ from the trained model's (latent_dim: 8 there, 4 in the model" in _error(capsys)
+
+
+def test_a_codebook_holding_nan_is_named_as_broken_not_blamed_on_the_decoder(tmp_path, capsys):
+    from posthoc_vq.io import load_tensors, save_tensors
+
+    run = tmp_path / "r"
+    _cli("train", *SMALL, "--set", "train.epochs=1", "--out", str(run))
+    _cli("quantize", str(run), "--method", "kmeans", "--K", "8", "--name", "cb")
+    tensors, record = run / "codebooks" / "cb" / "codebook.safetensors", run / "codebooks" / "cb" / "codebook.json"
+    state = load_tensors(tensors)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key][0, 0] = float("nan")
+    meta = json.loads(record.read_text())
+    meta["sha256"] = save_tensors(tensors, state)  # a consistent pair, as a diverged fine-tune would have written
+    record.write_text(json.dumps(meta))
+    capsys.readouterr()
+    _cli("evaluate", str(run), "--codebook", "cb", code=1)
+    assert f"{tensors} holds non-finite values (NaN or inf) in {key}: the codebook is broken" in _error(capsys)
+
+
+def test_equal_contents_give_equal_files_so_a_repack_keeps_its_evaluations(tmp_path):
+    import torch
+
+    from posthoc_vq.io import save_tensors
+
+    tensors = {f"t{i}": torch.arange(i + 1.0) for i in range(12)}
+    metadata = {f"k{i}": str(i) for i in range(12)}
+    assert len({save_tensors(tmp_path / f"{i}.safetensors", tensors, metadata) for i in range(4)}) == 1  # safetensors' header order varies
+    run = tmp_path / "r"
+    _cli("train", *SMALL, "--set", "train.epochs=1", "--out", str(run))
+    _cli("compress-weights", str(run), "--bits", "8", "--name", "w8")
+    _cli("evaluate", str(run), "--weights", "w8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same model packed again: the same file, nothing to say, its evaluation still current
+        _cli("compress-weights", str(run), "--bits", "8", "--name", "w8")
+        _cli("evaluate", str(run), "--weights", "w8")

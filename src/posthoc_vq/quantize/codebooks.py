@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from posthoc_vq.config import QuantizeConfig
-from posthoc_vq.derivation import check_source, warn_replaced
+from posthoc_vq.derivation import check_source, recorded_sha256, warn_replaced
 from posthoc_vq.errors import ConfigError, NotFoundError
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.latents import LatentSet, run_latents
@@ -192,8 +192,9 @@ def fit_codebook_for_run(run_dir: str | Path | Run, q: QuantizeConfig, *, data_d
         meta = {"name": name, "run": str(run.root), "dataset": config.data.name, **fit_meta, "device": str(dev),
                 "model_sha256": run.model_record()["sha256"]}  # what its latents came from: checked whenever it is opened
         folder = run.new_artifact("codebooks", name)
-        warn_replaced(f"codebook '{name}' of {run.root}", folder)
+        before = recorded_sha256(run.codebook_files(name)[1])
         save_codebook(folder, estimator, meta)
+        warn_replaced(f"codebook '{name}' of {run.root}", run.codebook_files(name)[1], before)
     return name, estimator, meta
 
 

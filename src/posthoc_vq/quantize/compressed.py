@@ -17,7 +17,7 @@ import torch
 
 from posthoc_vq.config import WeightsConfig
 from posthoc_vq.errors import CheckpointError, NotFoundError, UntrainedRunError
-from posthoc_vq.derivation import check_source, warn_replaced
+from posthoc_vq.derivation import check_source, recorded_sha256, warn_replaced
 from posthoc_vq.io import atomic_folder, write_json
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.weights import load_packed, quantize_network, save_packed
@@ -63,7 +63,7 @@ def compress_run(run_dir: str | Path | Run, config: WeightsConfig) -> tuple[str,
         start = time.perf_counter()
         qn = quantize_network(model, config)
         fp32_file = run.model_file.stat().st_size
-        warn_replaced(f"packed weights '{name}' of {run.root}", run.new_artifact("weights", name))
+        before = recorded_sha256(run.weights_files(name)[1])
         with atomic_folder(run.new_artifact("weights", name)) as folder:
             path = folder / WEIGHTS_TENSORS
             saved = save_packed(path, qn, model.config.model_dump(mode="json"))
@@ -86,6 +86,7 @@ def compress_run(run_dir: str | Path | Run, config: WeightsConfig) -> tuple[str,
                 "provenance": provenance(seed=run_config.seed),
             }
             write_json(folder / WEIGHTS_RECORD, record)
+        warn_replaced(f"packed weights '{name}' of {run.root}", run.weights_files(name)[1], before)
     return name, record
 
 

@@ -11,6 +11,7 @@ folder. Anything absent becomes a *missing* note naming the command that would p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from posthoc_vq.records import CodebookRecord, PackedWeightsRecord, read_dict
 from posthoc_vq.report import compression_table
 from posthoc_vq.report.codebook_figures import codebook_figure, view_from_samples
 from posthoc_vq.report.codebook_table import COLUMNS as STUDY_COLUMNS
-from posthoc_vq.report.codebook_table import load_results, rate_distortion_figure, table_rows
+from posthoc_vq.report.codebook_table import StaleResultWarning, load_results, rate_distortion_figure, table_rows
 from posthoc_vq.report.document import Figure, Section, Table
 from posthoc_vq.report.figures import training_curves
 from posthoc_vq.report.image_figures import ImageRow, image_grid
@@ -81,11 +82,27 @@ def read_run(run_dir: str | Path | Run, split: str = "test") -> RunFiles:
     weights = {n: read_dict(run.weights_files(n)[1], PackedWeightsRecord, "packed-weight record") for n in run.weights_names()}
     rf = RunFiles(
         run, split, run.config(), meta, run.history(), run.summary(), run.provenance(), cont,
-        load_results(run, split)[1] if cont else [], [read_json(p, what="weight evaluation") for p in run.weights_eval_files(split)],
+        load_results(run, split)[1] if cont else [], _current_weight_evals(run, split, meta, weights),
         codebooks, weights, stale_continuous=stale,
     )
     rf.samples = read_samples(run, split, model_sha=(meta or {}).get("sha256"), codebooks=codebooks, weights=weights)
     return rf
+
+
+def _current_weight_evals(run: Run, split: str, meta: dict[str, Any] | None, weights: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored evaluations of packed weights that measured the run's model and the weights as they are now; the others
+    are left out with a :class:`~posthoc_vq.report.codebook_table.StaleResultWarning`."""
+    out = []
+    for path in run.weights_eval_files(split):
+        result = read_json(path, what="weight evaluation")
+        measured, packed = (result.get("model") or {}).get("sha256"), result.get("weights_sha256")
+        current = weights.get(result.get("weights"), {}).get("sha256")
+        if (measured is not None and meta is not None and measured != meta.get("sha256")) or (packed is not None and packed != current):
+            warnings.warn(f"{path} measured another version of the model or of packed weights '{result.get('weights')}' and is left out; "
+                          f"evaluate again: `posthoc-vq evaluate {run.root} --weights {result.get('weights')} --split {split}`", StaleResultWarning, stacklevel=2)
+            continue
+        out.append(result)
+    return out
 
 
 def run_header(rf: RunFiles) -> list[tuple[str, str]]:

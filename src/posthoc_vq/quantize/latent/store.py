@@ -14,6 +14,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from posthoc_vq.errors import CheckpointError, ConfigError
 from posthoc_vq.io import atomic_folder, save_tensors, write_json
 from posthoc_vq.quantize.latent.base import CodebookEstimator
@@ -94,6 +96,10 @@ def load_codebook(folder: str | Path, *, expected_dim: int | None = None) -> tup
         raise CheckpointError(f"{folder.with_suffix('.json')} is a codebook in the old two-file layout; re-fit it with `posthoc-vq quantize` (codebooks are now folders)")
     meta, tensors = read_pair(record_path, CodebookRecord, "codebook record", tensor_path)
     shapes = {k: list(v.shape) for k, v in tensors.items()}
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # said here, not later as a decoder that "produced NaN"
+        raise CheckpointError(f"{tensor_path} holds non-finite values (NaN or inf) in {', '.join(broken)}: the codebook is broken "
+                              "(a diverged fit or fine-tune); re-create it with `posthoc-vq quantize`")
     if shapes != meta["tensor_shapes"]:
         raise CheckpointError(f"{tensor_path} holds tensors {shapes} but {record_path} records {meta['tensor_shapes']}; the pair is inconsistent, re-create the codebook")
     try:
