@@ -338,7 +338,10 @@ class Run:
         data = read_json(self.config_file, what="run config")
         if not isinstance(data, dict):
             raise CheckpointError(f"{self.config_file} is not a valid run config: expected a JSON object, got {type(data).__name__}; restore it or retrain")
-        return validate(data, RunConfig, source=str(self.config_file))
+        try:
+            return validate(data, RunConfig, source=str(self.config_file))
+        except ConfigError as err:  # a run's own file, not the user's input: a damaged artifact, as a damaged model.json (exit 1)
+            raise CheckpointError(f"{err}; restore {self.config_file} or retrain the run") from None
 
     def model_record(self) -> dict[str, Any]:
         """``model.json`` checked against :class:`~posthoc_vq.records.ModelRecord` (its sha256 is required)."""
@@ -367,6 +370,12 @@ class Run:
 
         meta = self.model_record()
         config = validate(meta["model"], VAEConfig, source=str(self.model_record_file))
+        if self.config_file.exists() and meta.get("data") is not None:  # the data it was trained with (runs since these were kept)
+            now = self.config().data.model_dump(mode="json")
+            changed = [f"data.{k}: {now.get(k)!r} there, {v!r} in training" for k, v in meta["data"].items() if k != "data_dir" and now.get(k) != v]
+            if changed:
+                raise CheckpointError(f"{self.config_file} was edited after training: its data settings differ from those the model was "
+                                      f"trained with ({', '.join(changed)}; {self.model_record_file}); restore config.json")
         if self.config_file.exists() and (edited := self.config().model) != config:  # the model is built from model.json: say so
             diff = ", ".join(f"{k}: {getattr(edited, k)!r} there, {getattr(config, k)!r} in the model" for k in VAEConfig.model_fields
                              if getattr(edited, k) != getattr(config, k))

@@ -84,6 +84,11 @@ def test_an_edited_config_json_is_refused_not_ignored(tmp_path, capsys):
     for argv in (("evaluate", str(run)), ("compress-weights", str(run), "--bits", "8"), ("quantize", str(run), "--method", "kmeans", "--K", "8")):
         _cli(*argv, code=1)
         assert f"{run}/config.json was edited after training: its model settings differ from the trained model's (latent_dim: 8 there, 4 in the model" in _error(capsys)
+    config["model"]["latent_dim"] = 4
+    config["data"]["name"] = "mnist"  # evaluating on another dataset than the one it learned: refused, not used
+    (run / "config.json").write_text(json.dumps(config))
+    _cli("evaluate", str(run), code=1)
+    assert "its data settings differ from those the model was trained with (data.name: 'mnist' there, 'digits' in training" in _error(capsys)
 
 
 def test_a_codebook_holding_nan_is_named_as_broken_not_blamed_on_the_decoder(tmp_path, capsys):

@@ -26,6 +26,14 @@ KEEP_CHECKPOINTS = 2
 # ----------------------------------------------------------------------------- model weights
 
 
+def trained_data(config: Any) -> dict[str, Any]:
+    """The data settings a model was trained with (``model.json``'s ``data``; the data folder aside): checked against
+    ``config.json`` whenever the model is loaded, so an edited ``data.name`` is refused, not silently used."""
+    data = config.data.model_dump(mode="json")
+    data.pop("data_dir", None)
+    return data
+
+
 def save_model(run: Run, model: ConvVAE, meta: dict[str, Any]) -> None:
     """Write the usable model (weights + JSON with its config and a checksum)."""
     run = run if isinstance(run, Run) else Run(run)

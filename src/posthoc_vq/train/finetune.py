@@ -60,7 +60,7 @@ from posthoc_vq.quantize.latent.store import save_codebook
 from posthoc_vq.records import FinetuneRecord, compute_record, model_compute, read_dict, total_compute
 from posthoc_vq.run import Run, check_codebook_name
 from posthoc_vq.seeding import generator
-from posthoc_vq.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from posthoc_vq.train.checkpoint import trained_data, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from posthoc_vq.train.history import write_history
 from posthoc_vq.train.trainer import images_tensor
 
@@ -402,6 +402,7 @@ class _Finetuner:
             "finetune": {"source_run": self.settings["source_run"], "source_model_sha256": self.settings["source_model_sha256"],
                          "source_epoch": self.source_meta.get("epoch"), "source_trained_steps": src_steps, "codebook": self.name,
                          "part": self.part, "epoch": epoch, "steps": self.step},
+            "data": trained_data(self.config),
         })
         if epoch == 0 or self.vector_key is not None:
             self._save_codebook(epoch)

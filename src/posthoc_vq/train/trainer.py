@@ -28,7 +28,7 @@ from posthoc_vq.models.quantizers import CodeUsage
 from posthoc_vq.provenance import provenance
 from posthoc_vq.records import compute_record
 from posthoc_vq.run import Run
-from posthoc_vq.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from posthoc_vq.train.checkpoint import trained_data, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from posthoc_vq.train.history import format_changes, record_config_changes, write_history
 from posthoc_vq.seeding import derived_seed, generator, seed_everything
 from posthoc_vq.tracking import NullTracker, SafeTracker, Tracker, flatten, numeric
@@ -325,7 +325,8 @@ class Trainer:
                 self.tracker.log_metrics(numeric({k: v for k, v in row.items() if k not in ("epoch", "changes")}), step=epoch)
                 if improved:
                     best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-                    save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step})
+                    save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step,
+                                                       "data": trained_data(self.config)})
                 elif epoch > t.min_epochs:  # the warm-up's epochs never count toward patience
                     bad_epochs += 1
                 if self.scheduler is not None:
