@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def ci(summary: dict, digits: int) -> str:
 def with_rates(row: dict) -> dict:
     """A done cell's metrics, with the real rates read from its evaluation file where the cell predates them."""
     m = dict(row["metrics"])
-    if m.get("container_bpp_empirical") is None and (row.get("artifacts") or {}).get("eval"):
+    eval_file = Path((row.get("artifacts") or {}).get("eval") or "")
+    if m.get("container_bpp_empirical") is None and eval_file.is_file():  # absent when only the database was kept
         rate = read_json(row["artifacts"]["eval"], what="evaluation").get("rate") or {}
         empirical = (rate.get("priors") or {}).get("empirical") or {}
         m["real_bpp_empirical"], m["container_bpp_empirical"] = (empirical.get("real_bpp") or {}).get("mean"), empirical.get("container_bpp")
