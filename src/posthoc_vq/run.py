@@ -370,13 +370,14 @@ class Run:
 
         meta = self.model_record()
         config = validate(meta["model"], VAEConfig, source=str(self.model_record_file))
-        if self.config_file.exists() and meta.get("data") is not None:  # the data it was trained with (runs since these were kept)
-            now = self.config().data.model_dump(mode="json")
+        saved = self.config() if self.config_file.exists() else None  # read once for both checks below
+        if saved is not None and meta.get("data") is not None:  # the data it was trained with (runs since these were kept)
+            now = saved.data.model_dump(mode="json")
             changed = [f"data.{k}: {now.get(k)!r} there, {v!r} in training" for k, v in meta["data"].items() if k != "data_dir" and now.get(k) != v]
             if changed:
                 raise CheckpointError(f"{self.config_file} was edited after training: its data settings differ from those the model was "
                                       f"trained with ({', '.join(changed)}; {self.model_record_file}); restore config.json")
-        if self.config_file.exists() and (edited := self.config().model) != config:  # the model is built from model.json: say so
+        if saved is not None and (edited := saved.model) != config:  # the model is built from model.json: say so
             diff = ", ".join(f"{k}: {getattr(edited, k)!r} there, {getattr(config, k)!r} in the model" for k in VAEConfig.model_fields
                              if getattr(edited, k) != getattr(config, k))
             raise CheckpointError(f"{self.config_file} was edited after training: its model settings differ from the trained model's "

@@ -168,8 +168,7 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, a
     finally:
         store.close()
     claims = make_claims(rows, spec.compare)
-    claims |= {"sweep": spec.name, "n_cells": len(cells), "n_failed": sum(r["status"] == "failed" for r in rows), "ran_now": n_todo,
-               "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
+    claims |= {"sweep": spec.name, **cell_counts(rows), "ran_now": n_todo}
     write_claims(sweep_dir, claims, spec)
     return claims
 
@@ -184,9 +183,13 @@ def current_claims(sweep_dir: str | Path) -> dict[str, Any]:
         rows = store.rows()
     finally:
         store.close()
-    return make_claims(rows, spec.compare) | {
-        "sweep": spec.name, "n_cells": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
-        "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
+    return make_claims(rows, spec.compare) | {"sweep": spec.name, **cell_counts(rows)}
+
+
+def cell_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """``n_cells``, ``n_failed`` and ``n_pending`` (pending or interrupted) of a sweep's database rows."""
+    return {"n_cells": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
+            "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
 
 
 def write_claims(sweep_dir: Path, claims: dict[str, Any], spec: SweepSpec) -> dict[str, Path]:
