@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO ?= runs/demo
 SHARED_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: install browser demo test test-gpu wheel-check bench clean
+.PHONY: install browser demo test test-gpu wheel-check docs bench clean
 
 install: $(VENV)/.installed
 
@@ -41,9 +41,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-test: install browser wheel-check
+test: install browser wheel-check docs
 	$(VENV)/bin/lint-imports
 	POSTHOC_VQ_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest
+
+# The docs site (mkdocs.yml, docs/): --strict, so a broken link or anchor, or an unreadable docstring, fails the build.
+# Offline (no web fonts, no plugin that downloads); the site goes to site/, which git ignores.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # CUDA checks, where a GPU is lent (outside the default test paths; they fail, never skip, without CUDA).
 test-gpu: install

@@ -50,7 +50,7 @@ def measure(preset: str, run: Path, data_dir: str, name: str | None = None) -> d
         name = q.default_name()
         if name not in Run.open(run).codebook_names():
             fit_codebook_for_run(run, q, data_dir=data_dir)
-    result = evaluate_codebook(run, name, data_dir=data_dir)
+    result = evaluate_codebook(run, name, data_dir=data_dir).to_json()
     codec = open_codec(run, name)
     ref_codes, ref_images = evaluation_images(run, codec)
     from posthoc_vq.evaluation.reconstruction import split_images

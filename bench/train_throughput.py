@@ -106,8 +106,8 @@ def _train_and_evaluate(config, data_dir, queue):
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, tmp, progress=False)
-        quality = evaluate_continuous(tmp, data_dir=data_dir)["continuous"]
-    queue.put({"seconds": result.seconds, "epochs": result.epochs, "psnr_db": quality["psnr_db"], "ssim": quality["ssim"]})
+        quality = evaluate_continuous(tmp, data_dir=data_dir).continuous
+    queue.put({"seconds": result.seconds, "epochs": result.epochs, "psnr_db": quality.psnr_db.to_json(), "ssim": quality.ssim.to_json()})
 
 
 def main(argv=None) -> int:

@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         if summary is None:
             train(run, run_dir, resume=run_dir.exists(), progress=False, console=Console(quiet=True))
             summary = read_json(run_dir / "train_summary.json")
-        test = evaluate_continuous(run_dir, split="test", data_dir=args.data_dir)["continuous"]
+        test = evaluate_continuous(run_dir, split="test", data_dir=args.data_dir).continuous
         history = read_json(run_dir / "history.json")
         out[name] = {"min_epochs": min_epochs, "epochs": summary["epochs"], "best_epoch": summary["best_epoch"], "stop_reason": summary["stop_reason"],
-                     "val_loss": [round(r["val_loss"], 3) for r in history], "test_psnr_db": test["psnr_db"]["mean"], "test_ssim": test["ssim"]["mean"]}
+                     "val_loss": [round(r["val_loss"], 3) for r in history], "test_psnr_db": test.psnr_db.mean, "test_ssim": test.ssim.mean}
         print(f"{name}: stopped after {summary['epochs']} epochs ({summary['stop_reason']}, best {summary['best_epoch']}), "
               f"test PSNR {test['psnr_db']['mean']:.2f} dB")
     out["provenance"] = provenance(seed=CELL["seed"])

@@ -52,7 +52,7 @@ def quantize_and_evaluate(run: Path, K: int, data_dir: str) -> dict:
     if name not in Run(run).codebook_names():
         print(f"fitting {name}", flush=True)
         fit_codebook_for_run(run, q, data_dir=data_dir)
-    return evaluate_codebook(run, name, split="test", data_dir=data_dir)
+    return evaluate_codebook(run, name, split="test", data_dir=data_dir).to_json()
 
 
 def point(result: dict, key: str = "quantized") -> dict:
@@ -101,7 +101,7 @@ def main() -> None:
     run, base = Path(args.run), Path(args.baseline)
 
     ensure_trained(run, args.data_dir)
-    cont = point(evaluate_continuous(run, split="test", data_dir=args.data_dir), "continuous")
+    cont = point(evaluate_continuous(run, split="test", data_dir=args.data_dir).to_json(), "continuous")
     spatial = []
     for K in args.K:
         r = quantize_and_evaluate(run, K, args.data_dir)

@@ -12,12 +12,16 @@ from posthoc_vq.waitpolicy import apply_default as _apply_wait_policy_default
 
 _apply_wait_policy_default()  # before anything imports torch: OpenMP reads its environment when torch loads
 
+from posthoc_vq.compat import check_torch as _check_torch  # noqa: E402 - reads torch's version from its metadata, never imports it
+
+_check_torch()  # torch older than the tested window: ImportError naming it; newer: one warning line
+
 __version__ = "0.1.0"
 
 # Library API (bring your own VAE), imported on first use so `import posthoc_vq.<module>` stays light.
 _API = {
     "fit_codebook", "evaluate", "FittedCodebook", "load_run", "LoadedRun", "load_codebook", "compress_weights", "PackedWeights",
-    "load_packed", "evaluate_weights", "compress", "decompress", "compare_codecs",
+    "load_packed", "evaluate_weights", "compress", "decompress", "compare_codecs", "ablate",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -6,7 +6,7 @@
     model = FunctionAutoencoder(my_encode, my_decode, output_range=(0, 1))  # or a pythae / diffusers model
     fit = posthoc_vq.fit_codebook(model, train_images, method="kmeans", K=1024)
     result = posthoc_vq.evaluate(model, fit, test_images, split="test")
-    result["quantized"]["psnr_db"]["mean"], result["bits_per_image"]
+    result.quantized.psnr_db.mean, result.bits_per_image   # a typed Evaluation (posthoc_vq.results)
 
 ``model`` is anything :func:`posthoc_vq.autoencoders.as_autoencoder` accepts. Images are
 float tensors or arrays (N, C, H, W) in [0, 1], an :class:`~posthoc_vq.data.ImageSet`, or a
@@ -44,6 +44,7 @@ from posthoc_vq.devices import resolve_device
 from posthoc_vq.evaluation.codebook import codebook_result, streamed_result
 from posthoc_vq.evaluation.reconstruction import continuous_result, finish, model_header
 from posthoc_vq.latents import LatentSet, encode_split, model_latents, stream_latents
+from posthoc_vq.results import Evaluation
 from posthoc_vq.quantize.codebooks import fit_on_latents
 from posthoc_vq.quantize.latent.base import CodebookEstimator, missing_labels_error
 from posthoc_vq.quantize.latent.store import estimator_class, save_codebook
@@ -79,8 +80,8 @@ class FittedCodebook:
         codebooks; geodesic, hybrid and class-conditional ones are refused with an error naming
         the method. ``straight_through=True`` passes gradients to ``z`` straight through.
 
-        Example
-        -------
+        Examples
+        --------
         >>> quantizer = fitted.as_module()                      # doctest: +SKIP
         >>> z_q, indices = quantizer(model.encode(images)[0])   # doctest: +SKIP
         """
@@ -250,7 +251,7 @@ def mean_image_baseline(x: torch.Tensor, body: dict[str, Any]) -> dict[str, Any]
     """Mean per-image MSE of the mean image of ``x`` (N, C, H, W) against each image, beside the model's continuous MSE."""
     mean_image = x.mean(0, keepdim=True, dtype=torch.float64)
     per_image = ((x.double() - mean_image) ** 2).flatten(1).mean(1)
-    model_mse = ((body.get("continuous") or {}).get("mse") or {}).get("mean")
+    model_mse = body["continuous"].mse.mean if body.get("continuous") is not None else None
     return {"mse": float(per_image.mean()), "model_mse": None if model_mse is None else float(model_mse), "reference": "mean image of the evaluated images"}
 
 
@@ -269,7 +270,7 @@ def _codebook_and_meta(codebook: Any) -> tuple[CodebookEstimator, dict[str, Any]
 def evaluate(
     model: Any, codebook: Any, data: Any, *, labels: Any = None, split: str = "data", dataset: str | None = None,
     out: str | Path | None = None, batch_size: int = 1000, device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Evaluate ``model`` on images ``data``, continuous and (if ``codebook`` is given) quantized.
 
     Parameters
@@ -289,7 +290,7 @@ def evaluate(
 
     Returns
     -------
-    dict : the result the CLI writes (``posthoc-vq evaluate [--codebook]``): absolute quality of
+    Evaluation : the result the CLI writes (``posthoc-vq evaluate [--codebook]``), typed (:mod:`posthoc_vq.results`): absolute quality of
     continuous and quantized outputs with 95% CIs, the quantization penalty, per-image PSNR
     change, latent MSE, token usage, bits per image, audit warnings; with ``run`` None and the
     model described by its adapter.
@@ -317,7 +318,7 @@ def evaluate(
         body, lat = streamed_result(ae, estimator, meta, tally, split, kind=meta.get("latents", "mu"), seed=meta.get("latent_seed") or 0,
                                     batch_size=batch_size, device=dev)
         result = {**model_header(ae, split, lat.latent_shape, dataset), **body}
-        model_mse = ((body.get("continuous") or {}).get("mse") or {}).get("mean")
+        model_mse = body["continuous"].mse.mean if body.get("continuous") is not None else None
         result["mean_image_baseline"] = {"mse": tally.mean_image_mse(), "model_mse": None if model_mse is None else float(model_mse),
                                          "reference": "mean image of the evaluated images"}
     else:
@@ -374,8 +375,8 @@ def load_run(path: str | Path) -> LoadedRun:
     ------
     NotFoundError : no run there; CheckpointError : the model file is damaged.
 
-    Example
-    -------
+    Examples
+    --------
     >>> run = posthoc_vq.load_run("runs/digits")                         # doctest: +SKIP
     >>> fit = posthoc_vq.fit_codebook(run.model, images, K=64)           # doctest: +SKIP
     """
@@ -397,8 +398,8 @@ def load_codebook(run_or_folder: str | Path | LoadedRun, name: str | None = None
     name : the codebook's name in the run (``posthoc-vq quantize`` prints it); may be left out
         when the run holds exactly one codebook.
 
-    Example
-    -------
+    Examples
+    --------
     >>> fit = posthoc_vq.load_codebook("runs/digits", "kmeans-K64-mu-train")    # doctest: +SKIP
     >>> fit.as_module()(z)                                                     # doctest: +SKIP
     """
@@ -467,8 +468,8 @@ def compress_weights(model: torch.nn.Module, bits: int = 8, *, out: str | Path |
     -------
     PackedWeights : ``.state_dict()`` dequantized, ``.network.errors`` per layer, ``.save(path)``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     >>> packed = compress_weights(net, bits=4, out=tmp / "net.safetensors")   # doctest: +SKIP
     >>> restored = load_packed(tmp / "net.safetensors", into=net)             # doctest: +SKIP
@@ -503,8 +504,8 @@ def load_packed(path: str | Path, *, into: torch.nn.Module | None = None) -> tor
     NotFoundError : no such file. CheckpointError : the file is damaged, or its keys or shapes
         do not fit ``into`` (the message names the first mismatching key).
 
-    Example
-    -------
+    Examples
+    --------
     >>> net = load_packed("runs/digits/weights/int8-channel/weights.safetensors", into=model)   # doctest: +SKIP
     """
     from posthoc_vq.errors import CheckpointError, NotFoundError
@@ -535,7 +536,7 @@ def load_packed(path: str | Path, *, into: torch.nn.Module | None = None) -> tor
 
 
 def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "test", codebook: str | None = None, data_dir: str | None = None,
-                     device: str | torch.device | None = None) -> dict[str, Any]:
+                     device: str | torch.device | None = None) -> Evaluation:
     """Evaluate a run's packed weights ``name`` (``posthoc-vq evaluate RUN --weights NAME``), against its fp32 model and ground truth.
 
     Run-based: the packed file is the one ``posthoc-vq compress-weights RUN`` wrote. Writes and returns
@@ -543,10 +544,10 @@ def evaluate_weights(run: str | Path | LoadedRun, name: str, *, split: str = "te
     models with 95% CIs, the per-image PSNR change, audit warnings). ``device``: where both models
     encode and decode (default CPU); codes are assigned and metrics computed on CPU.
 
-    Example
-    -------
+    Examples
+    --------
     >>> main(["compress-weights", "runs/digits", "--bits", "8"])                  # doctest: +SKIP
-    >>> posthoc_vq.evaluate_weights("runs/digits", "int8-channel")["size"]["compression_factor"]   # doctest: +SKIP
+    >>> posthoc_vq.evaluate_weights("runs/digits", "int8-channel").size["compression_factor"]   # doctest: +SKIP
     """
     from posthoc_vq.evaluation.weights import evaluate_weights as run_based
 
@@ -596,10 +597,11 @@ def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path |
     from posthoc_vq.evaluation.rd_comparison import bd_rows, posthoc_series, public
     from posthoc_vq.evaluation.reconstruction import split_images
     from posthoc_vq.evaluation.standard_codecs import codec_ladder
-    from posthoc_vq.io import read_json, write_json
+    from posthoc_vq.io import write_json
     from posthoc_vq.latents import load_run_splits
     from posthoc_vq.progress import reporting
     from posthoc_vq.provenance import provenance
+    from posthoc_vq.records import read_evaluation
     from posthoc_vq.report.codec_figure import bd_markdown, codec_rd_figure, standard_points
     from posthoc_vq.run import Run
 
@@ -620,8 +622,8 @@ def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path |
     files = []
     for r in ([run] if is_run else []) + [Run.open(w) for w in with_runs]:
         files += [r.eval_file(split)] + list(r.codebook_eval_files(split).values())
-    results = [r for r in (read_json(f, what="evaluation result") for f in files if f.exists())
-               if r.get("rate") and r["rate"].get("n_images") == len(x) and r["rate"].get("per_image_psnr_db") is not None]
+    results = [r for r in (read_evaluation(f) for f in files if f.exists())
+               if r.rate is not None and r.rate.n_images == len(x) and r.rate.per_image_psnr_db is not None]
     series = posthoc_series(results)
     rows = bd_rows(series, ladder, n_boot=n_boot)
     standard = standard_points(ladder)
@@ -631,7 +633,7 @@ def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path |
     paths = {k: out / f"codecs-{split}.{k}" for k in ("json", "md", "png")}
     write_json(paths["json"], result)
     title = f"{dataset} {split} ({len(x):,} images): coded codebooks vs standard codecs"
-    cont = next((r["continuous"]["psnr_db"]["mean"] for r in results if r.get("codebook") is None and "continuous" in r), None)
+    cont = next((r.continuous.psnr_db.mean for r in results if r.codebook is None and r.continuous is not None), None)
     codec_rd_figure(public(series), standard, paths["png"], title=title, continuous_psnr_db=None if series.get("trained") else cont)
     lines = [f"# {title}", "", "Rates are real: each image's own file, bytes x 8 / pixels, header included.", ""]
     for c, s in standard.items():
@@ -641,3 +643,19 @@ def compare_codecs(target: str | Path, *, split: str = "test", out: str | Path |
     paths["md"].write_text("\n".join(lines) + "\n\n" + bd_markdown(rows))
     result["paths"] = {k: str(v) for k, v in paths.items()}
     return result
+
+
+# ---------------------------------------------------------------------------- sweeps
+def ablate(spec: str | Path, out: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """``posthoc-vq ablate``: run (or resume) a sweep, then write its claims (``claims.json`` and ``claims.md``).
+
+    ``spec``: a packaged spec's name (``posthoc-vs-joint``) or a YAML/JSON path; ``out``: the sweep folder (default
+    ``runs/sweeps/<name>``). ``options``: those of :func:`posthoc_vq.experiments.run_sweep` (``executor``, ``workers``,
+    ``address``, ``data_dir``, ``progress``, ``console``, ``only``, ``device``) and ``tracking``
+    (:class:`posthoc_vq.pipeline.Tracking`). Returns the claims with the cell counts.
+    """
+    from posthoc_vq import pipeline
+    from posthoc_vq.experiments import load_sweep_spec
+
+    out = Path(out) if out is not None else Path("runs") / "sweeps" / load_sweep_spec(spec).name
+    return pipeline.ablate(spec, out, **options)

@@ -32,13 +32,15 @@ The rules (:data:`RULES`, in the order they are checked):
 * ``too_few_observations``: fewer than ``min_n`` (default :data:`MIN_OBSERVATIONS`) observations
   in an arm: no significance test is run.
 
-A pure module: plain dicts in, strings out; it imports nothing of the package, so the
-evaluation, the sweep driver and the report can all use it.
+A pure module: typed results (:mod:`posthoc_vq.results`) or a sweep cell's stored metrics in, strings out;
+it imports nothing else of the package, so the evaluation, the sweep driver and the report can all use it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+from posthoc_vq.results import CodebookComparison, Evaluation, Warning_
 
 MAX_QUANT_GAIN_DB = 0.5  # quantized PSNR above continuous by more than this: implausible
 OUTPUT_RANGE = (0.0, 1.0)  # decoded images must lie here (PSNR/SSIM use data range 1); = posthoc_vq.models.OUTPUT_RANGE
@@ -84,9 +86,10 @@ class _Untrained(Rule):
         return bool(baseline) and baseline.get("model_mse") is not None and baseline["model_mse"] >= baseline["mse"]
 
     def on_result(self, result):
-        if self.applies((result.get("model") or {}).get("trained_steps")):
+        model = getattr(result, "model", None)
+        if self.applies(model.trained_steps if model is not None else None):
             return ["the model has zero training steps: its numbers measure random weights, not a trained VAE"]
-        baseline = result.get("mean_image_baseline")
+        baseline = getattr(result, "mean_image_baseline", None)
         if self.no_better_than_mean(baseline):
             return [f"the model's reconstructions are no better than the mean image of the evaluated images (mean per-image MSE "
                     f"{baseline['model_mse']:.4g} vs {baseline['mse']:.4g}): it looks untrained, so its numbers likely measure random weights"]
@@ -114,9 +117,9 @@ class _NotConverged(Rule):
         return converged is False
 
     def on_result(self, result):
-        training = result.get("training") or {}
-        if not UNTRAINED.on_result(result) and self.applies(training.get("converged")):
-            return [f"training stopped at max epochs ({training.get('epochs')}) without meeting the early-stopping criterion"]
+        training = getattr(result, "training", None)
+        if training is not None and not UNTRAINED.on_result(result) and self.applies(training.converged):
+            return [f"training stopped at max epochs ({training.epochs}) without meeting the early-stopping criterion"]
         return []
 
     def on_cell(self, metrics):
@@ -147,7 +150,8 @@ class _OutputRange(Rule):
         lo, hi = OUTPUT_RANGE
         out = []
         for key in ("continuous", "quantized"):
-            rng = (result.get(key) or {}).get("output_range")
+            block = getattr(result, key)
+            rng = block.output_range if block is not None else None
             if self.applies(rng):
                 out.append(f"{key} outputs lie in [{rng[0]:.3f}, {rng[1]:.3f}], outside [{lo}, {hi}]: PSNR/SSIM with data range 1 are not valid")
         return out
@@ -162,8 +166,8 @@ class _TestLeakage(Rule):
         return bool(fit_includes_test)
 
     def on_result(self, result):
-        if self.applies(result.get("fit_includes_test")):
-            return [f"the codebook was fitted on '{result.get('fit_on')}', which includes the test split it is evaluated on (transductive)"]
+        if self.applies(result.fit_includes_test):
+            return [f"the codebook was fitted on '{result.fit_on}', which includes the test split it is evaluated on (transductive)"]
         return []
 
     def on_cell(self, metrics):
@@ -187,8 +191,8 @@ class _QuantizedBeatsContinuous(Rule):
     def on_result(self, result):
         # only 'quantized' against 'continuous': a trained quantizer's 'pre_quantization' block is informational. A decoder
         # fine-tuned on a codebook's vectors is no longer the decoder of mu, so it may fairly score above its own decode(mu)
-        if "quantized" in result and "continuous" in result and not result.get("finetune"):
-            gain = result["quantized"]["psnr_db"]["mean"] - result["continuous"]["psnr_db"]["mean"]
+        if result.quantized is not None and result.continuous is not None and not getattr(result, "finetune", None):
+            gain = result.quantized.psnr_db.mean - result.continuous.psnr_db.mean
             if gain > self.threshold:
                 return [f"the quantized model scores {gain:.2f} dB above its own continuous model; a codebook approximates the latents, "
                         "so this is implausible and almost always a metric bug (output range, latents or images differ between the two)"]
@@ -244,13 +248,13 @@ RESULT_RULES = (UNTRAINED, NOT_CONVERGED, OUTPUT_RANGE_RULE, TEST_LEAKAGE, QUANT
 ARM_RULES = (UNTRAINED, NOT_CONVERGED, QUANTIZED_BEATS_CONTINUOUS)  # any cell of an arm firing one makes its claims invalid
 
 
-def audit(result: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Warnings ``{"code", "message"}`` for an evaluation result, in rule order.
+def audit(result: Evaluation | CodebookComparison) -> list[Warning_]:
+    """Warnings (``code``, ``message``) for an evaluation result, or a weights evaluation's ``with_codebook`` block, in rule order.
 
     Reads ``model.trained_steps``, ``training.converged``/``epochs``, ``continuous``/``quantized``
     (``output_range``, ``psnr_db.mean``), ``fit_on`` and ``fit_includes_test`` where present.
     """
-    return [{"code": rule.code, "message": m} for rule in RESULT_RULES for m in rule.on_result(result)]
+    return [Warning_(code=rule.code, message=m) for rule in RESULT_RULES for m in rule.on_result(result)]
 
 
 def invalid_reasons(arms: Mapping[Any, list[Mapping[str, Any]]], axis: str, pair_by: str | None) -> list[str]:

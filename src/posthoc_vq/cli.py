@@ -5,7 +5,7 @@
 usage or input error (:func:`posthoc_vq.errors.exit_code` maps each error class; argparse's own
 errors exit 2 through ``SystemExit``). An error prints one clear message on stderr, never a traceback.
 
-Conventions, the same on every command (README, "CLI conventions"):
+Conventions, the same on every command (docs/cli.md, "CLI conventions"):
 
 * ``--out DIR``: the folder (a run directory for ``train``/``finetune``) the command writes its
   artifacts into; always optional, its default in ``--help``.
@@ -34,7 +34,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from posthoc_vq.errors import EXIT_FAILED, EXIT_OK, ConfigError, PosthocVQError, exit_code
-from posthoc_vq.run import Run, Sweep
+from posthoc_vq.results import Evaluation
 
 # Before torch is first imported (commands import it lazily): PyTorch's CPU allocator then asks the kernel for huge pages
 # for its large buffers (only with transparent huge pages set to 'madvise' or 'always'; no number changes). A full-size photo's
@@ -95,9 +95,11 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Any = N
         notes.print(f"wrote {written}", highlight=False, soft_wrap=True)
 
 
-def _warn(warnings: list[dict[str, Any]]) -> None:
+def _warn(warnings: list[Any]) -> None:
+    """Print audit warnings: typed ones (``code``, ``message``), or a perceptual result's dicts."""
     for w in warnings:
-        err_console.print(f"[yellow]warning ({w['code']}):[/] {w['message']}", highlight=False, soft_wrap=True)
+        code, message = (w["code"], w["message"]) if isinstance(w, dict) else (w.code, w.message)
+        err_console.print(f"[yellow]warning ({code}):[/] {message}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -131,62 +133,34 @@ def _track_warn(message: str) -> None:
     err_console.print(f"[yellow]warning (tracking):[/] {message}", highlight=False, soft_wrap=True)
 
 
+def _tracking(args: argparse.Namespace) -> Any:
+    """The tracker --track asks for (:class:`posthoc_vq.pipeline.Tracking`), its failures printed as warnings."""
+    from posthoc_vq.pipeline import Tracking
+
+    return Tracking(getattr(args, "track", None), warn=_track_warn)
+
+
 def _check_track(args: argparse.Namespace) -> None:
     """Fail before any work when --track names a tracker whose extra is not installed."""
-    from posthoc_vq.tracking import check_tracker
-
-    check_tracker(getattr(args, "track", None))
-
-
-def _tracker(args: argparse.Namespace, experiment: str, run_name: str, **kwargs: Any) -> Any:
-    """The tracker --track asks for (a no-op without it); a missing [tracking] extra fails here, before any work."""
-    from posthoc_vq.tracking import open_tracker
-
-    return open_tracker(getattr(args, "track", None), experiment, run_name, warn=_track_warn, **kwargs)
-
-
-def _track_files(tracker: Any, *paths: Path) -> None:
-    for path in paths:
-        tracker.log_artifact(path)
-
-
-def _track_training(tracker: Any, run: Run, summary: dict[str, Any]) -> None:
-    """A finished train/finetune run: its summary as metrics and tags, and its small files as artifacts (not the weights)."""
-    from posthoc_vq.tracking import numeric
-
-    tracker.log_metrics({f"summary.{k}": v for k, v in numeric({k: v for k, v in summary.items() if k != "run_dir"}).items()})
-    tracker.set_tags({"stop_reason": summary.get("stop_reason", ""), "run_dir": str(run.root)})
-    _track_files(tracker, run.config_file, run.model_record_file, run.history_json, run.history_csv, run.summary_file,
-                 run.provenance_file(False), run.config_changes_file, run.finetune_file)
+    _tracking(args).check()
 
 
 # ----------------------------------------------------------------------------- commands
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from posthoc_vq.config import load_run_config
-    from posthoc_vq.train import train
+    from posthoc_vq import pipeline
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.preset or "digits").name
     overrides = list(args.set)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
-    if args.resume and Run(out).exists() and args.preset is None:
-        from posthoc_vq.config import apply_overrides, validate, RunConfig
-
-        data = apply_overrides(Run.open(out).config().to_dict(), overrides, RunConfig)
-        config = validate(data, RunConfig, source=f"{out / 'config.json'} with overrides {overrides}")
-    else:
-        config = load_run_config(args.preset or "digits", overrides, seed=args.seed)
-    tracker = _tracker(args, Path(args.preset).name if args.preset else config.data.name, out.resolve().name, tags={"command": "train"})
-    status = "FAILED"
-    try:
-        with _own_bars(args):
-            result = train(config, out, resume=args.resume, progress=_bars(args), console=notes, tracker=tracker, device=_device(args))
-        status = "FINISHED"
-        _track_training(tracker, Run.open(out), {**result.__dict__, "compute": result.compute})
-    finally:
-        tracker.end(status)
+    config = pipeline.train_config(out, args.preset, overrides, resume=args.resume, seed=args.seed)
+    tracking = _tracking(args)
+    tracking.check()
+    with _own_bars(args):
+        result = pipeline.train(config, out, resume=args.resume, experiment=Path(args.preset).name if args.preset else None, tracking=tracking,
+                                progress=_bars(args), console=notes, device=_device(args))
     state = "converged (early stopping)" if result.converged else "stopped at max epochs (not converged)"
     _say(args, f"{out}: {result.epochs} epochs, best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}, {state}, {result.seconds:.1f}s")
     return EXIT_OK
@@ -209,8 +183,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ci(m: dict, digits: int) -> str:
-    return f"{m['mean']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
+def _ci(m: Any, digits: int) -> str:
+    """``mean [low, high]`` of a :class:`~posthoc_vq.results.MeanCI` (or a perceptual result's mean/CI dict)."""
+    mean, low, high = (m["mean"], m["low"], m["high"]) if isinstance(m, dict) else (m.mean, m.low, m.high)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _seed(value: str) -> int:
@@ -277,58 +253,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if "perceptual" in results:
             _print_perceptual(args, results["perceptual"])
     for r in results.values():
-        _warn(r["warnings"])
-    _track_evaluation(args, results)
+        _warn(r["warnings"] if isinstance(r, dict) else r.warnings)
+    from posthoc_vq.pipeline import track_evaluation
+
+    track_evaluation(_tracking(args), args.run, results, codebook=args.codebook, weights=args.weights, split=args.split)
     return EXIT_OK
 
 
-#: the headline numbers of a pixel evaluation logged to a tracker: section -> metrics (each its mean over images)
-TRACKED_EVAL = {"continuous": ("psnr_db", "ssim", "mse"), "quantized": ("psnr_db", "ssim", "mse"), "penalty": ("psnr_db", "ssim", "mse")}
-
-
-def _track_evaluation(args: argparse.Namespace, results: dict[str, dict]) -> None:
-    """Log an evaluation: headline metrics (means; ``<section>.<metric>``), bits per image, warnings as a tag, the eval JSON."""
-    if getattr(args, "track", None) is None:
-        return
-    from posthoc_vq.tracking import numeric
-
-    run = Run(args.run)
-    try:
-        experiment = run.config().data.name
-    except Exception:  # noqa: BLE001 - a run without a readable config still gets tracked
-        experiment = "posthoc-vq"
-    what = "+".join(filter(None, (args.weights, args.codebook))) or "continuous"
-    tracker = _tracker(args, experiment, f"{Path(args.run).resolve().name}/{what}", tags={"command": "evaluate", "run_dir": str(args.run)})
-    try:
-        tracker.log_params({"run": str(args.run), "codebook": args.codebook or "", "weights": args.weights or "", "split": args.split})
-        metrics: dict[str, float] = {}
-        pixel = results.get("pixel")
-        if pixel is not None:
-            sections = [("", pixel)] + ([("with_codebook.", pixel["with_codebook"])] if isinstance(pixel.get("with_codebook"), dict) else [])
-            for prefix, r in sections:
-                for section, names in TRACKED_EVAL.items():
-                    for name in names:
-                        value = (r.get(section) or {}).get(name)
-                        if isinstance(value, dict) and "mean" in value:
-                            metrics[f"{prefix}{section}.{name}"] = value["mean"]
-            if isinstance(pixel.get("bits_per_image"), (int, float)):
-                metrics["bits_per_image"] = pixel["bits_per_image"]
-            tracker.log_artifact(run.eval_file(args.split, codebook=args.codebook, weights=args.weights))
-        if "perceptual" in results:
-            metrics |= {f"perceptual.{k}": v for k, v in numeric(results["perceptual"].get("sets", {})).items()}
-            tracker.log_artifact(run.eval_file(args.split, codebook=args.codebook, weights=args.weights, kind="perceptual"))
-        tracker.log_metrics(numeric(metrics))
-        codes = sorted({w["code"] for r in results.values() for w in r.get("warnings", [])})
-        tracker.set_tags({"warnings": ",".join(codes) or "none"})
-    finally:
-        tracker.end()
-
-
 def _evaluate_perceptual(args: argparse.Namespace, metrics: list[str], progress: Any) -> dict:
-    from posthoc_vq.evaluation.perceptual import perceptual_metrics
+    from posthoc_vq.pipeline import evaluate_perceptual
 
-    return perceptual_metrics(
-        args.run, codebook=args.codebook, weights=args.weights, split=args.split, metrics=metrics, features=args.features, data_dir=args.data_dir,
+    return evaluate_perceptual(
+        args.run, metrics, codebook=args.codebook, weights=args.weights, split=args.split, features=args.features, data_dir=args.data_dir,
         n_samples=args.samples, n_pairs=args.pairs, seed=args.seed, lpips_weights=args.lpips_weights, progress=progress,
     )
 
@@ -365,7 +301,7 @@ def _print_perceptual(args: argparse.Namespace, r: dict) -> None:
             table.add_row(name, pm(p["step_change_mean"], 4), pm(p["step_change_max"], 4), ratio, pm(p["endpoint_class_fraction"], 3))
         console.print(table)
     console.print(f"{fd_name} is a Fréchet distance in a {r['dataset']} classifier's feature space, not comparable with Inception FID. "
-                  f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook, weights=args.weights, kind='perceptual')}")
+                  f"JSON: {_eval_file(args, kind='perceptual')}")
 
 
 def _add_device(p: argparse.ArgumentParser, what: str) -> None:
@@ -380,66 +316,60 @@ def _device(args: argparse.Namespace) -> Any:
     return resolve_device(getattr(args, "device", "cpu"))
 
 
-def _evaluate_pixels(args: argparse.Namespace, progress: Any) -> dict:
-    from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
-    from posthoc_vq.evaluation.samples import write_samples
-    from posthoc_vq.evaluation.weights import evaluate_weights
+def _evaluate_pixels(args: argparse.Namespace, progress: Any) -> Evaluation:
+    from posthoc_vq.pipeline import evaluate_pixels
 
-    if args.weights:
-        result = evaluate_weights(args.run, args.weights, split=args.split, data_dir=args.data_dir, codebook=args.codebook, progress=progress,
-                                  device=_device(args))
-        if args.codebook is None:
-            write_samples(args.run, args.split, weights=args.weights, data_dir=args.data_dir)  # the report's images of this model
-        return result
-    if args.codebook:
-        result = evaluate_codebook(args.run, args.codebook, split=args.split, data_dir=args.data_dir, progress=progress, device=_device(args))
-    else:
-        result = evaluate_continuous(args.run, split=args.split, data_dir=args.data_dir, progress=progress, device=_device(args))
-    write_samples(args.run, args.split, codebook=args.codebook, data_dir=args.data_dir)  # the decoded images and code counts a report draws
-    return result
+    return evaluate_pixels(args.run, codebook=args.codebook, weights=args.weights, split=args.split, data_dir=args.data_dir, progress=progress,
+                           device=_device(args))
 
 
-def _print_weight_pixels(args: argparse.Namespace, result: dict) -> None:
-    for label, r in [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else []):
-        _say(args, f"{args.weights}{label}: PSNR {_ci(r['quantized']['psnr_db'], 2)} dB, SSIM {_ci(r['quantized']['ssim'], 4)} vs ground truth "
-                   f"(fp32 {r['continuous']['psnr_db']['mean']:.2f} dB; change {_ci(r['psnr_change_db'], 3)} dB); PSNR {_ci(r['penalty']['psnr_db'], 2)} dB vs the fp32 output")
-    _say(args, f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=args.weights, codebook=args.codebook)}")
+def _eval_file(args: argparse.Namespace, **kind: Any) -> Path:
+    """Where the evaluation this command wrote is stored (for the last printed line)."""
+    from posthoc_vq.pipeline import eval_file
+
+    return eval_file(args.run, args.split, **({"codebook": args.codebook, "weights": args.weights} | kind))
 
 
-def _model_label(result: dict) -> str:
+def _print_weight_pixels(args: argparse.Namespace, result: Evaluation) -> None:
+    for label, r in [("", result)] + ([(f" + codebook {args.codebook}", result.with_codebook)] if args.codebook else []):
+        _say(args, f"{args.weights}{label}: PSNR {_ci(r.quantized.psnr_db, 2)} dB, SSIM {_ci(r.quantized.ssim, 4)} vs ground truth "
+                   f"(fp32 {r.continuous.psnr_db.mean:.2f} dB; change {_ci(r.psnr_change_db, 3)} dB); PSNR {_ci(r.penalty.psnr_db, 2)} dB vs the fp32 output")
+    _say(args, f"95% CIs over images. JSON: {_eval_file(args)}")
+
+
+def _model_label(result: Evaluation) -> str:
     """What the run's own decoder output is: a continuous VAE's decode(mu), or a trained quantizer's (with its exact rate)."""
-    kind = result["model"].get("quantizer")
+    kind = result.model.quantizer
     if kind:
-        return f"trained {kind} ({result['bits_per_image']:g} bits/image)"
-    return f"continuous ({result['latents']})"
+        return f"trained {kind} ({result.bits_per_image:g} bits/image)"
+    return f"continuous ({result.latents})"
 
 
-def _print_pixels(args: argparse.Namespace, result: dict) -> None:
+def _print_pixels(args: argparse.Namespace, result: Evaluation) -> None:
     if _quiet(args):
         return
-    q = result["continuous"]
-    table = Table(title=f"{args.run} — {result['dataset']} {args.split} split, {q['n_images']} images, latents {result['latents']}")
+    q = result.continuous
+    table = Table(title=f"{args.run} — {result.dataset} {args.split} split, {q.n_images} images, latents {result.latents}")
     for col in ("decoder input", "vs", "MSE", "PSNR (dB)", "SSIM"):
         table.add_column(col)
-    table.add_row(_model_label(result), "ground truth", _ci(q["mse"], 5), _ci(q["psnr_db"], 2), _ci(q["ssim"], 4))
+    table.add_row(_model_label(result), "ground truth", _ci(q.mse, 5), _ci(q.psnr_db, 2), _ci(q.ssim, 4))
     if args.codebook:
-        for key, vs in (("quantized", "ground truth"), ("penalty", "continuous")):
-            m = result[key]
-            table.add_row(f"codebook {args.codebook}", vs, _ci(m["mse"], 5), _ci(m["psnr_db"], 2), _ci(m["ssim"], 4))
+        for m, vs in ((result.quantized, "ground truth"), (result.penalty, "continuous")):
+            table.add_row(f"codebook {args.codebook}", vs, _ci(m.mse, 5), _ci(m.psnr_db, 2), _ci(m.ssim, 4))
     console.print(table)
     if args.codebook:
-        u = result["usage"][args.split]
+        u = result.usage_on(args.split)
         console.print(
-            f"{result['bits_per_image']:.1f} bits/image; {args.split} usage {u['used']}/{u['n_codes']} codes ({u['dead']} dead), "
-            f"entropy {u['entropy_bits']:.2f} bits, perplexity {u['perplexity']:.1f}; fitted on {result['fit_on']} ({result['n_fit']} vectors)"
+            f"{result.bits_per_image:.1f} bits/image; {args.split} usage {u.used}/{u.n_codes} codes ({u.dead} dead), "
+            f"entropy {u.entropy_bits:.2f} bits, perplexity {u.perplexity:.1f}; fitted on {result.fit_on} ({result.n_fit} vectors)"
         )
-        _print_graph(args, result.get("graph"))
-    console.print(f"95% CIs over images. SSIM: Gaussian window {q['ssim_window']['size']}, sigma {q['ssim_window']['sigma']:.3g}. "
-                  f"JSON: {Run(args.run).eval_file(args.split, codebook=args.codebook)}")
+        _print_graph(args, result.graph)
+    console.print(f"95% CIs over images. SSIM: Gaussian window {q.ssim_window['size']}, sigma {q.ssim_window['sigma']:.3g}. "
+                  f"JSON: {_eval_file(args)}")
 
 
 def _cmd_features_train(args: argparse.Namespace) -> int:
-    from posthoc_vq.metrics.features import train_feature_net
+    from posthoc_vq.evaluation.perceptual import train_feature_net
 
     with _own_bars(args):
         f = train_feature_net(args.dataset, args.out, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, progress=_bars(args), console=notes,
@@ -451,7 +381,7 @@ def _cmd_features_train(args: argparse.Namespace) -> int:
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from posthoc_vq.config import load_quantize_config
-    from posthoc_vq.quantize.codebooks import fit_codebook_for_run
+    from posthoc_vq.pipeline import quantize
 
     overrides = list(args.set)
     for key in ("method", "K", "latents", "fit_on", "n_stages", "n_neighbors"):
@@ -464,26 +394,24 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if args.name is not None:
         q.name = args.name  # validated on assignment: a name that leaves the run is refused here
     with _progress(args) as progress:
-        name, estimator, meta = fit_codebook_for_run(args.run, q, data_dir=args.data_dir, progress=progress, device=_device(args))
+        name, estimator, meta, folder = quantize(args.run, q, data_dir=args.data_dir, progress=progress, device=_device(args))
     u = meta["fit_usage"]
     per_class = f" ({estimator.codes_per_class_} per class x {len(estimator.classes_)} classes)" if estimator.needs_labels else ""
     _say(args,
          f"{name}: K={estimator.n_codes}{per_class}, D={estimator.dim}, {meta['bits_per_image']:.1f} bits/image, fitted on {meta['fit_on']} "
          f"({meta['n_fit']} {meta['latents']} vectors) in {meta['fit_seconds']:.1f}s; usage {u['used']}/{u['n_codes']}, entropy {u['entropy_bits']:.2f} bits")
     _print_graph(args, meta.get("graph"))
-    _say(args, f"saved {Run.open(args.run).artifact_dir('codebooks', name)}/")
+    _say(args, f"saved {folder}/")
     return EXIT_OK
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from posthoc_vq.train import finetune
+    from posthoc_vq.pipeline import finetune
 
     out = args.out or f"{Path(args.run)}-ft-{args.codebook}"
-    _check_track(args)
     with _own_bars(args):
-        r = finetune(args.run, args.codebook, out, epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience, resume=args.resume,
-                     data_dir=args.data_dir, progress=_bars(args), console=notes, device=_device(args))
-    _track_finetune(args, Path(out))
+        r = finetune(args.run, args.codebook, out, tracking=_tracking(args), epochs=args.epochs, part=args.part, lr=args.lr, patience=args.patience,
+                     resume=args.resume, data_dir=args.data_dir, progress=_bars(args), console=notes, device=_device(args))
     state = "converged (early stopping)" if r.converged else "stopped at max epochs (not converged)"
     c = r.compute
     _say(args,
@@ -492,29 +420,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
          f"{c['images_seen']} images; evaluate with `posthoc-vq evaluate {out} --codebook {r.codebook}`",
          highlight=False, soft_wrap=True)
     return EXIT_OK
-
-
-def _track_finetune(args: argparse.Namespace, out: Path) -> None:
-    """Log a finished fine-tuning run from its files: config and settings as params, history as metrics (step = epoch)."""
-    if getattr(args, "track", None) is None:
-        return
-    from posthoc_vq.io import read_json
-    from posthoc_vq.tracking import flatten, numeric
-
-    run = Run.open(out)
-    config = run.config()
-    tracker = _tracker(args, config.data.name, out.resolve().name, tags={"command": "finetune", "source": str(args.run), "codebook": args.codebook})
-    try:
-        settings = read_json(run.finetune_file, what="fine-tuning settings") if run.finetune_file.exists() else {}
-        tracker.log_params(flatten(config.to_dict()) | flatten(settings, "finetune."))
-        for row in read_json(run.history_json, what="history") if run.history_json.exists() else []:
-            tracker.log_metrics(numeric({k: v for k, v in row.items() if k not in ("epoch", "changes")}), step=row["epoch"])
-        summary = read_json(run.summary_file, what="summary") if run.summary_file.exists() else {}
-        _track_training(tracker, run, summary)
-    except Exception as err:  # noqa: BLE001 - tracking never fails the command
-        _track_warn(f"could not read {out} for tracking: {err}")
-    finally:
-        tracker.end()
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
@@ -552,7 +457,9 @@ def _cmd_geometry(args: argparse.Namespace) -> int:
         console.print(f"kNN graph: smallest connected k {conn['connected_k'] if conn['connected_k'] is not None else 'none up to ' + str(conn['k'][-1])}")
         if cls["separation"] is not None:
             console.print(f"classes: pooled spread {cls['spread_overall']:.3f}, separation {cls['separation']:.2f} (closest pair {cls['separation_min']:.2f}), Fisher ratio {cls['fisher_ratio']:.2f}")
-    _say(args, f"wrote {Run(args.run).geometry_file(args.split)} and {figure}", highlight=False, soft_wrap=True)
+    from posthoc_vq.pipeline import geometry_file
+
+    _say(args, f"wrote {geometry_file(args.run, args.split)} and {figure}", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -600,9 +507,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compress_weights(args: argparse.Namespace) -> int:
     from posthoc_vq.config import WeightsConfig, validate
-    from posthoc_vq.evaluation.samples import write_samples
-    from posthoc_vq.evaluation.weights import evaluate_weights
-    from posthoc_vq.quantize.compressed import compress_run
+    from posthoc_vq.pipeline import compress_weights, eval_file
     from posthoc_vq.report.result_rows import EVALUATION_COLUMNS, evaluation_rows, size_rows
 
     fmt = _machine(args)
@@ -610,11 +515,8 @@ def _cmd_compress_weights(args: argparse.Namespace) -> int:
               "fold_bn": args.fold_bn, "skip": args.skip, "float_dtype": args.float_dtype, "name": args.name}
     config = validate({k: v for k, v in fields.items() if v is not None}, WeightsConfig, source="compress-weights options")
     with _progress(args) as progress:
-        name, record = compress_run(args.run, config)
-        result = None if args.no_eval else evaluate_weights(args.run, name, split=args.split, data_dir=args.data_dir, codebook=args.codebook,
-                                                            progress=progress)
-        if result is not None and args.codebook is None:
-            write_samples(args.run, args.split, weights=name, data_dir=args.data_dir)  # the report's images of this model
+        name, record, result = compress_weights(args.run, config, evaluate=not args.no_eval, split=args.split, data_dir=args.data_dir,
+                                                codebook=args.codebook, progress=progress)
     _say(args,
          f"{name}: {record['quantized_parameters']:,} of {record['num_parameters']:,} parameters quantized; packed file "
          f"{record['packed_file_bytes']:,} bytes vs fp32 file {record['fp32_file_bytes']:,} bytes = {100 * record['size_ratio']:.1f}% "
@@ -626,24 +528,23 @@ def _cmd_compress_weights(args: argparse.Namespace) -> int:
     if fmt:
         _emit(args, evaluation_rows(result), EVALUATION_COLUMNS, json_value=result)
     elif not _quiet(args):
-        table = Table(title=f"{args.run} — {name}, {result['dataset']} {args.split} split, {result['quantized']['n_images']} images")
+        table = Table(title=f"{args.run} — {name}, {result.dataset} {args.split} split, {result.quantized.n_images} images")
         for col in ("model", "vs", "PSNR (dB)", "SSIM", "PSNR change vs fp32 (dB)"):
             table.add_column(col)
-        blocks = [("", result)] + ([(f" + codebook {args.codebook}", result["with_codebook"])] if args.codebook else [])
+        blocks = [("", result)] + ([(f" + codebook {args.codebook}", result.with_codebook)] if args.codebook else [])
         for label, r in blocks:
-            table.add_row(f"fp32{label}", "ground truth", _ci(r["continuous"]["psnr_db"], 2), _ci(r["continuous"]["ssim"], 4), "-")
-            table.add_row(f"{name}{label}", "ground truth", _ci(r["quantized"]["psnr_db"], 2), _ci(r["quantized"]["ssim"], 4), _ci(r["psnr_change_db"], 3))
-            table.add_row(f"{name}{label}", "fp32 output", _ci(r["penalty"]["psnr_db"], 2), _ci(r["penalty"]["ssim"], 4), "-")
+            table.add_row(f"fp32{label}", "ground truth", _ci(r.continuous.psnr_db, 2), _ci(r.continuous.ssim, 4), "-")
+            table.add_row(f"{name}{label}", "ground truth", _ci(r.quantized.psnr_db, 2), _ci(r.quantized.ssim, 4), _ci(r.psnr_change_db, 3))
+            table.add_row(f"{name}{label}", "fp32 output", _ci(r.penalty.psnr_db, 2), _ci(r.penalty.ssim, 4), "-")
         console.print(table)
-    _say(args, f"95% CIs over images. JSON: {Run(args.run).eval_file(args.split, weights=name, codebook=args.codebook)}", highlight=False, soft_wrap=True)
-    _warn(result["warnings"])
+    _say(args, f"95% CIs over images. JSON: {eval_file(args.run, args.split, weights=name, codebook=args.codebook)}", highlight=False, soft_wrap=True)
+    _warn(result.warnings)
     return EXIT_OK
 
 
 def _cmd_compress_table(args: argparse.Namespace) -> int:
     from posthoc_vq.evaluation.compression import write_compression_results
-    from posthoc_vq.io import read_json
-    from posthoc_vq.report.compression_table import TIDY_COLUMNS, tidy_rows, write_compression_table
+    from posthoc_vq.report.compression_table import TIDY_COLUMNS, read_compression, tidy_rows, write_compression_table
 
     fmt = _machine(args)
     try:
@@ -655,8 +556,8 @@ def _cmd_compress_table(args: argparse.Namespace) -> int:
         measured = write_compression_results(args.runs, out, bits, split=args.split, data_dir=args.data_dir, progress=progress)  # measures, stores the JSON
     paths = write_compression_table(measured)  # formats the stored JSON into .md and .csv beside it
     if fmt:
-        data = read_json(measured, what="compression table")
-        _emit(args, tidy_rows(data["rows"]), TIDY_COLUMNS, json_value=data)
+        _, data = read_compression(measured)
+        _emit(args, tidy_rows(data.rows), TIDY_COLUMNS, json_value=data)
     elif not _quiet(args):
         sys.stdout.write(paths["markdown"].read_text())  # raw: a Markdown table is never wrapped
     _say(args, f"wrote {paths['markdown']}, {paths['csv']}, {paths['json']}", highlight=False, soft_wrap=True)
@@ -765,63 +666,22 @@ def _export_codec(args: argparse.Namespace, fmt: str | None) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from posthoc_vq.experiments import load_sweep_spec, run_sweep
+    from posthoc_vq.experiments import load_sweep_spec
+    from posthoc_vq.pipeline import ablate, claims_file
 
     out = args.out or str(Path("runs") / "sweeps" / load_sweep_spec(args.spec).name)
-    _check_track(args)
     with _own_bars(args):
-        claims = run_sweep(args.spec, out, executor=args.executor, workers=args.workers, address=args.address, data_dir=args.data_dir,
-                           progress=_bars(args), console=notes, only=args.only, device=args.device)
-    _track_sweep(args, Path(out), claims)
+        claims = ablate(args.spec, out, tracking=_tracking(args), executor=args.executor, workers=args.workers, address=args.address,
+                        data_dir=args.data_dir, progress=_bars(args), console=notes, only=args.only, device=args.device)
     pending = f", {claims['n_pending']} not run yet (run the same command without --only to do them)" if claims.get("n_pending") else ""
     _say(args, f"{out}: {claims['n_done']}/{claims['n_cells']} cells done ({claims['ran_now']} run now, {claims['n_failed']} failed{pending})")
     _say(args, "verdicts: " + ", ".join(f"{v} {n}" for v, n in claims["counts"].items()))
-    _say(args, f"wrote {Sweep(out).claims_md} and claims.json; query with `posthoc-vq results {out}`", highlight=False, soft_wrap=True)
+    _say(args, f"wrote {claims_file(out)} and claims.json; query with `posthoc-vq results {out}`", highlight=False, soft_wrap=True)
     if claims["n_failed"]:
         err_console.print(f"[bold red]error:[/] {claims['n_failed']} of {claims['n_cells']} cells failed; `posthoc-vq results {out} --where status=failed` "
                           "shows them (running the same command again retries them)", highlight=False, soft_wrap=True)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _track_sweep(args: argparse.Namespace, out: Path, claims: dict[str, Any]) -> None:
-    """Log a sweep: one parent run (the spec as params, the counts as metrics, the claims as artifacts) and a child run per
-    finished cell (its axes as params, its stored metrics). Run after the sweep, from its results database."""
-    if getattr(args, "track", None) is None:
-        return
-    from posthoc_vq.experiments.store import ResultStore
-    from posthoc_vq.io import read_json
-    from posthoc_vq.tracking import flatten, numeric
-
-    sweep = Sweep(out)
-    try:
-        spec = read_json(sweep.spec_file, what="sweep spec")
-        store = ResultStore(sweep.db_file)
-        try:
-            done = store.rows("done")
-        finally:
-            store.close()
-    except Exception as err:  # noqa: BLE001 - tracking never fails the command
-        _track_warn(f"could not read {out} for tracking: {err}")
-        return
-    name = str(spec.get("name") or out.name)
-    parent = _tracker(args, name, out.resolve().name, tags={"command": "ablate", "sweep_dir": str(out)})
-    try:
-        parent.log_params(flatten({k: v for k, v in spec.items() if k != "name"}))
-        parent.log_metrics(numeric({k: claims.get(k) for k in ("n_cells", "n_done", "n_failed", "ran_now")}))
-        parent.set_tags({f"verdicts.{v}": n for v, n in (claims.get("counts") or {}).items()})
-        _track_files(parent, sweep.spec_file, sweep.claims_json, sweep.claims_md)
-        parent_id = getattr(parent, "run_id", None)
-        for row in done if parent_id else []:
-            child = _tracker(args, name, str(row["cell_id"]), parent_run_id=parent_id,
-                             tags={"command": "ablate", "cell_id": row["cell_id"], "train_key": row["train_key"]})
-            try:
-                child.log_params(flatten(row.get("axes") or {}))
-                child.log_metrics(numeric((row.get("metrics") or {}) | {"seconds": row.get("seconds")}))
-            finally:
-                child.end()
-    finally:
-        parent.end("FINISHED" if not claims.get("n_failed") else "FAILED")
 
 
 def _cmd_results(args: argparse.Namespace) -> int:

@@ -659,18 +659,3 @@ def load_quantize_config(preset: str | os.PathLike | None = None, overrides: lis
         source = str(path)
     data = apply_overrides(data, list(overrides), QuantizeFile)
     return validate(data, QuantizeFile, source=f"{source} with overrides {list(overrides)}").quantize
-
-
-def load_config_file(path: str | os.PathLike, schema: type[BaseModel] = RunConfig) -> Any:
-    """Load a saved resolved config (JSON or YAML) and validate it."""
-    path = Path(path)
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err}); the file may be damaged") from None
-    else:
-        data = read_yaml(path)
-    return validate(data, schema, source=str(path))

@@ -70,10 +70,12 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def json_safe(obj: Any, *, nan_to_none: bool = False) -> Any:
-    """``obj`` with paths as strings and numpy/torch scalars and arrays as Python values; with ``nan_to_none``
+    """``obj`` with paths as strings, typed results as their JSON, numpy/torch scalars and arrays as Python values; with ``nan_to_none``
     also NaN and infinities as None (strict JSON, for machine output)."""
     if isinstance(obj, dict):
         return {str(k): json_safe(v, nan_to_none=nan_to_none) for k, v in obj.items()}
+    if callable(getattr(obj, "to_json", None)):  # a typed result (posthoc_vq.results)
+        return json_safe(obj.to_json(), nan_to_none=nan_to_none)
     if isinstance(obj, (list, tuple)):
         return [json_safe(v, nan_to_none=nan_to_none) for v in obj]
     if isinstance(obj, Path):

@@ -21,6 +21,9 @@ GROUP = 32  # columns per group of the two-step argmin
 #: K = 65,536 a block would otherwise be 32 rows, each product re-reading the whole codebook: 1.08 M taef2 tokens took
 #: 100 s against 65,536 codes, about 4x the matmul bound
 MIN_BLOCK_ROWS = 512
+#: True while torch.export traces (the ONNX export). torch.compiler.is_exporting is missing from torch 2.6 (the floor); there,
+#: is_compiling is the flag, true under torch.export (and torch.compile, where one block is right too)
+_is_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)
 
 
 def argmin_rows(d: torch.Tensor) -> torch.Tensor:
@@ -29,7 +32,7 @@ def argmin_rows(d: torch.Tensor) -> torch.Tensor:
     within the winning group, which is faster than torch's ``argmin`` over wide rows (0.47 s against 0.81 s for
     640,000 x 1,024 distances on 2 cores). The first group holding the minimum wins, so ties go to the lowest column."""
     m, k = d.shape
-    if k % GROUP or k < 4 * GROUP or torch.compiler.is_exporting():
+    if k % GROUP or k < 4 * GROUP or _is_exporting():
         return d.argmin(1)
     d3 = d.view(m, k // GROUP, GROUP)
     w = d3.amin(2).argmin(1)
@@ -42,7 +45,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, c_sq: torch.Tensor | N
     c2 = codebook.pow(2).sum(1) if c_sq is None else c_sq
     ct = codebook.t()  # (D, K)
     rows = max(1, DISTANCE_BLOCK // max(codebook.shape[0], 1))
-    if torch.compiler.is_exporting() or x.shape[0] <= rows:  # an exported graph has a symbolic batch: one block
+    if _is_exporting() or x.shape[0] <= rows:  # an exported graph has a symbolic batch: one block
         return argmin_rows((x @ ct).mul_(-2).add_(c2))
     if rows < MIN_BLOCK_ROWS:  # a wide codebook: tiles of codes too, so that each product still has many rows
         return torch.cat([_nearest_tiled(x[i : i + MIN_BLOCK_ROWS], ct, c2) for i in range(0, x.shape[0], MIN_BLOCK_ROWS)])

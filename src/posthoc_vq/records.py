@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from posthoc_vq.errors import CheckpointError
 from posthoc_vq.io import read_json
+from posthoc_vq.results import Compute, Evaluation, Warning_  # noqa: F401  (re-exported: records declare them)
 
 SHA256 = r"^[0-9a-f]{64}$"
 CHECKPOINT_NAME = r"^epoch-[0-9]{4,}$"
@@ -27,14 +28,6 @@ R = TypeVar("R", bound=BaseModel)
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=True)
-
-
-class Compute(Record):
-    """What one step cost, for a quality-vs-compute plot: training, a latent encoding, a codebook fit, a fine-tune."""
-
-    wall_seconds: float = Field(ge=0)
-    optimizer_steps: int = Field(ge=0)
-    images_seen: int = Field(ge=0)  # images passed through the model (training: per epoch, so epochs x train images)
 
 
 def compute_record(wall_seconds: float, optimizer_steps: int = 0, images_seen: int = 0, **extra: Any) -> dict[str, Any]:
@@ -66,11 +59,6 @@ def model_compute(summary: dict[str, Any] | None) -> dict[str, dict[str, Any] | 
     if upstream is not None:
         return {"training": upstream.get("training"), "finetune": summary.get("compute")}
     return {"training": summary.get("compute")}
-
-
-class Warning_(BaseModel):
-    code: str
-    message: str
 
 
 class ModelRecord(Record):
@@ -150,12 +138,7 @@ class PackedWeightsRecord(Record):
     layers: dict[str, dict[str, Any]]
 
 
-class EvaluationRecord(Record):
-    """``eval/*.json``: any evaluation result (pixel, codebook, weights, perceptual)."""
-
-    split: str
-    warnings: list[Warning_]
-    provenance: dict[str, Any] = Field(default_factory=dict)
+EvaluationRecord = Evaluation  # ``eval/*.json``: any evaluation result (pixel, codebook, weights, perceptual)
 
 
 class TrainSummary(Record):
@@ -233,6 +216,11 @@ def _read(path: str | os.PathLike, schema: type[R], what: str) -> tuple[Any, R]:
 def read_record(path: str | os.PathLike, schema: type[R], what: str) -> R:
     """Read JSON at ``path`` through ``schema``; missing, damaged or wrongly shaped files raise CheckpointError."""
     return _read(path, schema, what)[1]
+
+
+def read_evaluation(path: str | os.PathLike, what: str = "evaluation") -> Evaluation:
+    """The evaluation stored at ``path``, typed; a missing, damaged or wrongly shaped file is a CheckpointError naming it."""
+    return read_record(path, Evaluation, what)
 
 
 def read_dict(path: str | os.PathLike, schema: type[BaseModel], what: str) -> dict[str, Any]:

@@ -481,8 +481,3 @@ def _cached_sha256(path: Path) -> str:
     if key not in _sha_cache:
         _sha_cache[key] = sha256_file(path)
     return _sha_cache[key]
-
-
-def open_run(path: str | os.PathLike | Run) -> Run:
-    """:meth:`Run.open` for callers holding a path or a Run."""
-    return Run.open(path)

@@ -57,7 +57,7 @@ def test_plain_functions_give_the_cli_results(run, method, args):
 
     ae = plain_functions(run)
     test = load_run_splits(run).test
-    result = posthoc_vq.evaluate(ae, run / "codebooks" / name, test, split="test", dataset="digits")
+    result = posthoc_vq.evaluate(ae, run / "codebooks" / name, test, split="test", dataset="digits").to_json()
     for key in METRIC_KEYS:
         assert result[key] == from_cli[key], key
     assert result["run"] is None and result["model"]["family"] == "plain" and result["model"]["latent_shape"] == from_cli["model"]["latent_shape"]
@@ -76,10 +76,10 @@ def test_fit_codebook_on_plain_functions_matches_the_cli_codebook(run):
     assert fit.meta["name"] == "kmeans-K12-mu-train" and fit.meta["fit_usage"] == saved_meta["fit_usage"]
     assert fit.latents.values.shape == (len(splits.train), *saved_meta["latent_shape"])
     # evaluate straight from the fitted object, and after a save/load round trip
-    direct = posthoc_vq.evaluate(plain_functions(run), fit, splits.test, split="test")
+    direct = posthoc_vq.evaluate(plain_functions(run), fit, splits.test, split="test").to_json()
     stem = run / "api-codebook"
     fit.save(stem)
-    reloaded = posthoc_vq.evaluate(plain_functions(run), stem, splits.test, split="test")
+    reloaded = posthoc_vq.evaluate(plain_functions(run), stem, splits.test, split="test").to_json()
     for key in ("quantized", "penalty", "usage", "bits_per_image", "n_fit"):
         assert direct[key] == reloaded[key], key
 
@@ -89,7 +89,7 @@ def test_continuous_evaluation_matches_the_cli(run):
     from_cli = json.loads((run / "eval" / "continuous-test.json").read_text())
     model, _ = load_model(run)
     ae = FunctionAutoencoder(lambda x: model.encode(x).mu, model.decode)
-    result = posthoc_vq.evaluate(ae, None, load_run_splits(run).test, split="test", out=run / "api-continuous.json")
+    result = posthoc_vq.evaluate(ae, None, load_run_splits(run).test, split="test", out=run / "api-continuous.json").to_json()
     assert result["continuous"] == from_cli["continuous"]
     assert json.loads((run / "api-continuous.json").read_text())["continuous"] == from_cli["continuous"]
 
@@ -108,6 +108,6 @@ def test_decoded_images_are_what_the_model_gives(run):
         zq = C[torch.cdist(tokens, C).argmin(1)]
         zq = zq.view(1, *mu.shape[2:], mu.shape[1]).movedim(-1, 1) if mu.ndim == 4 else zq
         xq = model.decode(zq)
-    result = posthoc_vq.evaluate(model, codebook, x)
+    result = posthoc_vq.evaluate(model, codebook, x).to_json()
     mse = float(((xq - x) ** 2).mean())
     assert result["quantized"]["psnr_db"]["mean"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-4)

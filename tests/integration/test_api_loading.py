@@ -36,7 +36,7 @@ def test_load_run_and_load_codebook(run):
     z = loaded.model.encode(test.to_tensor()[:50]).mu.detach()
     _, idx = fit.as_module()(z)
     np.testing.assert_array_equal(idx.numpy(), fit.codebook.predict(z.numpy()))
-    result = posthoc_vq.evaluate(loaded.model, fit, test, split="test")
+    result = posthoc_vq.evaluate(loaded.model, fit, test, split="test").to_json()
     assert result["codebook"] == "kmeans-K8-mu-train"
 
 
@@ -55,7 +55,7 @@ def test_compress_weights_round_trip_matches_the_cli_format(run, tmp_path):
     loaded = posthoc_vq.load_packed(run / "weights" / name / "weights.safetensors", into=posthoc_vq.load_run(run).model)
     for key, value in cli_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
-    result = posthoc_vq.evaluate_weights(run, name)
+    result = posthoc_vq.evaluate_weights(run, name).to_json()
     assert result["weights"] == name and result["bits"] == 4
 
 
@@ -86,10 +86,10 @@ def test_untrained_bring_your_own_model_is_flagged(run):
     torch.manual_seed(0)
     random_model = build_vae(loaded.config.model).eval()
     for codebook in (None, posthoc_vq.fit_codebook(random_model, test, K=8)):
-        result = posthoc_vq.evaluate(random_model, codebook, test, split="test")
+        result = posthoc_vq.evaluate(random_model, codebook, test, split="test").to_json()
         base = result["mean_image_baseline"]
         assert base["model_mse"] >= base["mse"]
         assert [w["code"] for w in result["warnings"]][:1] == ["untrained"] and "no better than the mean image" in result["warnings"][0]["message"]
-    trained = posthoc_vq.evaluate(loaded.model, None, test, split="test")
+    trained = posthoc_vq.evaluate(loaded.model, None, test, split="test").to_json()
     assert trained["mean_image_baseline"]["model_mse"] < trained["mean_image_baseline"]["mse"]
     assert "untrained" not in [w["code"] for w in trained["warnings"]]

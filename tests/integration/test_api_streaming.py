@@ -71,29 +71,29 @@ def test_stream_gives_the_one_tensor_codebook_and_metrics(images, kind):
     if kind in ("tuples", "dataloader"):
         np.testing.assert_array_equal(fit.latents.labels, y.numpy())  # labels come from the pairs
 
-    whole = posthoc_vq.evaluate(model, whole_fit, x)
-    streamed = posthoc_vq.evaluate(model, whole_fit, streams(x, y)[kind])  # a fresh stream: a generator is consumed once
+    whole = posthoc_vq.evaluate(model, whole_fit, x).to_json()
+    streamed = posthoc_vq.evaluate(model, whole_fit, streams(x, y)[kind]).to_json()  # a fresh stream: a generator is consumed once
     same_quality(whole, streamed)
     assert streamed["latent_mse"] == pytest.approx(whole["latent_mse"], abs=1e-7)
     assert streamed["usage"]["data"]["used"] == whole["usage"]["data"]["used"]
     assert streamed["mean_image_baseline"]["mse"] == pytest.approx(whole["mean_image_baseline"]["mse"], abs=1e-9)
 
-    cont, cont_streamed = posthoc_vq.evaluate(model, None, x), posthoc_vq.evaluate(model, None, streams(x, y)[kind])
+    cont, cont_streamed = posthoc_vq.evaluate(model, None, x).to_json(), posthoc_vq.evaluate(model, None, streams(x, y)[kind]).to_json()
     same_quality(cont, cont_streamed)
 
 
 def test_stream_per_image_metrics_equal_the_one_tensor_ones(images):
-    from posthoc_vq.evaluation.reconstruction import ImageQuality
+    from posthoc_vq.evaluation.reconstruction import QualityMeter
 
     x, _ = images
     out = (x * 0.9 + 0.05).clamp(0, 1)
-    whole = ImageQuality().add(x, out)
-    parts = ImageQuality()
+    whole = QualityMeter().add(x, out)
+    parts = QualityMeter()
     for i in range(0, len(x), 13):
         parts.add(x[i : i + 13], out[i : i + 13])
     for key, value in whole.per_image().items():
         np.testing.assert_allclose(parts.per_image()[key], value, rtol=0, atol=1e-6)
-    assert parts.result()["psnr_db"] == pytest.approx(whole.result()["psnr_db"], abs=1e-6)
+    assert parts.result().psnr_db.to_json() == pytest.approx(whole.result().psnr_db.to_json(), abs=1e-6)
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -156,9 +156,9 @@ def test_device_cpu_equals_the_default(images):
     fit = posthoc_vq.fit_codebook(model, x, K=8)
     fit_cpu = posthoc_vq.fit_codebook(model, x, K=8, device="cpu")
     np.testing.assert_array_equal(fit.codebook.codebook_, fit_cpu.codebook.codebook_)
-    default, cpu = posthoc_vq.evaluate(model, fit, x), posthoc_vq.evaluate(model, fit, x, device="cpu")
-    assert default["device"] == cpu["device"] == "cpu"
-    assert default["quantized"] == cpu["quantized"] and default["continuous"] == cpu["continuous"]
+    default, cpu = posthoc_vq.evaluate(model, fit, x), posthoc_vq.evaluate(model, fit, x, device="cpu")  # typed: compared by attribute
+    assert default.device == cpu.device == "cpu"
+    assert default.quantized == cpu.quantized and default.continuous == cpu.continuous
 
 
 def test_device_cuda_without_cuda_is_a_clear_error(images, monkeypatch):

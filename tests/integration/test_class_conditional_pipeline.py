@@ -13,7 +13,7 @@ from posthoc_vq.autoencoders import FunctionAutoencoder
 from posthoc_vq.cli import main
 from posthoc_vq.io import load_tensors
 from posthoc_vq.latents import load_run_splits, run_latents
-from posthoc_vq.metrics.features import train_feature_net
+from posthoc_vq.evaluation.perceptual import train_feature_net
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.latent.base import ClassLabelError
 from posthoc_vq.run import CHECKPOINT_MODEL, Run
@@ -97,7 +97,7 @@ def test_library_api_needs_labels_and_matches_the_cli(run):
     np.testing.assert_array_equal(fit.codebook.codebook_, saved.codebook_)
     with pytest.raises(ClassLabelError, match=r"call evaluate\(model, codebook, data, labels=labels, \.\.\.\)"):
         posthoc_vq.evaluate(ae, fit, splits.test.to_tensor())
-    result = posthoc_vq.evaluate(ae, fit, splits.test.to_tensor(), labels=splits.test.labels, split="test")
+    result = posthoc_vq.evaluate(ae, fit, splits.test.to_tensor(), labels=splits.test.labels, split="test").to_json()
     assert cli("evaluate", run, "--codebook", NAME) == 0
     assert result["quantized"] == read(run / "eval" / f"{NAME}-test.json")["quantized"]
 

@@ -12,7 +12,8 @@ from reference import codebook_reconstruction_fd, fd_scipy
 from posthoc_vq.config import load_run_config
 from posthoc_vq.data import load_dataset
 from posthoc_vq.evaluation.perceptual import perceptual_metrics
-from posthoc_vq.metrics.features import load_feature_net, train_feature_net
+from posthoc_vq.evaluation.perceptual import train_feature_net
+from posthoc_vq.metrics.features import load_feature_net
 from posthoc_vq.metrics.lpips import LPIPSUnavailableError
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.train import load_model, train

@@ -14,7 +14,8 @@ from posthoc_vq.config import WeightsConfig
 from posthoc_vq.data import load_dataset
 from posthoc_vq.evaluation.perceptual import perceptual_metrics
 from posthoc_vq.experiments import run_sweep
-from posthoc_vq.metrics.features import load_feature_net, train_feature_net
+from posthoc_vq.evaluation.perceptual import train_feature_net
+from posthoc_vq.metrics.features import load_feature_net
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import compress_run, open_compressed
 from posthoc_vq.run import Run

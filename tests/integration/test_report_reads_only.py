@@ -19,7 +19,7 @@ from test_report import built_digits_run, built_report
 
 import posthoc_vq
 from posthoc_vq.cli import main
-from posthoc_vq.experiments.runner import write_claims
+from posthoc_vq.report.claims import write_claims
 from posthoc_vq.experiments.spec import expand, load_sweep_spec
 from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.run import Sweep

@@ -49,7 +49,7 @@ def test_the_staleness_sequence_ends_in_a_clear_error_or_a_left_out_row_at_every
     _cli("evaluate", run)  # evaluated again: the table shows the current model and leaves the stale codebook row out
     with pytest.warns(StaleResultWarning, match=r"is stale \(it measured another version of the run's model\) and is left out"):
         cont, books = load_results(run)
-    assert books == [] and cont["model"]["sha256"] == json.loads((tmp_path / "r" / "model.json").read_text())["sha256"]
+    assert books == [] and cont.model.sha256 == json.loads((tmp_path / "r" / "model.json").read_text())["sha256"]
 
     _cli("quantize", run, "--method", "kmeans", "--K", "8", "--name", "cb")  # fitted again on the current model
     _cli("evaluate", run, "--codebook", "cb")

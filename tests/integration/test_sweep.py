@@ -11,6 +11,7 @@ import pytest
 
 from posthoc_vq.cli import main
 from posthoc_vq.config import configs_root
+import posthoc_vq
 from posthoc_vq.experiments import run_sweep
 from posthoc_vq.experiments.spec import expand, load_sweep_spec
 
@@ -47,7 +48,7 @@ def killed_and_resumed(tmp_path_factory):
     proc.wait()
     before = _done(sweep / "results.sqlite")
     assert 4 <= before < 24
-    claims = run_sweep(SMOKE, sweep, progress=False)
+    claims = posthoc_vq.ablate(SMOKE, sweep, progress=False)  # run_sweep, then claims.json and claims.md
     return sweep, before, claims
 
 
@@ -89,7 +90,7 @@ def test_offline_fd_is_a_sweep_metric(tmp_path):
 
     import yaml
 
-    from posthoc_vq.metrics.features import train_feature_net
+    from posthoc_vq.evaluation.perceptual import train_feature_net
 
     features = tmp_path / "features"
     train_feature_net("digits", features, epochs=2, seed=0, progress=False)

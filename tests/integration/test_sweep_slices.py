@@ -7,6 +7,7 @@ import pytest
 
 from posthoc_vq.cli import main
 from posthoc_vq.errors import ConfigError
+import posthoc_vq
 from posthoc_vq.experiments import current_claims, results_table, run_sweep
 from posthoc_vq.experiments.spec import expand, load_sweep_spec
 from posthoc_vq.io import read_json
@@ -41,7 +42,7 @@ def _spec(tmp_path: Path, text: str = GRID) -> Path:
 
 def test_a_slice_runs_now_and_the_rest_later_without_retraining(tmp_path):
     spec, sweep = _spec(tmp_path), tmp_path / "sweep"
-    first = run_sweep(spec, sweep, progress=False, only=["seed=0", "arm=continuous,kmeans"])
+    first = posthoc_vq.ablate(spec, sweep, progress=False, only=["seed=0", "arm=continuous,kmeans"])
     assert (first["n_done"], first["ran_now"], first["n_pending"], first["n_cells"]) == (2, 2, 4, 6)
     rows = results_table(sweep)
     assert {(r["seed"], r["arm"]) for r in rows if r["status"] == "done"} == {(0, "continuous"), (0, "kmeans")}
@@ -49,7 +50,7 @@ def test_a_slice_runs_now_and_the_rest_later_without_retraining(tmp_path):
     assert "4 not run yet" in (sweep / "claims.md").read_text()
     models = {p: p.stat().st_mtime_ns for p in sweep.glob("runs/*/model.safetensors")}
     assert len(models) == 1
-    rest = run_sweep(spec, sweep, progress=False)  # no slice: everything not done yet
+    rest = posthoc_vq.ablate(spec, sweep, progress=False)  # no slice: everything not done yet
     assert (rest["n_done"], rest["ran_now"], rest["n_pending"]) == (6, 4, 0)
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("runs/*/model.safetensors") if p in models} == models  # seed 0 reused
     assert "not run yet" not in (sweep / "claims.md").read_text()

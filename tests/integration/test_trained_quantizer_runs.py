@@ -8,6 +8,7 @@ import torch
 from posthoc_vq import cli
 from posthoc_vq.config import load_run_config
 from posthoc_vq.evaluation import evaluate_continuous
+from posthoc_vq.results import Evaluation
 from posthoc_vq.evaluation.weights import evaluate_weights
 from posthoc_vq.experiments.job import evaluate_cell
 from posthoc_vq.io import load_tensors, read_json
@@ -47,7 +48,7 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
     result = read_json(Run(run).eval_file("test"))
     assert printed["bits_per_image"] == result["bits_per_image"] == bits and result["bits_per_token"] == bits
     assert result["quantizer"]["kind"] == kind and result["tokens_per_image"] == 1
-    assert cli._model_label(result) == f"trained {kind} ({bits:g} bits/image)"
+    assert cli._model_label(Evaluation.model_validate(result)) == f"trained {kind} ({bits:g} bits/image)"
     assert result["quantized"] == result["continuous"] and "pre_quantization" in result
     usage = result["usage"]["test"]
     assert usage["n_vectors"] == result["continuous"]["n_images"] and 0 < usage["used"] <= usage["n_codes"]
@@ -77,7 +78,7 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
     if kind == "vq":  # a sweep cell without a post-hoc codebook reports the trained quantizer's rate
         for w in (32, 8):
             cell = {"cell_id": f"c{w}", "quantize": None, "weights": {"bits": w}}
-            metrics = evaluate_cell(Run(run).root, cell, result, "test", None)["metrics"]
+            metrics = evaluate_cell(Run(run).root, cell, Evaluation.model_validate(result), "test", None)["metrics"]
             assert metrics["bits_per_image"] == bits
             # and its real bytes: the trained quantizer's own bitstreams, header included, and all images in one file
             assert metrics["real_bpp_empirical"] == result["rate"]["priors"]["empirical"]["real_bpp"]["mean"] > metrics["nominal_bpp"] == bits / 64
@@ -87,11 +88,11 @@ def test_every_command_works_on_a_trained_quantizer_run(tmp_path, capsys, kind):
 def test_spatial_trained_vq_quantizes_every_grid_position(tmp_path):
     overrides = ["model.family=spatial", "model.channels=[16]", "model.latent_dim=4", "model.quantizer=vq", "model.codebook_size=16", "train.epochs=2"]
     train(load_run_config("digits", overrides), tmp_path / "grid", progress=False)
-    result = evaluate_continuous(tmp_path / "grid")
+    result = evaluate_continuous(tmp_path / "grid").to_json()
     assert result["latent_shape"] == [4, 4, 4] and result["tokens_per_image"] == 16
     assert result["bits_per_image"] == 16 * 4.0 and result["usage"]["test"]["n_vectors"] == 16 * result["continuous"]["n_images"]
     name, _ = compress_run(tmp_path / "grid", WeightsConfig(bits=8))
-    assert evaluate_weights(tmp_path / "grid", name)["penalty"]["psnr_db"]["mean"] > 30.0
+    assert evaluate_weights(tmp_path / "grid", name).penalty.psnr_db.mean > 30.0
 
 
 def test_resumed_vq_training_reproduces_an_uninterrupted_run(tmp_path):
@@ -110,7 +111,7 @@ def test_an_fsq_too_wide_to_list_is_evaluated_and_coded_where_a_table_fits(tmp_p
     # 2**40 codes: no probability table at all, and the result says the rate is nominal only
     overrides = ["model.channels=[8,16]", "model.latent_dim=16", "model.quantizer=fsq", f"model.fsq_levels={levels}", "train.epochs=1"]
     train(load_run_config("digits", overrides), tmp_path / "fsq", progress=False)
-    result = evaluate_continuous(tmp_path / "fsq")
+    result = evaluate_continuous(tmp_path / "fsq").to_json()
     rate = result["rate"]
     assert result["bits_per_image"] == bits and rate["nominal_bits_per_image"] == pytest.approx(bits)
     if bits == 20.0:

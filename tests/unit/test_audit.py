@@ -1,6 +1,13 @@
 """The sanity audit flags impossible or invalid results, and only those."""
 
-from posthoc_vq.audit import MAX_QUANT_GAIN_DB, audit
+from posthoc_vq.audit import MAX_QUANT_GAIN_DB
+from posthoc_vq.audit import audit as audit_typed
+
+from typed_results import typed
+
+
+def audit(r):
+    return audit_typed(typed(r))
 
 
 def result(cont=20.0, quant=15.0, **extra):
@@ -11,7 +18,7 @@ def result(cont=20.0, quant=15.0, **extra):
 
 
 def codes(r):
-    return [w["code"] for w in audit(r)]
+    return [w.code for w in audit(r)]
 
 
 def test_clean_result_has_no_warnings():
@@ -21,7 +28,7 @@ def test_clean_result_has_no_warnings():
 def test_quantized_beating_continuous_by_more_than_threshold():
     assert codes(result(cont=15.18, quant=33.42)) == ["quantized_beats_continuous"]  # the study's numbers
     assert codes(result(cont=20.0, quant=20.0 + MAX_QUANT_GAIN_DB * 0.9)) == []
-    assert "18.24 dB above" in audit(result(cont=15.18, quant=33.42))[0]["message"]
+    assert "18.24 dB above" in audit(result(cont=15.18, quant=33.42))[0].message
 
 
 def test_output_range_leakage_and_training_state():

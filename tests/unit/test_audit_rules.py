@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import posthoc_vq
+from typed_results import typed
 from posthoc_vq import audit as rules
 from posthoc_vq.experiments.claims import make_claims
 from posthoc_vq.experiments.spec import CompareSpec
@@ -53,11 +54,11 @@ def test_rule_codes_are_spelled_only_in_the_rules_module():
 def test_audit_messages_come_from_the_rules():
     result = {"model": {"trained_steps": 0}, "training": {"converged": False, "epochs": 4}, "fit_on": "train+test", "fit_includes_test": True,
               "continuous": {"psnr_db": {"mean": 15.0}, "output_range": [0.0, 1.0]}, "quantized": {"psnr_db": {"mean": 30.0}, "output_range": [-0.5, 1.0]}}
-    warnings = rules.audit(result)
-    assert [w["code"] for w in warnings] == ["untrained", "output_range", "test_leakage", "quantized_beats_continuous"]  # untrained hides not_converged
+    warnings = rules.audit(typed(result))
+    assert [w.code for w in warnings] == ["untrained", "output_range", "test_leakage", "quantized_beats_continuous"]  # untrained hides not_converged
     for w in warnings:
-        assert [w["message"]] == [m for m in rules.RULES_BY_CODE[w["code"]].on_result(result) if m == w["message"]]
-    assert rules.audit({**result, "model": {"trained_steps": 5}})[0] == {
+        assert [w.message] == [m for m in rules.RULES_BY_CODE[w.code].on_result(typed(result)) if m == w.message]
+    assert rules.audit(typed({**result, "model": {"trained_steps": 5}}))[0].model_dump() == {
         "code": "not_converged", "message": "training stopped at max epochs (4) without meeting the early-stopping criterion"}
 
 
@@ -85,7 +86,7 @@ def test_claims_use_the_rules_for_leakage_protocols_and_too_few_observations():
 
 def test_limitations_use_the_rules():
     lines = run_limitations(meta={"trained_steps": 0}, summary={"converged": False, "epochs": 5, "stop_reason": "max_epochs"}, seed=1, split="test",
-                            codebook_evals=[{"codebook": "k", "fit_on": "train+test", "fit_includes_test": True}], codebooks=["k"], evaluated={"k"},
+                            codebook_evals=[typed({"codebook": "k", "fit_on": "train+test", "fit_includes_test": True})], codebooks=["k"], evaluated={"k"},
                             warnings=[], git_commit=None)
     assert rules.UNTRAINED.run_note() in lines
     assert rules.NOT_CONVERGED.run_note({"epochs": 5, "stop_reason": "max_epochs"}) in lines
@@ -133,7 +134,7 @@ def test_rule_texts_and_thresholds_are_written_only_in_the_audit_module():
 def test_a_fine_tuned_decoder_may_beat_its_own_decode_of_mu():
     block = lambda db: {"psnr_db": {"mean": db, "low": db, "high": db}}  # noqa: E731
     result = {"continuous": block(15.0), "quantized": block(16.0), "model": {"trained_steps": 10}, "training": {"converged": True}}
-    assert [w["code"] for w in rules.audit(result)] == ["quantized_beats_continuous"]
+    assert [w.code for w in rules.audit(typed(result))] == ["quantized_beats_continuous"]
     tuned = {**result, "finetune": {"source_run": "r", "codebook": "kmeans-K16-mu-train", "part": "decoder"}}
-    assert rules.audit(tuned) == []  # its decoder was trained on the codebook's vectors: decode(mu) is no longer its reference
-    assert [w["code"] for w in rules.audit({**tuned, "quantized": block(16.0), "fit_includes_test": True, "fit_on": "train+test"})] == ["test_leakage"]
+    assert rules.audit(typed(tuned)) == []  # its decoder was trained on the codebook's vectors: decode(mu) is no longer its reference
+    assert [w.code for w in rules.audit(typed({**tuned, "quantized": block(16.0), "fit_includes_test": True, "fit_on": "train+test"}))] == ["test_leakage"]

@@ -57,7 +57,7 @@ def test_pythae_adapter_encodes_decodes_and_quantizes(pythae_vae):
     torch.testing.assert_close(encode_images(ae, x, "z", seed=2), mu + torch.exp(0.5 * logvar) * eps)
 
     fit = posthoc_vq.fit_codebook(pythae_vae, x, K=8, random_state=0)
-    result = posthoc_vq.evaluate(pythae_vae, fit, x, split="test")
+    result = posthoc_vq.evaluate(pythae_vae, fit, x, split="test").to_json()
     assert result["bits_per_image"] == 3.0 and result["model"]["family"] == "pythae.VAE"
     codes = torch.cdist(mu, torch.from_numpy(fit.codebook.codebook_)).argmin(1)
     with torch.no_grad():
@@ -81,7 +81,7 @@ def test_diffusers_adapter_maps_minus_one_to_one_and_quantizes_per_position(diff
 
     fit = posthoc_vq.fit_codebook(diffusers_vae, x, K=16, random_state=0)
     assert fit.latents.values.shape == (30, 4, 4, 4) and fit.meta["n_fit"] == 30 * 16
-    result = posthoc_vq.evaluate(diffusers_vae, fit, x)
+    result = posthoc_vq.evaluate(diffusers_vae, fit, x).to_json()
     assert result["bits_per_image"] == 16 * math.log2(16) and result["usage"]["data"]["n_vectors"] == 30 * 16
     # independent per-position quantization: nearest codebook row for every (image, position)
     C = torch.from_numpy(fit.codebook.codebook_)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from posthoc_vq.config import RunConfig, configs_root, load_config_file, load_run_config
+from posthoc_vq.config import RunConfig, configs_root, load_run_config
 from posthoc_vq.errors import ConfigError
 
 PRESETS = ["digits", "mnist", "fashion-mnist", "cifar-10", "celeba"]
@@ -68,20 +68,6 @@ def test_unknown_preset_lists_known_ones():
 def test_geometry_is_checked_against_image_size():
     with pytest.raises(ConfigError, match="not divisible by 2\\*\\*len\\(channels\\) = 8"):
         load_run_config("digits", ["model.image_size=28", "model.channels=[8,16,32]"])
-
-
-def test_saved_config_round_trips_and_damaged_json_is_named(tmp_path):
-    c = load_run_config("mnist", ["train.epochs=2"])
-    path = tmp_path / "config.json"
-    path.write_text(c.model_dump_json())
-    assert load_config_file(path) == c
-    path.write_text(c.model_dump_json()[:-10])
-    with pytest.raises(ConfigError, match=r"config.json: not valid JSON"):
-        load_config_file(path)
-    assert RunConfig().data.name == "digits"
-
-
-# ----------------------------------------------------------------------------- strict YAML: encoding, duplicates, non-finite numbers
 
 
 def _preset(tmp_path, text: str | bytes, name: str = "train.yaml"):

@@ -76,13 +76,16 @@ def test_every_extra_is_declared_in_pyproject():
 
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     optional = project["optional-dependencies"]
-    assert set(EXTRAS) | {"all", "test"} == set(optional)
+    assert set(EXTRAS) | {"all", "test", "docs"} == set(optional)  # test and docs: the developers' tools, not features
     assert optional["all"] == [f"posthoc-vq[{','.join(EXTRAS)}]"]
     core = " ".join(project["dependencies"])
     for modules in EXTRAS.values():
         for m in modules:
             assert m not in core, f"{m} belongs to an extra, not the core install"
-    assert "torch>=2.13" in project["dependencies"] and install_command("export") == "pip install 'posthoc-vq[export]'"
+    from posthoc_vq.compat import TORCH_FLOOR, TORCH_NEWEST_TESTED
+
+    window = f"torch>={TORCH_FLOOR[0]}.{TORCH_FLOOR[1]},<{TORCH_NEWEST_TESTED[0]}.{TORCH_NEWEST_TESTED[1] + 1}"  # the tested window
+    assert window in project["dependencies"] and install_command("export") == "pip install 'posthoc-vq[export]'"
 
 
 @pytest.mark.parametrize("module", ["onnx", "onnxscript", "onnxruntime"])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from posthoc_vq.evaluation.reconstruction import ImageQuality
+from posthoc_vq.evaluation.reconstruction import QualityMeter
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.metrics.reconstruction import (
     MS_SSIM_MIN_SIZE,
@@ -126,21 +126,21 @@ def test_image_quality_small_images_have_no_ms_ssim():
     rng = np.random.default_rng(7)
     x = torch.from_numpy(_smooth_noise(rng, (5, 1, 28, 28), 1.0)).float()
     y = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    quality = ImageQuality().add(x, y)
+    quality = QualityMeter().add(x, y)
     assert set(quality.per_image()) == {"mse", "psnr_db", "ssim"}
-    assert list(quality.result()) == ["n_images", "mse", "psnr_db", "ssim", "ssim_window", "psnr_cap_db", "output_range"]
+    assert list(quality.result().to_json()) == ["n_images", "mse", "psnr_db", "ssim", "ssim_window", "psnr_cap_db", "output_range"]
 
 
 def test_image_quality_large_images_have_ms_ssim():
     x, y = _pair((4, 3, 192, 256), seed=8)
     x, y = x.float(), y.float()
     expected = ms_ssim(x, y).numpy()
-    quality = ImageQuality().add(x, y)
+    quality = QualityMeter().add(x, y)
     np.testing.assert_array_equal(quality.per_image()["ms_ssim"], expected)
     result = quality.result()
-    assert result["ms_ssim"] == mean_ci(expected).to_dict()
-    assert result["ms_ssim"]["mean"] == pytest.approx(float(expected.mean()), abs=1e-15)
-    streamed = ImageQuality().add(x[:1], y[:1]).add(x[1:], y[1:])  # batch by batch: the same values
+    assert result.ms_ssim.to_json() == mean_ci(expected).to_dict()
+    assert result.ms_ssim.mean == pytest.approx(float(expected.mean()), abs=1e-15)
+    streamed = QualityMeter().add(x[:1], y[:1]).add(x[1:], y[1:])  # batch by batch: the same values
     np.testing.assert_array_equal(streamed.per_image()["ms_ssim"], expected)
     assert streamed.result() == result
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from scipy.sparse.csgraph import connected_components
 
+from typed_results import typed
 from posthoc_vq.evaluation.samples import code_counts, fixed_indices, graph_structure
 from posthoc_vq.report.codebook_figures import CodebookView, class_order, codebook_figure
 from posthoc_vq.report.compression_table import codebook_block
@@ -120,7 +121,7 @@ def test_graph_structure_matches_scipy():
 
 
 def test_run_limitations_follow_the_data():
-    leak = {"codebook": "kmeans-K4-mu-train_test", "fit_on": "train+test", "fit_includes_test": True}
+    leak = typed({"codebook": "kmeans-K4-mu-train_test", "fit_on": "train+test", "fit_includes_test": True})
     lines = run_limitations(meta={"trained_steps": 0}, summary={"converged": False, "epochs": 5, "stop_reason": "max_epochs"}, seed=7,
                             split="test", codebook_evals=[leak], codebooks=["kmeans-K4-mu-train_test", "geodesic-K4-mu-train"],
                             evaluated={"kmeans-K4-mu-train_test"}, warnings=[], git_commit="abc-dirty")
@@ -136,7 +137,7 @@ def test_run_limitations_follow_the_data():
 
 def test_warning_lines_name_every_result_a_warning_fired_in():
     w = {"code": "not_converged", "message": "stopped at max epochs"}
-    lines = warning_lines([("continuous", {"warnings": [w]}), ("kmeans", {"warnings": [w]}), ("geo", {"warnings": []})])
+    lines = warning_lines([("continuous", typed({"warnings": [w]})), ("kmeans", typed({"warnings": [w]})), ("geo", typed({"warnings": []}))])
     assert lines == ["Audit warning `not_converged` (continuous, kmeans): stopped at max epochs"]
 
 
@@ -157,10 +158,10 @@ def test_sweep_limitations_count_seeds_failures_and_convergence():
 
 
 def test_codebook_block_reads_both_weight_evaluation_formats():
-    block = {"name": "kmeans-K4-mu-train", "quantized": {}}
-    assert codebook_block({"with_codebook": block}) is block
-    assert codebook_block({"codebook": block}) is block  # files written before the key was renamed
-    assert codebook_block({"codebook": None}) is None and codebook_block({}) is None
+    block = {"name": "kmeans-K4-mu-train", "code_agreement": 0.9}
+    assert codebook_block(typed({"with_codebook": block})).model_dump(exclude_unset=True) == block
+    assert codebook_block(typed({"codebook": block})).model_dump(exclude_unset=True) == block  # files written before the key was renamed
+    assert codebook_block(typed({"codebook": None})) is None and codebook_block(typed({})) is None
 
 
 def test_user_strings_cannot_inject_html_or_links_into_markdown():

@@ -8,6 +8,9 @@ import io
 from posthoc_vq.report import codebook_table, compression_table
 from posthoc_vq.report.figures import sweep_panel_series, sweep_rate_distortion, thin_ticks
 from posthoc_vq.report.formats import to_csv
+from posthoc_vq.results import CompressionRow
+
+from typed_results import typed
 
 
 def _ci(mean: float) -> dict[str, float]:
@@ -15,18 +18,18 @@ def _ci(mean: float) -> dict[str, float]:
 
 
 def _book(name: str, method: str, bits: float, psnr: float, *, latents: str = "mu", fit_on: str = "train", graph: bool = False,
-          usage: dict | None = None) -> dict:
-    return {
+          usage: dict | None = None):
+    return typed({
         "codebook": name, "method": method, "bits_per_image": bits, "latents": latents, "fit_on": fit_on, "fit_includes_test": "test" in fit_on,
         "quantized": {"psnr_db": _ci(psnr), "ssim": _ci(0.8)}, "penalty": {"psnr_db": _ci(-1.0)},
         "usage": {"test": usage or {"used": 900, "n_codes": 1024, "dead": 124, "entropy_nats": 6.0, "entropy_bits": 8.6, "perplexity": 400.0}},
         "graph": {"nodes": 100, "edges": 500, "components": 1} if graph else None,
-    }
+    })
 
 
-def _cont() -> dict:
-    return {"continuous": {"psnr_db": _ci(22.0), "ssim": _ci(0.9), "n_images": 10}, "model": {"latent_dim": 16, "quantizer": None},
-            "dataset": "digits", "run": "r", "training": {}, "bits_per_image": None}
+def _cont():
+    return typed({"continuous": {"psnr_db": _ci(22.0), "ssim": _ci(0.9), "n_images": 10}, "model": {"latent_dim": 16, "quantizer": None},
+                  "dataset": "digits", "run": "r", "training": {}, "bits_per_image": None})
 
 
 BOOKS = [
@@ -118,9 +121,11 @@ def test_residual_rows_show_usage_per_stage_and_distinct_tuples():
     assert parsed[1]["distinct_tuples"] == "5000" and parsed[2]["distinct_tuples"] == ""
 
 
-def _crow(run: str, bits: int) -> dict:
-    return {"run": run, "latent_dim": 16, "parameters": 100, "bits": bits, "file_bytes": 400 // (32 // bits), "ratio_own": bits / 32,
-            "compound_factor": 32 / bits, "psnr_db": _ci(20.0), "ssim": _ci(0.9), "psnr_change_db": None if bits == 32 else _ci(-0.1), "converged": True}
+def _crow(run: str, bits: int) -> CompressionRow:
+    ci = lambda m: {**_ci(m), "n": 10}  # noqa: E731
+    return CompressionRow.model_validate({
+        "run": run, "latent_dim": 16, "parameters": 100, "bits": bits, "file_bytes": 400 // (32 // bits), "ratio_own": bits / 32,
+        "compound_factor": 32 / bits, "psnr_db": ci(20.0), "ssim": ci(0.9), "psnr_change_db": None if bits == 32 else ci(-0.1), "converged": True})
 
 
 def test_compression_rows_are_ordered_by_bits_as_numbers():
@@ -129,5 +134,5 @@ def test_compression_rows_are_ordered_by_bits_as_numbers():
     assert [(r["run"], r["weight_bits"]) for r in tidy] == [("runs/a", 32), ("runs/a", 8), ("runs/a", 4), ("runs/b", 32), ("runs/b", 8), ("runs/b", 4)]
     assert [r["weight bits"] for r in compression_table.format_rows(rows)] == ["32", "8", "4"] * 2
     labels = [_crow("int4-g32-sym", 4), _crow("fp32", 32), _crow("int8-channel-sym + kmeans-K1024-mu-train", 8), _crow("int8-channel-sym", 8)]
-    assert [r["run"] for r in compression_table.order_by_bits(labels)] == ["fp32", "int8-channel-sym", "int8-channel-sym + kmeans-K1024-mu-train",
+    assert [r.run for r in compression_table.order_by_bits(labels)] == ["fp32", "int8-channel-sym", "int8-channel-sym + kmeans-K1024-mu-train",
                                                                            "int4-g32-sym"]

@@ -8,6 +8,7 @@ import pytest
 import vector_quantize_pytorch as vqp
 import torch
 
+from typed_results import typed
 from posthoc_vq.audit import audit
 from posthoc_vq.config import VAEConfig, load_run_config
 from posthoc_vq.errors import ConfigError
@@ -400,8 +401,8 @@ def _result(**over):
 
 
 def test_audit_of_a_trained_quantizer_ignores_pre_quantization_and_flags_the_rest():
-    assert audit(_result()) == []  # z_e through the decoder scores 6 dB higher: informational, not 'quantized beats continuous'
-    codes = lambda r: [w["code"] for w in audit(r)]  # noqa: E731
+    assert audit(typed(_result())) == []  # z_e through the decoder scores 6 dB higher: informational, not 'quantized beats continuous'
+    codes = lambda r: [w.code for w in audit(typed(r))]  # noqa: E731
     out_of_range = {"psnr_db": {"mean": 20.0}, "output_range": [-0.2, 1.0]}
     assert codes(_result(continuous=out_of_range, quantized=out_of_range)) == ["output_range", "output_range"]
     assert codes(_result(model={"trained_steps": 0})) == ["untrained"]

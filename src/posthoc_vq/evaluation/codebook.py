@@ -26,13 +26,14 @@ import torch
 from posthoc_vq.autoencoders import LatentShapeError, as_autoencoder, encode_images
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.evaluation.bitstreams import codec_rate, open_codec
-from posthoc_vq.evaluation.reconstruction import ImageQuality, OutputComparison, decode, finish, run_header, split_images
+from posthoc_vq.evaluation.reconstruction import OutputComparison, QualityMeter, blocks, decode, finish, run_header, split_images
 from posthoc_vq.latents import LatentSet, from_tokens, load_run_splits, run_continuous_output, run_latents
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.quantize.priors import codes_grid
 from posthoc_vq.quantize.latent.base import CodebookEstimator, predict_codes
 from posthoc_vq.records import model_compute, total_compute
+from posthoc_vq.results import Comparison, Evaluation
 from posthoc_vq.run import Run
 
 
@@ -75,14 +76,14 @@ def codebook_result(model: Any, codebook: CodebookEstimator, cb_meta: dict[str, 
     x_quant = decode(model, torch.from_numpy(z_quant), device=device)
     comparison = OutputComparison().add(x, x_cont, x_quant)
     result = codebook_fields(codebook, cb_meta, latents, codes, z_quant, split, comparison.result())
-    if coding is not None:
-        result["rate"] = codec_rate(coding, codes_grid(codes, len(latents), latents.latent_shape))
-        result["rate"]["per_image_psnr_db"] = comparison.quantized.per_image()["psnr_db"].tolist()  # paired with per_image_bits (BD-rate CIs)
+    if coding is not None:  # per_image_psnr_db: paired with per_image_bits (BD-rate CIs)
+        result["rate"] = codec_rate(coding, codes_grid(codes, len(latents), latents.latent_shape)) | {
+            "per_image_psnr_db": comparison.quantized.per_image()["psnr_db"].tolist()}
     return result
 
 
 def codebook_fields(codebook: CodebookEstimator, cb_meta: dict[str, Any], latents: LatentSet, codes: np.ndarray, z_quant: np.ndarray, split: str,
-                    comparison: dict[str, Any]) -> dict[str, Any]:
+                    comparison: Comparison) -> dict[str, Any]:
     """The keys of :func:`codebook_result` from the latents, their codes and quantized latents (N, *L), and :func:`compare_outputs`."""
     name = cb_meta.get("name") or codebook.method
     fit_on = cb_meta.get("fit_on")
@@ -100,7 +101,7 @@ def codebook_fields(codebook: CodebookEstimator, cb_meta: dict[str, Any], latent
         "fit_on": fit_on,
         "fit_includes_test": cb_meta.get("fit_includes_test", None if fit_on is None else "test" in str(fit_on).split("+")),
         "n_fit": cb_meta.get("n_fit"),
-        **comparison,
+        **blocks(comparison),
         "latent_mse": float(np.mean(np.square(latents.values - z_quant))),
         "usage": {"fit": cb_meta.get("fit_usage"), split: codebook_usage(codes, codebook.n_codes, latents.token_labels())},
         "graph": cb_meta.get("graph"),
@@ -119,7 +120,7 @@ def streamed_result(model: Any, codebook: CodebookEstimator | None, cb_meta: dic
     """
     ae = as_autoencoder(model)
     gen = torch.Generator().manual_seed(seed)
-    cont, comparison = ImageQuality(), OutputComparison()
+    cont, comparison = QualityMeter(), OutputComparison()
     values, labels, codes, z_quant = [], [], [], []
     name = cb_meta.get("name") or (codebook.method if codebook is not None else "continuous")
     for x, y in batches:
@@ -154,7 +155,7 @@ def codebook_compute(summary: dict[str, Any] | None, cb_meta: dict[str, Any]) ->
 
 
 def evaluate_codebook(run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None,
-                      progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+                      progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> Evaluation:
     """Evaluate codebook ``name`` of a run on ``split``; writes ``eval/<name>-<split>.json`` and returns it.
 
     ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how far encoding, assignment and decoding have got.

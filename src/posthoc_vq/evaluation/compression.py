@@ -24,6 +24,7 @@ from posthoc_vq.evaluation.weights import evaluate_weights
 from posthoc_vq.io import write_json
 from posthoc_vq.progress import ProgressCallback, report, reporting
 from posthoc_vq.quantize.compressed import compress_run, require_trained
+from posthoc_vq.results import CompressionRow, CompressionTable
 from posthoc_vq.run import Run
 
 BITS = (32, 8, 4)
@@ -35,15 +36,15 @@ def compression_file(out_dir: str | Path, split: str = "test") -> Path:
 
 
 def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BITS, *, split: str = "test", data_dir: str | None = None,
-                     progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+                     progress: ProgressCallback | None = None) -> list[CompressionRow]:
     """Measure every (run, bits) cell; packed files are (re)made with the default settings for each bit width.
 
     ``progress``: an optional callback (:mod:`posthoc_vq.progress`) told how many cells are measured (and how far each one's encoding and decoding has got).
 
     Returns
     -------
-    One dict per cell with the raw numbers (``file_bytes``, ``ratio_own``, ``compound_factor``,
-    ``psnr_db``, ``ssim``, ``psnr_change_db`` as mean/CI dicts, ``converged``, ``warnings``).
+    One :class:`~posthoc_vq.results.CompressionRow` per cell (``file_bytes``, ``ratio_own``, ``compound_factor``,
+    ``psnr_db``, ``ssim``, ``psnr_change_db`` as means with CIs, ``converged``, ``warnings``).
     """
     if not runs:
         raise ConfigError("compression table: give at least one run directory")
@@ -63,25 +64,24 @@ def compression_rows(runs: Sequence[str | Path | Run], bits: Sequence[int] = BIT
         return _measure(cells, bits, reference, split, data_dir)
 
 
-def _measure(cells: list[tuple[Run, dict[str, Any], int]], bits: Sequence[int], reference: int, split: str, data_dir: str | None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _measure(cells: list[tuple[Run, dict[str, Any], int]], bits: Sequence[int], reference: int, split: str, data_dir: str | None) -> list[CompressionRow]:
+    rows: list[CompressionRow] = []
     n_cells = len(cells) * len(bits)
     report("compression table cells", 0, n_cells)
     for run, meta, fp32_size in cells:
         cont = evaluate_continuous(run.root, split=split, data_dir=data_dir)
         for b in bits:
             if b == 32:
-                size, quality, change, warnings = fp32_size, cont["continuous"], None, cont["warnings"]
+                size, quality, change, warnings = fp32_size, cont.continuous, None, cont.warnings
             else:
                 name, _ = compress_run(run.root, WeightsConfig(bits=b))
                 result = evaluate_weights(run.root, name, split=split, data_dir=data_dir)
-                size, quality, change, warnings = result["size"]["packed_file_bytes"], result["quantized"], result["psnr_change_db"], result["warnings"]
-            rows.append({
-                "run": str(run.root), "latent_dim": cont["model"]["latent_dim"], "parameters": meta["num_parameters"], "bits": b,
-                "file_bytes": size, "ratio_own": size / fp32_size, "compound_factor": reference / size,
-                "psnr_db": quality["psnr_db"], "ssim": quality["ssim"], "psnr_change_db": change,
-                "converged": cont["training"].get("converged"), "warnings": warnings,
-            })
+                size, quality, change, warnings = result.size["packed_file_bytes"], result.quantized, result.psnr_change_db, result.warnings
+            rows.append(CompressionRow(
+                run=str(run.root), latent_dim=cont.model.latent_dim, parameters=meta["num_parameters"], bits=b,
+                file_bytes=size, ratio_own=size / fp32_size, compound_factor=reference / size,
+                psnr_db=quality.psnr_db, ssim=quality.ssim, psnr_change_db=change, converged=cont.training.converged, warnings=warnings,
+            ))
             report("compression table cells", len(rows), n_cells)
     return rows
 
@@ -90,4 +90,4 @@ def write_compression_results(runs: Sequence[str | Path | Run], out_dir: str | P
                               data_dir: str | None = None, progress: ProgressCallback | None = None) -> Path:
     """Measure the table and store it as ``<out_dir>/compression-<split>.json`` (``split``, ``bits``, ``rows``); returns the path."""
     rows = compression_rows(runs, bits, split=split, data_dir=data_dir, progress=progress)
-    return write_json(compression_file(out_dir, split), {"split": split, "bits": list(bits), "rows": rows})
+    return write_json(compression_file(out_dir, split), CompressionTable(split=split, bits=list(bits), rows=rows).to_json())

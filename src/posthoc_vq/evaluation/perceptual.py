@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from posthoc_vq.data import ImageSet
+from posthoc_vq.data import ImageSet, load_dataset
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.evaluation.generation import codebook_samples, diversity, prior_samples, quantize_latents
 from posthoc_vq.evaluation.interpolation import (
@@ -49,6 +49,7 @@ from posthoc_vq.evaluation.interpolation import (
 from posthoc_vq.evaluation.reconstruction import decode, run_header, split_images
 from posthoc_vq.io import write_json
 from posthoc_vq.latents import load_run_splits, model_latents, run_latents
+from posthoc_vq.metrics import features as feature_nets
 from posthoc_vq.metrics.features import LoadedFeatureNet, default_features_dir, load_feature_net
 from posthoc_vq.metrics.frechet import KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_distance, require_torchmetrics
 from posthoc_vq.metrics.intervals import mean_ci
@@ -65,6 +66,15 @@ PIXEL_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 PERCEPTUAL_METRICS: tuple[str, ...] = ("fd", "kid", "pr", "diversity", "interp", "lpips")
 DEFAULT_PERCEPTUAL: tuple[str, ...] = ("fd", "kid", "pr", "diversity", "interp")
 _SET_METRICS = ("fd", "kid", "pr", "diversity")
+
+
+def train_feature_net(dataset: str, out_dir: str | Path | None = None, *, data_dir: str | None = None, **options: Any) -> LoadedFeatureNet:
+    """``posthoc-vq features train``: the feature network of ``dataset``, trained on its train split (loaded here with the
+    feature nets' own split, :data:`~posthoc_vq.metrics.features.SPLIT_VAL_FRACTION` and ``SPLIT_SEED``, recorded in its
+    JSON) and saved in ``out_dir``. ``options``: those of :func:`posthoc_vq.metrics.features.train_feature_net`."""
+    split = {"val_fraction": feature_nets.SPLIT_VAL_FRACTION, "split_seed": feature_nets.SPLIT_SEED}
+    splits = load_dataset(dataset, data_dir, **split)
+    return feature_nets.train_feature_net(dataset, out_dir, splits=splits, split=split, **options)
 
 
 def parse_metrics(text: str | Iterable[str]) -> list[str]:

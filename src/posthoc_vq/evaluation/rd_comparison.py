@@ -21,33 +21,34 @@ import numpy as np
 
 from posthoc_vq.codec.bdrate import MIN_POINTS, bd_bootstrap, bd_compare
 from posthoc_vq.errors import ConfigError
+from posthoc_vq.results import Evaluation
 
 
-def _prior(results: list[dict[str, Any]]) -> str:
-    shared = set.intersection(*(set(r["rate"]["priors"]) for r in results))
+def _prior(results: list[Evaluation]) -> str:
+    shared = set.intersection(*(set(r.rate.priors) for r in results))
     return "context" if "context" in shared else "empirical"
 
 
-def posthoc_series(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def posthoc_series(results: list[Evaluation]) -> dict[str, dict[str, Any]]:
     """Curves of evaluations with a rate, by method: per-image real bpp and PSNR (n_images, n_points), their means, and labels."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[Evaluation]] = {}
     for r in results:
-        if r.get("rate") and r["rate"].get("per_image_psnr_db") is not None:
-            key = f"trained {r['model']['quantizer']}" if r.get("codebook") is None and r.get("model", {}).get("quantizer") else r.get("method", "?")
+        if r.rate is not None and r.rate.per_image_psnr_db is not None:
+            key = f"trained {r.model.quantizer}" if r.codebook is None and r.model.quantizer else (r.method or "?")
             groups.setdefault(key, []).append(r)
     out = {}
     for key, rs in sorted(groups.items()):
         prior = _prior(rs)
-        pixels = rs[0]["rate"]["pixels_per_image"]
-        bpp = np.stack([np.asarray(r["rate"]["priors"][prior]["per_image_bits"]["real"], dtype=np.float64) / pixels for r in rs], 1)
-        psnr = np.stack([np.asarray(r["rate"]["per_image_psnr_db"], dtype=np.float64) for r in rs], 1)
+        pixels = rs[0].rate.pixels_per_image
+        bpp = np.stack([np.asarray(r.rate.priors[prior].per_image_bits["real"], dtype=np.float64) / pixels for r in rs], 1)
+        psnr = np.stack([np.asarray(r.rate.per_image_psnr_db, dtype=np.float64) for r in rs], 1)
         order = np.argsort(bpp.mean(0), kind="stable")
         rs, bpp, psnr = [rs[i] for i in order], bpp[:, order], psnr[:, order]
         out[key] = {
-            "prior": prior, "names": [r.get("codebook") or "trained" for r in rs], "per_image": {"bpp": bpp, "psnr_db": psnr},
+            "prior": prior, "names": [r.codebook or "trained" for r in rs], "per_image": {"bpp": bpp, "psnr_db": psnr},
             "bpp": bpp.mean(0).tolist(), "psnr_db": psnr.mean(0).tolist(),
-            "container_bpp": [r["rate"]["priors"][prior]["container_bpp"] for r in rs],
-            "nominal_bpp": [r["rate"]["nominal_bpp"] for r in rs],
+            "container_bpp": [r.rate.priors[prior].container_bpp for r in rs],
+            "nominal_bpp": [r.rate.nominal_bpp for r in rs],
         }
     return out
 

@@ -27,7 +27,6 @@ from posthoc_vq.data import DatasetSplits
 from posthoc_vq.data.photos import PHOTO_DATASETS, PREPARATION
 from posthoc_vq.devices import resolve_device
 from posthoc_vq.audit import audit
-from posthoc_vq.io import write_json
 from posthoc_vq.latents import encode_split, load_run_splits
 from posthoc_vq.metrics.codebook import codebook_usage
 from posthoc_vq.metrics.intervals import mean_ci
@@ -37,6 +36,7 @@ from posthoc_vq.models.quantizers import MAX_BINCOUNT_CODES
 from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.records import model_compute, total_compute
+from posthoc_vq.results import Comparison, Evaluation, ImageQuality, MeanCI, Result
 from posthoc_vq.run import Run
 
 PSNR_CAP_DB = 100.0  # per-image PSNR of a (near-)perfect reconstruction is capped here, not +inf
@@ -56,7 +56,7 @@ def decode(model: Any, z: torch.Tensor, batch_size: int = 1000, *, device: torch
     return decode_latents(as_autoencoder(model), z, batch_size, device=device)
 
 
-class ImageQuality:
+class QualityMeter:
     """Per-image MSE, PSNR and SSIM of outputs against references, gathered batch by batch.
 
     MS-SSIM is added for images large enough for its five scales (:func:`~posthoc_vq.metrics.reconstruction.ms_ssim_supported`,
@@ -74,7 +74,7 @@ class ImageQuality:
         self.ms_ssim: list[np.ndarray | None] = []  # None for a batch too small for MS-SSIM
         self.lo, self.hi, self.image_size = float("inf"), float("-inf"), None
 
-    def add(self, reference: torch.Tensor, output: torch.Tensor) -> ImageQuality:
+    def add(self, reference: torch.Tensor, output: torch.Tensor) -> QualityMeter:
         self.image_size = reference.shape[-1]
         self.mse.append(mse(reference, output).numpy())
         self.psnr.append(psnr(reference, output, data_range=DATA_RANGE).clamp(max=PSNR_CAP_DB).numpy())
@@ -95,8 +95,8 @@ class ImageQuality:
             values["ms_ssim"] = np.concatenate(self.ms_ssim)
         return values
 
-    def result(self) -> dict[str, Any]:
-        """The ``image_quality`` dict: each metric's mean with a 95% CI over images (``ms_ssim`` only where computed)."""
+    def result(self) -> ImageQuality:
+        """The :class:`~posthoc_vq.results.ImageQuality`: each metric's mean with a 95% CI over images (``ms_ssim`` only where computed)."""
         values = self.per_image()
         win, sigma = ssim_window(self.image_size)
         result = {
@@ -110,27 +110,22 @@ class ImageQuality:
         }
         if "ms_ssim" in values:  # absent for small images: their results are unchanged
             result["ms_ssim"] = mean_ci(values["ms_ssim"]).to_dict()
-        return result
+        return ImageQuality.model_validate(result)
 
 
-def image_quality(reference: torch.Tensor, output: torch.Tensor) -> dict[str, Any]:
+def image_quality(reference: torch.Tensor, output: torch.Tensor) -> ImageQuality:
     """MSE, PSNR (dB) and SSIM per image against ``reference``, each as mean with a 95% CI over images.
 
     The range of ``output`` is recorded (``output_range``) for the audit; it is not clipped.
     """
-    return ImageQuality().add(reference, output).result()
-
-
-def psnr_change(x: torch.Tensor, reference_out: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
-    """Per-image PSNR change (dB) of ``out`` relative to ``reference_out``, both against ``x``: mean with 95% CI."""
-    return OutputComparison().add(x, reference_out, out).result()["psnr_change_db"]
+    return QualityMeter().add(reference, output).result()
 
 
 class OutputComparison:
     """:func:`compare_outputs` gathered batch by batch (per-image values only)."""
 
     def __init__(self) -> None:
-        self.continuous, self.quantized, self.penalty = ImageQuality(), ImageQuality(), ImageQuality()
+        self.continuous, self.quantized, self.penalty = QualityMeter(), QualityMeter(), QualityMeter()
 
     def add(self, x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> OutputComparison:
         self.continuous.add(x, x_fp)
@@ -138,17 +133,18 @@ class OutputComparison:
         self.penalty.add(x_fp, x_q)
         return self
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> Comparison:
         change = self.quantized.per_image()["psnr_db"] - self.continuous.per_image()["psnr_db"]  # both capped
-        return {
-            "continuous": self.continuous.result(),
-            "quantized": self.quantized.result(),
-            "penalty": self.penalty.result(),
-            "psnr_change_db": mean_ci(change).to_dict(),
-        }
+        return Comparison(continuous=self.continuous.result(), quantized=self.quantized.result(), penalty=self.penalty.result(),
+                          psnr_change_db=MeanCI.model_validate(mean_ci(change).to_dict()))
 
 
-def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> dict[str, Any]:
+def blocks(result: Result) -> dict[str, Any]:
+    """The fields a result block was made with, as keyword arguments for a larger result (blocks stay typed)."""
+    return {k: getattr(result, k) for k in result.model_fields_set} | dict(result.model_extra or {})
+
+
+def compare_outputs(x: torch.Tensor, x_fp: torch.Tensor, x_q: torch.Tensor) -> Comparison:
     """Quality of a reference output and a quantized one: ``continuous`` (reference vs ground truth), ``quantized``
     (quantized vs ground truth), ``penalty`` (quantized vs reference) and the per-image ``psnr_change_db``."""
     return OutputComparison().add(x, x_fp, x_q).result()
@@ -211,15 +207,15 @@ def model_header(model: Any, split: str, latent_shape: tuple[int, ...], dataset:
 
 
 def continuous_result(model: Any, x: torch.Tensor, batch_size: int = 1000, z: torch.Tensor | None = None, *,
-                      device: torch.device | str | None = None, quality: ImageQuality | None = None) -> dict[str, Any]:
+                      device: torch.device | str | None = None, quality: QualityMeter | None = None) -> dict[str, Any]:
     """Quality of decode(mu) against images ``x`` (N, C, H, W) in [0, 1]: the metric part of a result.
 
     ``z`` (N, *L): the images' posterior means, if already encoded. ``device``: where encoding and decoding run.
-    ``quality``: an empty :class:`ImageQuality` to fill, for a caller that wants the per-image values too.
+    ``quality``: an empty :class:`QualityMeter` to fill, for a caller that wants the per-image values too.
     """
     z = encode_split(model, x, "mu", batch_size=batch_size, device=device) if z is None else z
     x_cont = decode(model, z, batch_size, device=device)
-    return {"latents": "mu", "continuous": (quality if quality is not None else ImageQuality()).add(x, x_cont).result()}
+    return {"latents": "mu", "continuous": (quality if quality is not None else QualityMeter()).add(x, x_cont).result()}
 
 
 def code_usage(codes: np.ndarray, n_codes: int, labels: np.ndarray | None = None) -> dict[str, Any]:
@@ -235,7 +231,7 @@ def code_usage(codes: np.ndarray, n_codes: int, labels: np.ndarray | None = None
 
 
 @torch.no_grad()
-def trained_quantizer_result(model: VAEBase, x: torch.Tensor, z: torch.Tensor, labels: np.ndarray, split: str, continuous: dict[str, Any],
+def trained_quantizer_result(model: VAEBase, x: torch.Tensor, z: torch.Tensor, labels: np.ndarray, split: str, continuous: ImageQuality,
                              batch_size: int = 1000) -> dict[str, Any]:
     """The codebook-like fields of a model with a trained quantizer, evaluated on images ``x`` (N, C, H, W) in [0, 1].
 
@@ -275,17 +271,17 @@ def trained_quantizer_result(model: VAEBase, x: torch.Tensor, z: torch.Tensor, l
     }
 
 
-def finish(result: dict[str, Any], seed: int | None, path: Path | None) -> dict[str, Any]:
-    """Add provenance and the audit's warnings to a result, and write it to ``path`` if given."""
-    result["provenance"] = provenance(seed=seed)
-    result["warnings"] = audit(result)
+def finish(fields: dict[str, Any], seed: int | None, path: Path | None) -> Evaluation:
+    """The typed result of the fields an evaluation assembled, with provenance and the audit's warnings; written to ``path`` if given."""
+    evaluation = Evaluation.model_validate({**fields, "provenance": provenance(seed=seed)})
+    evaluation.warnings = audit(evaluation)
     if path is not None:
-        write_json(path, result)
-    return result
+        evaluation.write(path)
+    return evaluation
 
 
 def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_dir: str | None = None, splits: DatasetSplits | None = None,
-                        progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+                        progress: ProgressCallback | None = None, device: str | torch.device | None = None) -> Evaluation:
     """Evaluate decode(mu) against ground truth on ``split``; writes ``eval/continuous-<split>.json``.
 
     A model with a trained quantizer also gets the fields of :func:`trained_quantizer_result`.
@@ -306,7 +302,7 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
         dev = resolve_device(device)
         model = model.to(dev)
         z = encode_split(model, x, "mu", device=dev)
-        quality = ImageQuality()
+        quality = QualityMeter()
         result = {**run_header(run, config, meta, split), **continuous_result(model, x, z=z, device=dev, quality=quality)}
         if model.quantizer is not None:  # the lookups on CPU, beside the CPU latents
             result |= trained_quantizer_result(model.cpu(), x, z, splits.split(split).labels, split, result["continuous"])
@@ -314,9 +310,8 @@ def evaluate_continuous(run_dir: str | Path | Run, *, split: str = "test", data_
             from posthoc_vq.quantize.trained import TRAINED
 
             codec = open_codec(run, TRAINED, model=model)
-            result["rate"] = codec_rate(codec, codec.codes_of_latents(z))
             # the model's own output is what its bitstreams decode to (RunCodec.images, tested equal): its per-image PSNR
-            result["rate"]["per_image_psnr_db"] = quality.per_image()["psnr_db"].tolist()
+            result["rate"] = codec_rate(codec, codec.codes_of_latents(z)) | {"per_image_psnr_db": quality.per_image()["psnr_db"].tolist()}
         result["device"] = str(dev)
         result["compute"] = total_compute(model_compute(run.summary()))
         return finish(result, config.seed, path)

@@ -4,7 +4,7 @@ Each image is encoded to a real file (:mod:`posthoc_vq.codec.standard`) at each 
 codec's ladder, and decoded again. The rate is the whole file as the encoder writes it, headers
 included: ``bpp = len(file) * 8 / (H * W)`` (bits per pixel position, whatever the channels). PSNR
 (dB, data range 1, capped at :data:`~posthoc_vq.evaluation.reconstruction.PSNR_CAP_DB`) and SSIM
-are computed against the ground truth by :class:`~posthoc_vq.evaluation.reconstruction.ImageQuality`,
+are computed against the ground truth by :class:`~posthoc_vq.evaluation.reconstruction.QualityMeter`,
 the code every other reconstruction result of the package uses, so a learned codec and the standard
 ones are measured alike.
 
@@ -26,7 +26,7 @@ import torch
 
 from posthoc_vq.codec.standard import CODECS, DEFAULT_QUALITIES, available_codecs, check_codec, check_quality, decode, encode, settings
 from posthoc_vq.errors import ConfigError
-from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, ImageQuality
+from posthoc_vq.evaluation.reconstruction import PSNR_CAP_DB, QualityMeter
 from posthoc_vq.metrics.intervals import mean_ci
 from posthoc_vq.progress import ProgressCallback, report, reporting
 
@@ -139,7 +139,7 @@ def codec_ladder(images: torch.Tensor, codecs: Iterable[str] | None = None, qual
             for quality in ladder:
                 sizes = np.empty(n, dtype=np.int64)
                 t_encode = t_decode = 0.0
-                measure = ImageQuality()
+                measure = QualityMeter()
                 for start in range(0, n, _CHUNK):
                     chunk = u8[start : start + _CHUNK]
                     decoded = np.empty_like(chunk)

@@ -22,21 +22,21 @@ from posthoc_vq.devices import resolve_device
 from posthoc_vq.errors import ConfigError
 from posthoc_vq.audit import audit
 from posthoc_vq.evaluation.generation import quantize_latents
-from posthoc_vq.evaluation.reconstruction import compare_outputs, decode, run_header, split_images
-from posthoc_vq.io import write_json
+from posthoc_vq.evaluation.reconstruction import blocks, compare_outputs, decode, run_header, split_images
 from posthoc_vq.latents import encode_split, load_run_splits, run_continuous_output, run_latents, to_tokens
 from posthoc_vq.progress import ProgressCallback, reporting
 from posthoc_vq.provenance import provenance
 from posthoc_vq.quantize.codebooks import open_codebook
 from posthoc_vq.quantize.compressed import open_compressed, require_trained
 from posthoc_vq.quantize.latent.base import predict_codes
+from posthoc_vq.results import CodebookComparison, Evaluation
 from posthoc_vq.run import Run
 
 
 def evaluate_weights(
     run_dir: str | Path | Run, name: str, *, split: str = "test", data_dir: str | None = None, codebook: str | None = None,
     progress: ProgressCallback | None = None, device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Evaluate packed weights ``name`` of a run on ``split``; writes ``eval/weights-<name>[-<codebook>]-<split>.json``.
 
     Returns the JSON-able result: file sizes and ratio, per-layer weight errors, quality
@@ -49,11 +49,11 @@ def evaluate_weights(
     path = run.eval_file(split, weights=name, codebook=codebook)
     with run.lock("evaluate"), reporting(progress):
         result = _evaluate(run, name, split, data_dir, codebook, resolve_device(device))
-        write_json(path, result)
+        result.write(path)
     return result
 
 
-def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: str | None, device: torch.device) -> dict[str, Any]:
+def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: str | None, device: torch.device) -> Evaluation:
     config = run.config()
     model, meta = run.load_model()
     require_trained(run.root, meta)
@@ -78,7 +78,7 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
         "layers": record["layers"],
         "latents": "mu",
         "latent_mse": float(torch.mean((mu - mu_q) ** 2)),
-        **compare_outputs(x, x_fp, decode(qmodel, mu_q, device=device)),
+        **blocks(compare_outputs(x, x_fp, decode(qmodel, mu_q, device=device))),
         "device": str(device),
     }
     if codebook is not None:
@@ -89,13 +89,14 @@ def _evaluate(run: Run, name: str, split: str, data_dir: str | None, codebook: s
         z_cb = torch.from_numpy(quantize_latents(estimator, mu.numpy(), labels))
         zq_cb = torch.from_numpy(quantize_latents(estimator, mu_q.numpy(), labels))
         token_labels = np.repeat(labels, int(np.prod(mu.shape[2:], dtype=np.int64)))
-        result["with_codebook"] = {
+        with_codebook = CodebookComparison(**{
             "name": codebook, "method": cb_meta["method"], "K": cb_meta["n_codes"], "bits_per_image": estimator.bits_per_vector,
             "fit_on": cb_meta["fit_on"], "fit_includes_test": cb_meta["fit_includes_test"],
             "code_agreement": float(np.mean(predict_codes(estimator, to_tokens(mu.numpy()), token_labels) == predict_codes(estimator, to_tokens(mu_q.numpy()), token_labels))),
-            **compare_outputs(x, decode(model, z_cb, device=device), decode(qmodel, zq_cb, device=device)),
-        }
-        result["with_codebook"]["warnings"] = audit(result["with_codebook"])
-    result["provenance"] = provenance(seed=config.seed)
-    result["warnings"] = audit(result)
-    return result
+            **blocks(compare_outputs(x, decode(model, z_cb, device=device), decode(qmodel, zq_cb, device=device))),
+        })
+        with_codebook.warnings = audit(with_codebook)
+        result["with_codebook"] = with_codebook
+    evaluation = Evaluation.model_validate({**result, "provenance": provenance(seed=config.seed)})
+    evaluation.warnings = audit(evaluation)
+    return evaluation

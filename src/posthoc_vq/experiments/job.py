@@ -19,6 +19,7 @@ import torch
 
 from posthoc_vq.config import FinetuneConfig, QuantizeConfig, RunConfig, WeightsConfig
 from posthoc_vq.experiments.spec import config_hash
+from posthoc_vq.results import CodebookComparison, ComputeAccount, Evaluation, ImageQuality
 from posthoc_vq.run import Run, Sweep
 
 
@@ -32,8 +33,8 @@ def protocol_key(run: RunConfig) -> str:
     return config_hash({"train": train, "data": data})
 
 
-def _quality(block: dict[str, Any]) -> dict[str, float]:
-    return {"psnr_db": block["psnr_db"]["mean"], "ssim": block["ssim"]["mean"], "mse": block["mse"]["mean"]}
+def _quality(block: ImageQuality) -> dict[str, float]:
+    return {"psnr_db": block.psnr_db.mean, "ssim": block.ssim.mean, "mse": block.mse.mean}
 
 
 def _ensure_trained(run: RunConfig, run_dir: Path, device: str | None = None) -> None:
@@ -47,16 +48,16 @@ def _ensure_trained(run: RunConfig, run_dir: Path, device: str | None = None) ->
     train(run, run_dir, resume=r.exists(), progress=False, console=Console(quiet=True), device=device or "cpu")
 
 
-def _reuse(path: Path) -> dict[str, Any] | None:
+def _reuse(path: Path) -> Evaluation | None:
     """An evaluation a killed job already finished: a sweep run's model never changes once trained,
     and every result file was written atomically, so an existing one is complete and current."""
-    from posthoc_vq.records import EvaluationRecord, read_dict
+    from posthoc_vq.records import read_evaluation
 
-    return read_dict(path, EvaluationRecord, "evaluation result") if path.exists() else None
+    return read_evaluation(path, "evaluation result") if path.exists() else None
 
 
 def evaluate_cell(
-    run_dir: Path, cell: dict[str, Any], cont: dict[str, Any], split: str, data_dir: str | None,
+    run_dir: Path, cell: dict[str, Any], cont: Evaluation, split: str, data_dir: str | None,
     perceptual: list[str] | None = None, features: str | None = None, device: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of one cell (codebook x weight bits) of a trained run; returns metrics and artifact paths."""
@@ -81,8 +82,8 @@ def evaluate_cell(
     if w.bits == 32:
         path = Run(run_dir).eval_file(split, codebook=codebook)
         result = (_reuse(path) or evaluate_codebook(run_dir, codebook, split=split, data_dir=data_dir, device=device)) if codebook else cont
-        block, reference = (result["quantized"] if codebook else result["continuous"]), result["continuous"]
-        warnings = result["warnings"]
+        block, reference = (result.quantized if codebook else result.continuous), result.continuous
+        warnings = result.warnings
         if codebook:
             ensure_samples(run_dir, split, codebook=codebook, data_dir=data_dir)
     else:
@@ -93,43 +94,43 @@ def evaluate_cell(
             if name not in Run(run_dir).weights_names():  # packed once per run, like a codebook: reused by every cell
                 compress_run(run_dir, w)
             result = evaluate_weights(run_dir, name, split=split, data_dir=data_dir, codebook=codebook)
-        inner = result["with_codebook"] if codebook else result
-        block, reference = inner["quantized"], result["continuous"]
-        warnings = result["warnings"] + (inner["warnings"] if codebook else [])
+        inner = result.with_codebook if codebook else result
+        block, reference = inner.quantized, result.continuous
+        warnings = result.warnings + (inner.warnings if codebook else [])
         artifacts["weights"] = name
         if codebook is None:
             ensure_samples(run_dir, split, weights=name, data_dir=data_dir)
     artifacts["eval"] = str(path)
     metrics = {
         **_quality(block),
-        "psnr_db_ci": [block["psnr_db"]["low"], block["psnr_db"]["high"]],
-        "continuous_psnr_db": reference["psnr_db"]["mean"],
+        "psnr_db_ci": [block.psnr_db.low, block.psnr_db.high],
+        "continuous_psnr_db": reference.psnr_db.mean,
         # a post-hoc codebook's rate; without one, a trained quantizer's (None for a continuous model)
-        "bits_per_image": (result if w.bits == 32 else inner).get("bits_per_image") if codebook else cont.get("bits_per_image"),
+        "bits_per_image": (result if w.bits == 32 else inner).bits_per_image if codebook else cont.bits_per_image,
         # real rates (file bytes x 8 / pixels, header included) of the codebook's priors, for claims on real bpp
         # (a trained quantizer's from its own evaluation; a continuous model has none)
         **_real_rates((result if w.bits == 32 else inner) if codebook else cont),
-        "fit_includes_test": bool((result if w.bits == 32 else inner).get("fit_includes_test")) if codebook else False,
-        "warnings": sorted({x["code"] for x in warnings}),
+        "fit_includes_test": bool((result if w.bits == 32 else inner).fit_includes_test) if codebook else False,
+        "warnings": sorted({x.code for x in warnings}),
         # compute behind the cell's model: training (+ latent encoding, codebook fit, fine-tune), see evaluation "compute" blocks
-        **_compute((result if w.bits == 32 else cont).get("compute")),
+        **_compute((result if w.bits == 32 else cont).compute),
     }
     if cell.get("finetune"):  # both trainings must have converged: the source VAE's and the fine-tune's
-        metrics["converged"] = cont["training"].get("converged") is True and result["training"].get("converged") is True
-        metrics["continuous_psnr_db"] = cont["continuous"]["psnr_db"]["mean"]  # the source VAE's, as for the post-hoc codebook it started from
+        metrics["converged"] = cont.training.converged is True and result.training.converged is True
+        metrics["continuous_psnr_db"] = cont.continuous.psnr_db.mean  # the source VAE's, as for the post-hoc codebook it started from
     if perceptual:
         metrics |= _perceptual(run_dir, codebook, artifacts["weights"], perceptual, split, data_dir, features)
     return {"metrics": metrics, "artifacts": artifacts}
 
 
-def _real_rates(result: dict[str, Any] | None) -> dict[str, float | None]:
+def _real_rates(result: Evaluation | CodebookComparison) -> dict[str, float | None]:
     """``real_bpp_<prior>`` (one file per image, header included), ``container_bpp_<prior>`` (all images in one file) and
     ``nominal_bpp`` of an evaluation's ``rate`` block (None without one)."""
-    rate = (result or {}).get("rate") or {}
-    priors = rate.get("priors") or {}
-    out = {f"real_bpp_{p}": (priors.get(p) or {}).get("real_bpp", {}).get("mean") for p in ("empirical", "context")}
-    out |= {f"container_bpp_{p}": (priors.get(p) or {}).get("container_bpp") for p in ("empirical", "context")}
-    return out | {"nominal_bpp": rate.get("nominal_bpp")}
+    rate = getattr(result, "rate", None)
+    priors = rate.priors if rate is not None else {}
+    out = {f"real_bpp_{p}": priors[p].real_bpp.mean if p in priors else None for p in ("empirical", "context")}
+    out |= {f"container_bpp_{p}": priors[p].container_bpp if p in priors else None for p in ("empirical", "context")}
+    return out | {"nominal_bpp": rate.nominal_bpp if rate is not None else None}
 
 
 def _check_same_codebook(run_dir: Path, name: str, q: QuantizeConfig) -> None:
@@ -158,9 +159,9 @@ def _perceptual(run_dir: Path, codebook: str | None, weights: str | None, wanted
     return {m: (rec[m]["mean"] if isinstance(rec[m], dict) else rec[m]) for m in wanted}
 
 
-def _compute(block: dict[str, Any] | None) -> dict[str, Any]:
-    total = (block or {}).get("total") or {}
-    return {"compute_seconds": total.get("wall_seconds"), "optimizer_steps": total.get("optimizer_steps"), "images_seen": total.get("images_seen")}
+def _compute(block: ComputeAccount | None) -> dict[str, Any]:
+    total = block.total if block is not None else None
+    return {"compute_seconds": total and total.wall_seconds, "optimizer_steps": total and total.optimizer_steps, "images_seen": total and total.images_seen}
 
 
 def _finetuned(run_dir: Path, codebook: str, q: QuantizeConfig, ft: FinetuneConfig, data_dir: str | None, device: str | None = None) -> Path:
@@ -201,8 +202,8 @@ def run_job(task: dict[str, Any]) -> list[dict[str, Any]]:
         cont = _reuse(Run(run_dir).eval_file(task["split"])) or evaluate_continuous(run_dir, split=task["split"], data_dir=task["data_dir"], device=device)
         ensure_samples(run_dir, task["split"], data_dir=task["data_dir"])  # the report's images, stored beside the result
         shared = {
-            "converged": cont["training"].get("converged"), "trained_steps": cont["model"].get("trained_steps"),
-            "epochs": cont["training"].get("epochs"), "best_epoch": cont["training"].get("best_epoch"), "protocol": protocol_key(run),
+            "converged": cont.training.converged, "trained_steps": cont.model.trained_steps,
+            "epochs": cont.training.epochs, "best_epoch": cont.training.best_epoch, "protocol": protocol_key(run),
             "device": _trained_on(run_dir),
         }
         train_seconds = time.perf_counter() - start

@@ -24,7 +24,7 @@ from posthoc_vq.experiments.job import run_job
 from posthoc_vq.experiments.spec import PERCEPTUAL, SweepSpec, expand, load_sweep_spec
 from posthoc_vq.experiments.store import ResultStore
 from posthoc_vq.extras import require
-from posthoc_vq.io import atomic_write, read_json, write_json
+from posthoc_vq.io import read_json, write_json
 from posthoc_vq.run import Sweep
 from posthoc_vq.provenance import provenance
 
@@ -107,7 +107,10 @@ def run_sweep(
     data_dir: str | None = None, progress: bool = True, console: Console | None = None, only: list[str] | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a sweep; writes the database, the claims and returns the claims dict plus counts.
+    """Run (or resume) a sweep; writes the database and ``claims.json`` and returns the claims dict plus counts.
+
+    ``claims.md`` is rendered from them by :func:`posthoc_vq.report.claims.write_claims`; :func:`posthoc_vq.api.ablate`
+    (``posthoc-vq ablate``) does both.
 
     ``only``: ``KEY=V1,V2`` conditions on the axes (:func:`slice_conditions`): run that slice now, leave the rest pending.
     ``device``: where the jobs train, encode and decode (:func:`~posthoc_vq.devices.resolve_device`; default CPU);
@@ -169,7 +172,7 @@ def _run_locked(spec: SweepSpec, sweep_dir: Path, executor: str, workers: int, a
         store.close()
     claims = make_claims(rows, spec.compare)
     claims |= {"sweep": spec.name, **cell_counts(rows), "ran_now": n_todo}
-    write_claims(sweep_dir, claims, spec)
+    write_json(Sweep(sweep_dir).claims_json, claims)  # claims.md is rendered by the report layer (posthoc_vq.report.claims.write_claims)
     return claims
 
 
@@ -190,18 +193,6 @@ def cell_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     """``n_cells``, ``n_failed`` and ``n_pending`` (pending or interrupted) of a sweep's database rows."""
     return {"n_cells": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
             "n_pending": sum(r["status"] in ("pending", "running") for r in rows)}
-
-
-def write_claims(sweep_dir: Path, claims: dict[str, Any], spec: SweepSpec) -> dict[str, Path]:
-    """``claims.json`` and ``claims.md`` (the verdict, arm and ANOVA tables, rendered by :mod:`posthoc_vq.report.claims`,
-    the same renderer as the sweep report's)."""
-    from posthoc_vq.report.claims import claims_markdown
-
-    paths = {"json": Sweep(sweep_dir).claims_json, "markdown": Sweep(sweep_dir).claims_md}
-    write_json(paths["json"], claims)
-    with atomic_write(paths["markdown"]) as tmp:
-        tmp.write_text(claims_markdown(claims, spec))
-    return paths
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

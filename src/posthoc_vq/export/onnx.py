@@ -99,13 +99,37 @@ def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_na
     level, quiet.level = quiet.level, logging.ERROR  # no 'torchvision is not installed' chatter
     with atomic_write(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=OPSET, verbose=False, input_names=[input_name],
-            output_names=output_names, dynamic_shapes={"x" if input_name == "x" else "z": dynamic_axes(input_name, downsampling)},
-        )
+        # optimize=True: the default of newer torch (2.13); torch 2.6's False leaves Constant nodes that onnxruntime's INT8 shape
+        # inference cannot read (value_ints, not a tensor)
+        def export(**options: Any) -> Any:
+            return torch.onnx.export(
+                module, (example,), dynamo=True, optimize=True, opset_version=OPSET, verbose=False, input_names=[input_name],
+                output_names=output_names, dynamic_shapes={"x" if input_name == "x" else "z": dynamic_axes(input_name, downsampling)},
+                **options,
+            )
+
+        try:
+            program = export()
+        except Exception as err:  # torch 2.5 and 2.6 with a current onnxscript: one-output batch norm nodes (_batch_norm_one_output)
+            if _BATCH_NORM_NODE not in str(err):
+                raise
+            program = export(custom_translation_table={getattr(torch.ops.aten, _BATCH_NORM_NODE).default: _batch_norm_one_output})
         program.save(str(tmp))
     quiet.setLevel(level)
     return path
+
+
+_BATCH_NORM_NODE = "_native_batch_norm_legit_no_training"
+
+
+def _batch_norm_one_output(input, weight, bias, running_mean, running_var, momentum: float, eps: float):  # noqa: A002 - aten's names
+    """ONNX for an eval-mode batch norm node of torch 2.5 and 2.6's exported programs, which have one output where onnxscript's
+    translation (0.5 and newer) gives three, so that their export fails ('tuple' object has no attribute 'dtype'). Used only
+    after that failure: a torch whose batch norm nodes have three outputs (2.13 and 2.15, checked) never comes here. Opset 18
+    (:data:`OPSET`)."""
+    from onnxscript import opset18
+
+    return opset18.BatchNormalization(input, weight, bias, running_mean, running_var, epsilon=eps)
 
 
 def _calibration_reader(name: str, values: np.ndarray, batch_size: int = 64) -> Any:

@@ -35,7 +35,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.nn import functional as F
 
-from posthoc_vq.data import DatasetSplits, load_dataset
 from posthoc_vq.devices import device_record, resolve_device
 from posthoc_vq.errors import CheckpointError, ConfigError, NotFoundError
 from posthoc_vq.io import load_tensors, read_json, save_tensors, write_json
@@ -176,10 +175,10 @@ def train_feature_net(
     dataset: str,
     out_dir: str | Path | None = None,
     *,
-    data_dir: str | None = None,
     epochs: int | None = None,
     seed: int = 0,
-    splits: DatasetSplits | None = None,
+    splits: Any,
+    split: dict[str, Any] | None = None,
     progress: bool = True,
     console: Console | None = None,
     device: str | torch.device | None = "cpu",
@@ -188,12 +187,15 @@ def train_feature_net(
 
     Parameters
     ----------
-    dataset : name for :func:`posthoc_vq.data.load_dataset` (splits: :data:`SPLIT_VAL_FRACTION`,
-        :data:`SPLIT_SEED`, recorded as ``split`` in the JSON).
+    dataset : the dataset's name (its default epochs and folder; recorded in the JSON).
     out_dir : folder for ``feature_net.{safetensors,json}`` (default :func:`default_features_dir`).
     epochs : passes over the train split (default :data:`EPOCHS` of the dataset).
     seed : initialisation and shuffling seed; the same seed gives the same weights on CPU.
-    splits : already loaded splits (tests); else loaded from ``data_dir``.
+    splits : its loaded splits (a :class:`~posthoc_vq.data.DatasetSplits`); this module loads no dataset:
+        :func:`posthoc_vq.evaluation.perceptual.train_feature_net` loads them with :data:`SPLIT_VAL_FRACTION` and
+        :data:`SPLIT_SEED` (``posthoc-vq features train``).
+    split : how ``splits`` were made (``val_fraction``, ``split_seed``), recorded as ``split`` in the JSON; None: the
+        caller's own splits.
     device : where to train ('cpu', the default, 'auto', 'cuda', 'cuda:N', 'mps'); the network is
         initialised and the data order drawn on CPU; the saved weights are CPU tensors, and the
         device is recorded in the JSON.
@@ -203,8 +205,6 @@ def train_feature_net(
     LoadedFeatureNet, whose ``meta`` holds ``test_accuracy`` (fraction in [0, 1]) and ``seconds``.
     """
     out = Path(out_dir) if out_dir is not None else default_features_dir(dataset)
-    split = {"val_fraction": SPLIT_VAL_FRACTION, "split_seed": SPLIT_SEED} if splits is None else None  # None: the caller's splits
-    splits = splits or load_dataset(dataset, data_dir, val_fraction=SPLIT_VAL_FRACTION, split_seed=SPLIT_SEED)
     device = resolve_device(device)
     x_train, y_train = splits.train.to_tensor().to(device), torch.from_numpy(splits.train.labels).to(device)
     x_test, y_test = splits.test.to_tensor().to(device), torch.from_numpy(splits.test.labels).to(device)

@@ -133,9 +133,12 @@ class TrainedQuantizer(nn.Module):
 
     @torch.no_grad()
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
-        """The quantized latents (B, *L) of z, without gradients or state changes, in any mode."""
+        """The quantized latents (B, *L) of z, without gradients or state changes, in any mode.
+
+        Contiguous, as latents decoded from codes are (:meth:`~posthoc_vq.evaluation.bitstreams.RunCodec.images`): a
+        convolution may take another kernel for a permuted layout, and the two decodes must be bit for bit the same."""
         with torch.autocast(z.device.type, enabled=False):
-            return from_tokens(self._lookup(to_tokens(z).float())[0], tuple(z.shape[1:]))
+            return from_tokens(self._lookup(to_tokens(z).float())[0], tuple(z.shape[1:])).contiguous()
 
     @torch.no_grad()
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:

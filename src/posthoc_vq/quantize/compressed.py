@@ -109,8 +109,3 @@ def open_compressed(run_dir: str | Path | Run, name: str) -> tuple[torch.nn.Modu
     check_source(f"packed weights '{name}'", record_path, record.get("source_model_sha256"), run.model_record()["sha256"], "the run's model",
                  f"pack them again from the model as it is now: `posthoc-vq compress-weights {run.root} --bits {record['weights']['bits']} --name {name}`")
     return model, record
-
-
-def list_compressed(run_dir: str | Path | Run) -> list[str]:
-    """Names of the run's packed-weight artifacts."""
-    return Run.open(run_dir).weights_names()

@@ -1,6 +1,6 @@
 """The one renderer of a sweep's claims: ``claims.json`` (written by ``posthoc-vq ablate``) to tables and Markdown.
 
-``claims.md`` (written by :func:`posthoc_vq.experiments.runner.write_claims`) and the claims,
+``claims.md`` (written by :func:`write_claims`) and the claims,
 arms and ANOVA tables of a sweep report are the same :class:`~posthoc_vq.report.document.Table`
 objects from :func:`claims_tables`, rendered by the same
 :func:`~posthoc_vq.report.document.table_markdown`, so the two never disagree. Nothing here
@@ -10,9 +10,12 @@ judges a claim: verdicts and reasons are read from the claims dict as stored.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+from posthoc_vq.io import atomic_write, write_json
 from posthoc_vq.report.document import Table, md_text, table_markdown
+from posthoc_vq.run import Sweep
 
 CLAIM_COLUMNS = ("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "p adjusted", "verdict", "reason")
 MARGIN_COLUMNS = ("slice", "metric", "arm", "reference", "n", "mean arm", "mean reference", "CI vs margin", "p adjusted",
@@ -107,3 +110,14 @@ def claims_markdown(claims: dict[str, Any], spec: Any) -> str:
     lines = [f"# Claims: {md_text(spec.name)}", "", md_text(compared), "", f"Verdicts: {verdict_counts(claims)}.", ""]
     lines += [table_markdown(t) for t in claims_tables(claims).values()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def write_claims(sweep_dir: str | Path, claims: dict[str, Any], spec: Any) -> dict[str, Path]:
+    """``claims.json`` and ``claims.md`` of a sweep (the verdict, arm and ANOVA tables, rendered by :func:`claims_markdown`,
+    the same renderer as the sweep report's); returns their paths."""
+    sweep = Sweep(Path(sweep_dir))
+    paths = {"json": sweep.claims_json, "markdown": sweep.claims_md}
+    write_json(paths["json"], claims)
+    with atomic_write(paths["markdown"]) as tmp:
+        tmp.write_text(claims_markdown(claims, spec))
+    return paths

@@ -11,20 +11,21 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
+from posthoc_vq.results import Evaluation
 from posthoc_vq.audit import MIN_OBSERVATIONS, NOT_CONVERGED, TEST_LEAKAGE, TOO_FEW_OBSERVATIONS, UNTRAINED
 
 
-def warning_lines(sources: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
-    """One line per distinct audit warning, naming every result it fired in; ``sources`` are (result name, evaluation JSON)."""
+def warning_lines(sources: Iterable[tuple[str, Evaluation]]) -> list[str]:
+    """One line per distinct audit warning, naming every result it fired in; ``sources`` are (result name, evaluation)."""
     fired: dict[tuple[str, str], list[str]] = defaultdict(list)
     for name, result in sources:
-        for w in result.get("warnings") or []:
-            fired[(w["code"], w["message"])].append(name)
+        for w in result.warnings:
+            fired[(w.code, w.message)].append(name)
     return [f"Audit warning `{code}` ({', '.join(names)}): {message}" for (code, message), names in fired.items()]
 
 
 def run_limitations(
-    *, meta: dict[str, Any] | None, summary: dict[str, Any] | None, seed: Any, split: str, codebook_evals: list[dict[str, Any]],
+    *, meta: dict[str, Any] | None, summary: dict[str, Any] | None, seed: Any, split: str, codebook_evals: list[Evaluation],
     codebooks: list[str], evaluated: set[str], warnings: list[str], git_commit: str | None,
 ) -> list[str]:
     """The limitations of one run.
@@ -32,7 +33,7 @@ def run_limitations(
     Parameters
     ----------
     meta, summary : ``model.json`` and ``train_summary.json`` (None when absent).
-    codebook_evals : the run's codebook evaluation JSONs on ``split``.
+    codebook_evals : the run's codebook evaluations on ``split``.
     codebooks : every codebook of the run; ``evaluated``: those with an evaluation on ``split``.
     warnings : lines from :func:`warning_lines`.
     """
@@ -45,11 +46,11 @@ def run_limitations(
         out.append(NOT_CONVERGED.run_note(summary))
     else:
         out.append(f"Trained to convergence: {summary.get('stop_reason')} after {summary.get('epochs')} epochs (best epoch {summary.get('best_epoch')}).")
-    leaked = sorted(r["codebook"] for r in codebook_evals if TEST_LEAKAGE.applies(r.get("fit_includes_test")))
+    leaked = sorted(r.codebook for r in codebook_evals if TEST_LEAKAGE.applies(r.fit_includes_test))
     if leaked:
         out.append(TEST_LEAKAGE.run_note(split, leaked))
     elif codebook_evals:
-        out.append(f"No evaluated codebook saw the {split} split: every codebook was fitted on {', '.join(sorted({str(r['fit_on']) for r in codebook_evals}))}.")
+        out.append(f"No evaluated codebook saw the {split} split: every codebook was fitted on {', '.join(sorted({str(r.fit_on) for r in codebook_evals}))}.")
     out.append(f"One training seed ({seed}): the 95% CIs are over {split} images, not over training runs, so they do not show "
                "how much another seed would change the numbers (run a sweep over seeds: `posthoc-vq ablate`).")
     if missing := sorted(set(codebooks) - evaluated):

@@ -17,36 +17,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from posthoc_vq.results import Evaluation, ImageQuality, MeanCI, Usage
+
 #: columns of :func:`evaluation_rows`
 EVALUATION_COLUMNS = ("model", "reference", "metric", "value", "ci_low", "ci_high", "std", "n")
 QUALITY_METRICS = ("mse", "psnr_db", "ssim")
 
 
 def _row(model: str, reference: str | None, metric: str, value: Any) -> dict[str, Any]:
-    """A row of one metric: a mean/CI dict (``mean``, ``low``, ``high``, ``std``, ``n``) or a bare number."""
+    """A row of one metric: a :class:`~posthoc_vq.results.MeanCI` (or its JSON dict) or a bare number."""
+    if isinstance(value, MeanCI):
+        value = value.to_json()
     if isinstance(value, dict):
         return {"model": model, "reference": reference, "metric": metric, "value": value.get("mean"), "ci_low": value.get("low"),
                 "ci_high": value.get("high"), "std": value.get("std"), "n": value.get("n")}
     return {"model": model, "reference": reference, "metric": metric, "value": value, "ci_low": None, "ci_high": None, "std": None, "n": None}
 
 
-def _quality(model: str, reference: str, block: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if not block:
+def _quality(model: str, reference: str, block: ImageQuality | None) -> list[dict[str, Any]]:
+    if block is None:
         return []
-    return [_row(model, reference, m, block[m]) for m in QUALITY_METRICS if m in block]
+    return [_row(model, reference, m, getattr(block, m)) for m in QUALITY_METRICS]
 
 
-def own_model_label(result: dict[str, Any]) -> str:
+def own_model_label(result: Evaluation) -> str:
     """What a run's own decoder output is: ``continuous (mu)``, or ``trained vq`` for a model trained with its quantizer."""
-    kind = (result.get("model") or {}).get("quantizer")
-    return f"trained {kind}" if kind else f"continuous ({result.get('latents') or 'mu'})"
+    kind = result.model.quantizer
+    return f"trained {kind}" if kind else f"continuous ({result.latents or 'mu'})"
 
 
-def _usage_rows(model: str, split: str, usage: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if not usage:
+def _usage_rows(model: str, split: str, usage: Usage | None) -> list[dict[str, Any]]:
+    if usage is None:
         return []
     keys = (("used", "codes_used"), ("n_codes", "n_codes"), ("dead", "dead_codes"), ("entropy_bits", "entropy_bits"), ("perplexity", "perplexity"))
-    return [_row(model, split, name, usage[k]) for k, name in keys if isinstance(usage.get(k), (int, float))]
+    return [_row(model, split, name, getattr(usage, k)) for k, name in keys if isinstance(getattr(usage, k), (int, float))]
 
 
 SIZE_KEYS = ("num_parameters", "quantized_parameters", "packed_file_bytes", "fp32_file_bytes", "size_ratio", "compression_factor")
@@ -57,37 +61,36 @@ def size_rows(name: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     return [_row(name, None, k, record[k]) for k in SIZE_KEYS if record.get(k) is not None]
 
 
-def pixel_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def pixel_rows(result: Evaluation) -> list[dict[str, Any]]:
     """Rows of a pixel evaluation: continuous (``eval/continuous-*``), codebook (``eval/<codebook>-*``) or packed weights (``eval/weights-*``)."""
-    split = result.get("split")
-    if "weights" in result and "size" in result:  # packed weights, and with a codebook between encoder and decoder
-        name = result["weights"]
-        rows = _quality("fp32", "ground truth", result["continuous"]) + _quality(name, "ground truth", result["quantized"])
-        rows += _quality(name, "fp32 output", result["penalty"])
-        rows.append(_row(name, "fp32", "psnr_change_db", result["psnr_change_db"]))
-        rows += size_rows(name, result["size"])
-        rows.append(_row(name, "fp32", "latent_mse", result.get("latent_mse")))
-        book = result.get("with_codebook") or result.get("codebook")
-        if isinstance(book, dict):
-            label = f"{name} + {book['name']}"
-            rows += _quality(f"fp32 + {book['name']}", "ground truth", book["continuous"]) + _quality(label, "ground truth", book["quantized"])
-            rows += _quality(label, f"fp32 + {book['name']} output", book["penalty"])
-            rows.append(_row(label, f"fp32 + {book['name']}", "psnr_change_db", book["psnr_change_db"]))
-            rows.append(_row(label, f"fp32 + {book['name']}", "code_agreement", book.get("code_agreement")))
+    split = result.split
+    if result.weights is not None and result.size is not None:  # packed weights, and with a codebook between encoder and decoder
+        name = result.weights
+        rows = _quality("fp32", "ground truth", result.continuous) + _quality(name, "ground truth", result.quantized)
+        rows += _quality(name, "fp32 output", result.penalty)
+        rows.append(_row(name, "fp32", "psnr_change_db", result.psnr_change_db))
+        rows += size_rows(name, result.size)
+        rows.append(_row(name, "fp32", "latent_mse", result.latent_mse))
+        book = result.with_codebook
+        if book is not None:
+            label = f"{name} + {book.name}"
+            rows += _quality(f"fp32 + {book.name}", "ground truth", book.continuous) + _quality(label, "ground truth", book.quantized)
+            rows += _quality(label, f"fp32 + {book.name} output", book.penalty)
+            rows.append(_row(label, f"fp32 + {book.name}", "psnr_change_db", book.psnr_change_db))
+            rows.append(_row(label, f"fp32 + {book.name}", "code_agreement", book.code_agreement))
         return rows
     own = own_model_label(result)
-    rows = _quality(own, "ground truth", result["continuous"])
-    if "quantized" in result and result.get("codebook"):  # a post-hoc codebook
-        name = result["codebook"]
-        rows += _quality(name, "ground truth", result["quantized"]) + _quality(name, own, result["penalty"])
-        rows.append(_row(name, own, "psnr_change_db", result.get("psnr_change_db")))
-        rows.append(_row(name, None, "bits_per_image", result.get("bits_per_image")))
-        rows.append(_row(name, own, "latent_mse", result.get("latent_mse")))
-        rows += _usage_rows(name, split, (result.get("usage") or {}).get(split))
-    elif result.get("bits_per_image") is not None:  # a trained quantizer's own rate and usage
-        rows.append(_row(own, None, "bits_per_image", result["bits_per_image"]))
-        usage = (result.get("usage") or {}).get(split) if isinstance(result.get("usage"), dict) else None
-        rows += _usage_rows(own, split, usage if isinstance(usage, dict) else None)
+    rows = _quality(own, "ground truth", result.continuous)
+    if result.quantized is not None and result.is_codebook:  # a post-hoc codebook
+        name = result.codebook
+        rows += _quality(name, "ground truth", result.quantized) + _quality(name, own, result.penalty)
+        rows.append(_row(name, own, "psnr_change_db", result.psnr_change_db))
+        rows.append(_row(name, None, "bits_per_image", result.bits_per_image))
+        rows.append(_row(name, own, "latent_mse", result.latent_mse))
+        rows += _usage_rows(name, split, result.usage_on(split))
+    elif result.bits_per_image is not None:  # a trained quantizer's own rate and usage
+        rows.append(_row(own, None, "bits_per_image", result.bits_per_image))
+        rows += _usage_rows(own, split, result.usage_on(split))
     return [r for r in rows if r["value"] is not None or r["ci_low"] is not None]
 
 
@@ -123,9 +126,9 @@ def perceptual_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def evaluation_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of any evaluation result, pixel or perceptual (columns :data:`EVALUATION_COLUMNS`)."""
-    return perceptual_rows(result) if "sets" in result and "feature_net" in result else pixel_rows(result)
+def evaluation_rows(result: Evaluation | dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of any evaluation result, pixel (an :class:`~posthoc_vq.results.Evaluation`) or perceptual (columns :data:`EVALUATION_COLUMNS`)."""
+    return pixel_rows(result) if isinstance(result, Evaluation) else perceptual_rows(result)
 
 
 def flatten_scalars(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

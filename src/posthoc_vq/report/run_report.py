@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from posthoc_vq.errors import CheckpointError, PosthocVQError
-from posthoc_vq.io import read_json
-from posthoc_vq.records import CodebookRecord, PackedWeightsRecord, read_dict
+from posthoc_vq.records import CodebookRecord, PackedWeightsRecord, read_dict, read_evaluation
 from posthoc_vq.report import compression_table
 from posthoc_vq.report.codebook_figures import codebook_figure, view_from_samples
 from posthoc_vq.report.codebook_table import COLUMNS as STUDY_COLUMNS
@@ -27,6 +26,7 @@ from posthoc_vq.report.figures import training_curves
 from posthoc_vq.report.image_figures import ImageRow, image_grid
 from posthoc_vq.report.limitations import run_limitations, warning_lines
 from posthoc_vq.report.samples import StoredSamples, read_samples
+from posthoc_vq.results import Evaluation
 from posthoc_vq.run import CODEBOOKS, WEIGHTS, Run
 
 Step = Callable[[str], None]
@@ -52,9 +52,9 @@ class RunFiles:
     history: list[dict[str, Any]] | None
     summary: dict[str, Any] | None
     provenance: dict[str, Any] | None
-    continuous: dict[str, Any] | None
-    codebook_evals: list[dict[str, Any]] = field(default_factory=list)
-    weight_evals: list[dict[str, Any]] = field(default_factory=list)
+    continuous: Evaluation | None
+    codebook_evals: list[Evaluation] = field(default_factory=list)
+    weight_evals: list[Evaluation] = field(default_factory=list)
     codebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> codebooks/<name>/codebook.json
     weights: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> weights/<name>/weights.json
     samples: StoredSamples | None = None
@@ -72,9 +72,9 @@ def read_run(run_dir: str | Path | Run, split: str = "test") -> RunFiles:
     except CheckpointError as err:
         raise PosthocVQError(str(err)) from None
     cont_path = run.eval_file(split)
-    cont = read_json(cont_path, what="evaluation result") if cont_path.exists() else None
+    cont = read_evaluation(cont_path, what="evaluation result") if cont_path.exists() else None
     meta = run.model_record() if run.model_record_file.exists() else None
-    measured = ((cont or {}).get("model") or {}).get("sha256")
+    measured = cont.model.sha256 if cont is not None else None
     stale = measured is not None and meta is not None and measured != meta.get("sha256")
     cont = None if stale else cont  # a number of another model is never shown as this one's: the report says so instead
     # checked records: a codebook.json or weights.json of the wrong shape is a one-line error naming it, never a traceback
@@ -89,17 +89,18 @@ def read_run(run_dir: str | Path | Run, split: str = "test") -> RunFiles:
     return rf
 
 
-def _current_weight_evals(run: Run, split: str, meta: dict[str, Any] | None, weights: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _current_weight_evals(run: Run, split: str, meta: dict[str, Any] | None, weights: dict[str, dict[str, Any]]) -> list[Evaluation]:
     """The stored evaluations of packed weights that measured the run's model and the weights as they are now; the others
     are left out with a :class:`~posthoc_vq.report.codebook_table.StaleResultWarning`."""
     out = []
     for path in run.weights_eval_files(split):
-        result = read_json(path, what="weight evaluation")
-        measured, packed = (result.get("model") or {}).get("sha256"), result.get("weights_sha256")
-        current = weights.get(result.get("weights"), {}).get("sha256")
+        result = read_evaluation(path, what="weight evaluation")
+        measured, packed = result.model.sha256, result.weights_sha256
+        current = weights.get(result.weights, {}).get("sha256")
         if (measured is not None and meta is not None and measured != meta.get("sha256")) or (packed is not None and packed != current):
-            warnings.warn(f"{path} measured another version of the model or of packed weights '{result.get('weights')}' and is left out; "
-                          f"evaluate again: `posthoc-vq evaluate {run.root} --weights {result.get('weights')} --split {split}`", StaleResultWarning, stacklevel=2)
+            book = f" --codebook {result.with_codebook.name}" if result.with_codebook is not None else ""
+            warnings.warn(f"{path} measured another version of the model or of packed weights '{result.weights}' and is left out; "
+                          f"evaluate again: `posthoc-vq evaluate {run.root} --weights {result.weights}{book} --split {split}`", StaleResultWarning, stacklevel=2)
             continue
         out.append(result)
     return out
@@ -109,8 +110,8 @@ def run_header(rf: RunFiles) -> list[tuple[str, str]]:
     """(field, value) pairs: dataset, model, parameters, seeds, fit sets, latents, versions, commit, dates."""
     c, prov = rf.config, rf.provenance or {}
     m = c.model
-    fit = sorted({str(r["fit_on"]) for r in rf.codebook_evals})
-    kinds = sorted({f"{r['latents']}" + (f" (seed {r['latent_seed']})" if r.get("latent_seed") is not None else "") for r in rf.codebook_evals})
+    fit = sorted({str(r.fit_on) for r in rf.codebook_evals})
+    kinds = sorted({f"{r.latents}" + (f" (seed {r.latent_seed})" if r.latent_seed is not None else "") for r in rf.codebook_evals})
     versions = prov.get("versions") or {}
     return [
         ("dataset", f"{c.data.name} (val fraction {c.data.val_fraction}, split seed {c.data.split_seed}); report on the {rf.split} split"),
@@ -150,9 +151,9 @@ def psnr_notes(rf: RunFiles) -> dict[str, str]:
     """Row name (continuous, codebook, weights) -> its mean PSNR on the split (and bits per image), from the evaluations."""
     notes = {}
     if rf.continuous:
-        notes["continuous"] = f"{rf.continuous['continuous']['psnr_db']['mean']:.2f} dB"
-    notes |= {r["codebook"]: f"{r['quantized']['psnr_db']['mean']:.2f} dB, {r['bits_per_image']:g} bits" for r in rf.codebook_evals}
-    notes |= {r["weights"]: f"{r['quantized']['psnr_db']['mean']:.2f} dB" for r in rf.weight_evals if compression_table.codebook_block(r) is None}
+        notes["continuous"] = f"{rf.continuous.continuous.psnr_db.mean:.2f} dB"
+    notes |= {r.codebook: f"{r.quantized.psnr_db.mean:.2f} dB, {r.bits_per_image:g} bits" for r in rf.codebook_evals}
+    notes |= {r.weights: f"{r.quantized.psnr_db.mean:.2f} dB" for r in rf.weight_evals if compression_table.codebook_block(r) is None}
     return notes
 
 
@@ -290,11 +291,11 @@ def claims_section(rf: RunFiles) -> Section:
     s = Section("claims", "Claims and limitations")
     s.paragraphs.append("A single run makes no comparative claim: verdicts (validated, no significant difference, insufficient evidence, invalid) "
                         "come from sweeps over seeds (`posthoc-vq ablate`, then `posthoc-vq report SWEEP`). What this run's numbers can and cannot support:")
-    sources = ([("continuous", rf.continuous)] if rf.continuous else []) + [(r["codebook"], r) for r in rf.codebook_evals] \
-        + [(r["weights"] + (f"+{b['name']}" if (b := compression_table.codebook_block(r)) else ""), r) for r in rf.weight_evals]
+    sources = ([("continuous", rf.continuous)] if rf.continuous else []) + [(r.codebook, r) for r in rf.codebook_evals] \
+        + [(r.weights + (f"+{b.name}" if (b := compression_table.codebook_block(r)) else ""), r) for r in rf.weight_evals]
     s.items = run_limitations(
         meta=rf.meta, summary=rf.summary, seed=rf.config.seed, split=rf.split, codebook_evals=rf.codebook_evals, codebooks=list(rf.codebooks),
-        evaluated={r["codebook"] for r in rf.codebook_evals}, warnings=warning_lines(sources),
+        evaluated={r.codebook for r in rf.codebook_evals}, warnings=warning_lines(sources),
         git_commit=(rf.provenance or {}).get("git_commit"),
     )
     if not rf.continuous:

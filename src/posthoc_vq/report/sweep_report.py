@@ -115,8 +115,8 @@ def sweep_header(sf: SweepFiles, reps: dict[str, RunFiles]) -> list[tuple[str, s
         ("model", f"{first.config.model.family} VAE, channels {list(first.config.model.channels)}, beta {first.config.model.beta}" if first else "unknown"),
         ("parameters (one run per arm)", params),
         ("seeds", ", ".join(str(v) for v in s.axes.get("seed", [])) or "one (the preset's seed)"),
-        ("fit set", ", ".join(sorted({str(r["fit_on"]) for r in books})) or "no codebook"),
-        ("latent choice", ", ".join(sorted({str(r["latents"]) for r in books})) or "no codebook"),
+        ("fit set", ", ".join(sorted({str(r.fit_on) for r in books})) or "no codebook"),
+        ("latent choice", ", ".join(sorted({str(r.latents) for r in books})) or "no codebook"),
         ("compared", f"{c.axis}" + (f" against {c.reference}" if c.reference is not None else " (every pair)") + f" on {', '.join(c.metrics)}, paired by "
                      f"{c.pair_by}, {c.correction} correction, alpha {c.alpha}, at least {c.min_n} per arm"),
         ("cells", f"{done} of {len(sf.rows)} done, {sum(r['status'] == 'failed' for r in sf.rows)} failed"),

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from posthoc_vq.devices import autocast, device_record, resolve_device, resolve_precision
 from posthoc_vq.errors import ConfigError, TrainingError
@@ -60,8 +59,8 @@ from posthoc_vq.quantize.latent.store import save_codebook
 from posthoc_vq.records import FinetuneRecord, compute_record, model_compute, read_dict, total_compute
 from posthoc_vq.run import Run, check_codebook_name
 from posthoc_vq.seeding import generator
-from posthoc_vq.train.checkpoint import trained_data, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
-from posthoc_vq.train.history import write_history
+from posthoc_vq.train.checkpoint import trained_data, latest_checkpoint, load_checkpoint, save_model
+from posthoc_vq.train.loop import EpochSteps, LoopState, Stopping, run_epochs
 from posthoc_vq.train.trainer import images_tensor
 
 Part = Literal["decoder", "decoder+codebook"]
@@ -301,6 +300,12 @@ class _Finetuner:
                 on_batch(value)
         return total / len(order)
 
+    def _train_and_assign(self, epoch: int, on_batch) -> dict[str, float]:
+        """One epoch, then the codes of the next epoch and of validation: the nearest ones to the (possibly trained) vectors now."""
+        loss = self.train_epoch(epoch, on_batch=on_batch)
+        self._assign()
+        return {"train_loss": loss, "train_recon": loss}
+
     @torch.no_grad()
     def validate(self) -> float:
         """Mean reconstruction loss per image on the val split, decoded from its quantized latents."""
@@ -338,42 +343,20 @@ class _Finetuner:
             self._save_best(0, best_val)
         seconds += time.perf_counter() - tic
 
-        stop_reason = "max_epochs"
-        if bad_epochs >= s["patience"]:
-            stop_reason, start_epoch = "early_stopping", s["epochs"] + 1
-        n_batches = math.ceil(len(self.train_x) / s["batch_size"])
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-                       TimeElapsedColumn(), console=self.console, disable=not self.progress)
-        with bar:
-            for epoch in range(start_epoch, s["epochs"] + 1):
-                task = bar.add_task(f"fine-tune epoch {epoch}", total=n_batches, loss=float("nan"))
-                tic = time.perf_counter()
-                row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-                row["train_loss"] = row["train_recon"] = self.train_epoch(epoch, on_batch=lambda loss, task=task: bar.update(task, advance=1, loss=loss))
-                images_seen += len(self.train_x)
-                self._assign()  # trained vectors: the codes of the next epoch and of validation are the nearest ones now
-                row["val_loss"] = row["val_recon"] = self.validate()
-                improved = row["val_loss"] < best_val - s["min_delta"]
-                if improved:
-                    best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-                    self._save_best(epoch, best_val)
-                else:
-                    bad_epochs += 1
-                row["improved"] = improved
-                row["seconds"] = time.perf_counter() - tic
-                seconds += row["seconds"]
-                history.append(row)
-                write_history(self.run, history)
-                save_checkpoint(self.run, epoch, self.model, self.optimizer, {
-                    "step": self.step, "history": history, "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                    "seconds": seconds, "images_seen": images_seen, "val_loss_before": val_before, "finetune": s,
-                })
-                bar.remove_task(task)
-                self.console.print(f"fine-tune epoch {epoch:3d}  train recon {row['train_loss']:.3f}  val recon {row['val_loss']:.3f} "
-                                   f"(before {val_before:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s", highlight=False)
-                if bad_epochs >= s["patience"]:
-                    stop_reason = "early_stopping"
-                    break
+        state = LoopState(history, best_val, best_epoch, bad_epochs, seconds, images_seen)
+        steps = EpochSteps(
+            train=self._train_and_assign,
+            validate=lambda: dict.fromkeys(("val_loss", "val_recon"), self.validate()),
+            keep_best=lambda epoch, row: self._save_best(epoch, row["val_loss"]),
+            checkpoint=lambda: {"step": self.step, "val_loss_before": val_before, "finetune": s},
+            line=lambda row, improved: (f"fine-tune epoch {row['epoch']:3d}  train recon {row['train_loss']:.3f}  val recon {row['val_loss']:.3f} "
+                                        f"(before {val_before:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s"),
+            lr=lambda: self.optimizer.param_groups[0]["lr"],
+        )
+        stop_reason = run_epochs(self.run, self.model, self.optimizer, state, Stopping(s["epochs"], s["patience"], s["min_delta"]), steps,
+                                 start_epoch=start_epoch, n_batches=math.ceil(len(self.train_x) / s["batch_size"]), n_images=len(self.train_x),
+                                 console=self.console, progress=self.progress, label="fine-tune epoch")
+        history, best_val, best_epoch, seconds, images_seen = state.history, state.best_val, state.best_epoch, state.seconds, state.images_seen
 
         epochs_done = history[-1]["epoch"] if history else 0
         result = FinetuneResult(

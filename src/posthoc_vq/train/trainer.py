@@ -9,14 +9,12 @@ never interrupted.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from posthoc_vq.config import RunConfig
 from posthoc_vq.data import DatasetSplits, load_config_dataset
@@ -28,8 +26,9 @@ from posthoc_vq.models.quantizers import CodeUsage
 from posthoc_vq.provenance import provenance
 from posthoc_vq.records import compute_record
 from posthoc_vq.run import Run
-from posthoc_vq.train.checkpoint import trained_data, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
-from posthoc_vq.train.history import format_changes, record_config_changes, write_history
+from posthoc_vq.train.checkpoint import trained_data, latest_checkpoint, load_checkpoint, save_model
+from posthoc_vq.train.history import format_changes, record_config_changes
+from posthoc_vq.train.loop import EpochSteps, LoopState, Stopping, run_epochs
 from posthoc_vq.seeding import derived_seed, generator, seed_everything
 from posthoc_vq.tracking import NullTracker, SafeTracker, Tracker, flatten, numeric
 
@@ -298,57 +297,30 @@ class Trainer:
             for old in history:
                 self.tracker.log_metrics(numeric({k: v for k, v in old.items() if k not in ("epoch", "changes")}), step=old["epoch"])
 
-        stop_reason = "max_epochs"
-        if bad_epochs >= t.patience and t.early_stopping:
-            stop_reason, start_epoch = "early_stopping", t.epochs + 1
-        n_batches = math.ceil(len(self.train_x) / t.batch_size)
-        bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, disable=not self.progress,
+        state = LoopState(history, best_val, best_epoch, bad_epochs, seconds, images_seen, self.last_checkpoint)
+        steps = EpochSteps(
+            train=lambda epoch, on_batch: self.train_epoch(epoch, on_batch=on_batch),
+            validate=self.validate,
+            keep_best=lambda epoch, row: save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step,
+                                                                           "data": trained_data(self.config)}),
+            after=self._schedule,
+            checkpoint=lambda: {
+                "step": self.step, "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "config": self.config.to_dict(),  # what this checkpoint was trained with: resume records changes against it
+            },
+            log=lambda epoch, row: self.tracker.log_metrics(numeric({k: v for k, v in row.items() if k not in ("epoch", "changes")}), step=epoch),
+            line=lambda row, improved: (f"epoch {row['epoch']:3d}  train {row['train_loss']:.3f}  val {row['val_loss']:.3f} "
+                                        f"(recon {row['val_recon']:.3f}, kl {row['val_kl']:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s"
+                                        + _usage_text(row)),
+            lr=lambda: self.optimizer.param_groups[0]["lr"],
+            saved=lambda path: setattr(self, "last_checkpoint", path),
         )
-        with bar:
-            run_task = bar.add_task("epochs", total=t.epochs, completed=start_epoch - 1, loss=float("nan"))
-            for epoch in range(start_epoch, t.epochs + 1):
-                task = bar.add_task(f"epoch {epoch}", total=n_batches, loss=float("nan"))
-                tic = time.perf_counter()
-                row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-                row |= self.train_epoch(epoch, on_batch=lambda loss, task=task: bar.update(task, advance=1, loss=loss))
-                row |= self.validate()
-                if changes and epoch == start_epoch:
-                    row["changes"] = changes
-                row["seconds"] = time.perf_counter() - tic
-                seconds += row["seconds"]
-                images_seen += len(self.train_x)
-                improved = row["val_loss"] < best_val - t.min_delta
-                row["improved"] = improved
-                history.append(row)
-                self.tracker.log_metrics(numeric({k: v for k, v in row.items() if k not in ("epoch", "changes")}), step=epoch)
-                if improved:
-                    best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-                    save_model(self.run, self.model, {"epoch": epoch, "val_loss": row["val_loss"], "trained_steps": self.step,
-                                                       "data": trained_data(self.config)})
-                elif epoch > t.min_epochs:  # the warm-up's epochs never count toward patience
-                    bad_epochs += 1
-                if self.scheduler is not None:
-                    self.scheduler.step(row["val_loss"]) if t.lr_schedule == "plateau" else self.scheduler.step()
-                write_history(self.run, history)
-                self.last_checkpoint = save_checkpoint(self.run, epoch, self.model, self.optimizer, {
-                    "step": self.step, "history": history, "best_val": best_val, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "seconds": seconds, "images_seen": images_seen,
-                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                    "config": self.config.to_dict(),  # what this checkpoint was trained with: resume records changes against it
-                })
-                bar.remove_task(task)
-                bar.update(run_task, advance=1, loss=row["val_loss"])
-                self.console.print(
-                    f"epoch {epoch:3d}  train {row['train_loss']:.3f}  val {row['val_loss']:.3f} "
-                    f"(recon {row['val_recon']:.3f}, kl {row['val_kl']:.3f})  {'*' if improved else ' '}  {row['seconds']:.1f}s"
-                    + _usage_text(row),
-                    highlight=False,
-                )
-                if t.early_stopping and bad_epochs >= t.patience:
-                    stop_reason = "early_stopping"
-                    break
+        stopping = Stopping(t.epochs, t.patience, t.min_delta, t.min_epochs, t.early_stopping)
+        stop_reason = run_epochs(self.run, self.model, self.optimizer, state, stopping, steps, start_epoch=start_epoch,
+                                 n_batches=math.ceil(len(self.train_x) / t.batch_size), n_images=len(self.train_x), console=self.console,
+                                 progress=self.progress, first_row={"changes": changes} if changes else None)
+        self.last_checkpoint = state.last_checkpoint
+        history, best_val, best_epoch, seconds, images_seen = state.history, state.best_val, state.best_epoch, state.seconds, state.images_seen
 
         epochs_done = history[-1]["epoch"] if history else 0
         result = TrainResult(
@@ -359,6 +331,11 @@ class Trainer:
         )
         write_json(self.run.summary_file, {**asdict(result), "compute": result.compute})
         return result
+
+    def _schedule(self, row: dict[str, Any]) -> None:
+        """One step of the learning-rate schedule after an epoch (plateau: on its validation loss)."""
+        if self.scheduler is not None:
+            self.scheduler.step(row["val_loss"]) if self.config.train.lr_schedule == "plateau" else self.scheduler.step()
 
     def _write_run_files(self, resumed: bool) -> None:
         write_json(self.run.config_file, self.config.to_dict())

@@ -64,8 +64,8 @@ class CodebookModule(nn.Module):
     for one stage, (N, M) / (N, h, w, M) for M > 1 stages (as ``ResidualKMeans.predict``).
     :meth:`dequantize` takes such indices back to latents.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> from posthoc_vq.quantize.latent.module import CodebookModule
     >>> q = CodebookModule(torch.eye(3))
