@@ -655,7 +655,25 @@ def ablate(spec: str | Path, out: str | Path | None = None, **options: Any) -> d
     (:class:`posthoc_vq.pipeline.Tracking`). Returns the claims with the cell counts.
     """
     from posthoc_vq import pipeline
-    from posthoc_vq.experiments import load_sweep_spec
+    from posthoc_vq.experiments import load_sweep_spec, run_sweep
+    from posthoc_vq.experiments.store import ResultStore
+    from posthoc_vq.report.claims import write_claims
+    from posthoc_vq.run import Sweep
 
-    out = Path(out) if out is not None else Path("runs") / "sweeps" / load_sweep_spec(spec).name
-    return pipeline.ablate(spec, out, **options)
+    tracking = options.pop("tracking", pipeline.NO_TRACKING)
+    tracking.check()
+    loaded = load_sweep_spec(spec)
+    out = Path(out) if out is not None else Path("runs") / "sweeps" / loaded.name
+    claims = run_sweep(spec, out, **options)
+    write_claims(out, claims, loaded)
+    if tracking.kind is not None:
+        try:
+            store = ResultStore(Sweep(out).db_file)
+            try:
+                done = store.rows("done")
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - tracking never fails the command: log_sweep says it could not read the database
+            done = None
+        pipeline.log_sweep(tracking, out, claims, done)
+    return claims

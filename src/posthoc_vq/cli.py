@@ -666,8 +666,9 @@ def _export_codec(args: argparse.Namespace, fmt: str | None) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
+    from posthoc_vq.api import ablate
     from posthoc_vq.experiments import load_sweep_spec
-    from posthoc_vq.pipeline import ablate, claims_file
+    from posthoc_vq.pipeline import claims_file
 
     out = args.out or str(Path("runs") / "sweeps" / load_sweep_spec(args.spec).name)
     with _own_bars(args):

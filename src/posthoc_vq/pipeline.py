@@ -1,5 +1,5 @@
-"""The commands' steps, once: what ``train``, ``quantize``, ``evaluate``, ``compress-weights``, ``finetune`` and
-``ablate`` do around the library call, for the CLI and the library API alike.
+"""The commands' steps, once: what ``train``, ``quantize``, ``evaluate``, ``compress-weights`` and ``finetune`` do around
+the library call, for the CLI, the library API and the sweep jobs alike (``ablate``'s tracking too: :func:`log_sweep`).
 
 Each step opens the run it works on itself, decides which samples the report will draw (``evaluate`` and
 ``compress-weights`` store them), and logs to the experiment tracker when one is asked for (:class:`Tracking`: a
@@ -142,17 +142,12 @@ def compress_weights(run: str | Path, config: Any, *, evaluate: bool = True, spl
     """``posthoc-vq compress-weights``: pack the run's weights; unless ``evaluate`` is False, evaluate them on ``split``
     (with ``codebook`` between encoder and decoder if given) and store the report's samples of the packed model.
     Returns (name, packed-weight record, evaluation or None)."""
-    from posthoc_vq.evaluation.samples import write_samples
-    from posthoc_vq.evaluation.weights import evaluate_weights
     from posthoc_vq.quantize.compressed import compress_run
 
     name, record = compress_run(run, config)
     if not evaluate:
         return name, record, None
-    result = evaluate_weights(run, name, split=split, data_dir=data_dir, codebook=codebook, progress=progress)
-    if codebook is None:
-        write_samples(run, split, weights=name, data_dir=data_dir)  # the report's images of this model
-    return name, record, result
+    return name, record, evaluate_pixels(run, weights=name, codebook=codebook, split=split, data_dir=data_dir, progress=progress)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -162,24 +157,36 @@ TRACKED_EVAL = {"continuous": ("psnr_db", "ssim", "mse"), "quantized": ("psnr_db
 
 
 def evaluate_pixels(run: str | Path, *, codebook: str | None = None, weights: str | None = None, split: str = "test", data_dir: str | None = None,
-                    progress: Any = None, device: Any = None) -> Evaluation:
+                    progress: Any = None, device: Any = None, samples: str = "write") -> Evaluation:
     """``posthoc-vq evaluate`` (PSNR, SSIM): the continuous model, a codebook or packed weights on ``split``, and the samples
-    the report draws (decoded images, code counts)."""
+    the report draws (decoded images, code counts; none for weights around a codebook).
+
+    ``samples``: ``write`` (anew, as the CLI does), ``ensure`` (only where absent, as a sweep job does) or ``none``."""
     from posthoc_vq.evaluation import evaluate_codebook, evaluate_continuous
-    from posthoc_vq.evaluation.samples import write_samples
     from posthoc_vq.evaluation.weights import evaluate_weights
 
     if weights:
         result = evaluate_weights(run, weights, split=split, data_dir=data_dir, codebook=codebook, progress=progress, device=device)
         if codebook is None:
-            write_samples(run, split, weights=weights, data_dir=data_dir)
+            store_samples(run, split, samples, weights=weights, data_dir=data_dir)
         return result
     if codebook:
         result = evaluate_codebook(run, codebook, split=split, data_dir=data_dir, progress=progress, device=device)
     else:
         result = evaluate_continuous(run, split=split, data_dir=data_dir, progress=progress, device=device)
-    write_samples(run, split, codebook=codebook, data_dir=data_dir)
+    store_samples(run, split, samples, codebook=codebook, data_dir=data_dir)
     return result
+
+
+def store_samples(run: str | Path, split: str, policy: str = "write", **which: Any) -> None:
+    """The decoded images and code counts a report draws for ``which`` (``codebook`` or ``weights``; neither: the
+    continuous model): ``write`` anew, ``ensure`` only where absent, ``none``."""
+    from posthoc_vq.evaluation.samples import ensure_samples, write_samples
+
+    if policy not in ("write", "ensure", "none"):
+        raise ValueError(f"samples must be write, ensure or none, got {policy!r}")
+    if policy != "none":
+        (write_samples if policy == "write" else ensure_samples)(run, split, **which)
 
 
 def evaluate_perceptual(run: str | Path, metrics: list[str], **options: Any) -> dict[str, Any]:
@@ -241,46 +248,29 @@ def geometry_file(run: str | Path, split: str = "test") -> Path:
 
 # ----------------------------------------------------------------------------- sweeps
 
-def ablate(spec: str | Path, out: str | Path, *, tracking: Tracking = NO_TRACKING, **options: Any) -> dict[str, Any]:
-    """``posthoc-vq ablate``: run (or resume) a sweep, write its claims (``claims.json`` and ``claims.md``), and log it.
-
-    ``options``: those of :func:`posthoc_vq.experiments.run_sweep`. Returns the claims with the cell counts."""
-    from posthoc_vq.experiments import load_sweep_spec, run_sweep
-    from posthoc_vq.report.claims import write_claims
-
-    tracking.check()
-    loaded = load_sweep_spec(spec)
-    claims = run_sweep(spec, out, **options)
-    write_claims(out, claims, loaded)
-    if tracking.kind is not None:
-        _log_sweep(tracking, Path(out), claims)
-    return claims
-
-
 def claims_file(out: str | Path) -> Path:
     return Sweep(out).claims_md
 
 
-def _log_sweep(tracking: Tracking, out: Path, claims: dict[str, Any]) -> None:
-    """One parent run (the spec as params, the counts as metrics, the claims as artifacts) and a child run per finished cell
-    (its axes as params, its stored metrics), from the sweep's results database."""
-    from posthoc_vq.experiments.store import ResultStore
+def log_sweep(tracking: Tracking, out: str | Path, claims: dict[str, Any], done: list[dict[str, Any]] | None) -> None:
+    """Log a finished sweep (``posthoc_vq.ablate`` reads its database): one parent run (the spec as params, the counts as
+    metrics, the claims as artifacts) and a child run per done cell (its axes as params, its stored metrics).
+    ``done``: the database's done rows, None when the database could not be read."""
+    if tracking.kind is None:
+        return
     from posthoc_vq.io import read_json
     from posthoc_vq.tracking import flatten, numeric
 
-    sweep = Sweep(out)
+    sweep = Sweep(Path(out))
     try:
         spec = read_json(sweep.spec_file, what="sweep spec")
-        store = ResultStore(sweep.db_file)
-        try:
-            done = store.rows("done")
-        finally:
-            store.close()
+        if done is None:
+            raise ValueError(f"{sweep.db_file} could not be read")
     except Exception as err:  # noqa: BLE001 - tracking never fails the command
         tracking.warn(f"could not read {out} for tracking: {err}")
         return
-    name = str(spec.get("name") or out.name)
-    parent = tracking.open(name, out.resolve().name, tags={"command": "ablate", "sweep_dir": str(out)})
+    name = str(spec.get("name") or sweep.root.name)
+    parent = tracking.open(name, sweep.root.resolve().name, tags={"command": "ablate", "sweep_dir": str(out)})
     try:
         parent.log_params(flatten({k: v for k, v in spec.items() if k != "name"}))
         parent.log_metrics(numeric({k: claims.get(k) for k in ("n_cells", "n_done", "n_failed", "ran_now")}))

@@ -40,12 +40,12 @@ def _quality(block: ImageQuality) -> dict[str, float]:
 def _ensure_trained(run: RunConfig, run_dir: Path, device: str | None = None) -> None:
     from rich.console import Console
 
-    from posthoc_vq.train import train
+    from posthoc_vq import pipeline
 
     r = Run(run_dir)
     if r.summary_file.exists():
         return
-    train(run, run_dir, resume=r.exists(), progress=False, console=Console(quiet=True), device=device or "cpu")
+    pipeline.train(run, run_dir, resume=r.exists(), progress=False, console=Console(quiet=True), device=device or "cpu")
 
 
 def _reuse(path: Path) -> Evaluation | None:
@@ -61,9 +61,7 @@ def evaluate_cell(
     perceptual: list[str] | None = None, features: str | None = None, device: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of one cell (codebook x weight bits) of a trained run; returns metrics and artifact paths."""
-    from posthoc_vq.evaluation import evaluate_codebook
-    from posthoc_vq.evaluation.samples import ensure_samples
-    from posthoc_vq.evaluation.weights import evaluate_weights
+    from posthoc_vq import pipeline
     from posthoc_vq.quantize.codebooks import fit_codebook_for_run, list_codebooks
     from posthoc_vq.quantize.compressed import compress_run
 
@@ -81,11 +79,12 @@ def evaluate_cell(
     artifacts: dict[str, Any] = {"run_dir": str(run_dir), "codebook": codebook, "weights": None}
     if w.bits == 32:
         path = Run(run_dir).eval_file(split, codebook=codebook)
-        result = (_reuse(path) or evaluate_codebook(run_dir, codebook, split=split, data_dir=data_dir, device=device)) if codebook else cont
+        result = cont
+        if codebook:  # the same step as `posthoc-vq evaluate --codebook`, its samples stored where absent
+            result = _reuse(path) or pipeline.evaluate_pixels(run_dir, codebook=codebook, split=split, data_dir=data_dir, device=device, samples="none")
+            pipeline.store_samples(run_dir, split, "ensure", codebook=codebook, data_dir=data_dir)
         block, reference = (result.quantized if codebook else result.continuous), result.continuous
         warnings = result.warnings
-        if codebook:
-            ensure_samples(run_dir, split, codebook=codebook, data_dir=data_dir)
     else:
         name = w.default_name()
         path = Run(run_dir).eval_file(split, weights=name, codebook=codebook)
@@ -93,13 +92,13 @@ def evaluate_cell(
         if result is None:
             if name not in Run(run_dir).weights_names():  # packed once per run, like a codebook: reused by every cell
                 compress_run(run_dir, w)
-            result = evaluate_weights(run_dir, name, split=split, data_dir=data_dir, codebook=codebook)
+            result = pipeline.evaluate_pixels(run_dir, weights=name, codebook=codebook, split=split, data_dir=data_dir, samples="none")
         inner = result.with_codebook if codebook else result
         block, reference = inner.quantized, result.continuous
         warnings = result.warnings + (inner.warnings if codebook else [])
         artifacts["weights"] = name
         if codebook is None:
-            ensure_samples(run_dir, split, weights=name, data_dir=data_dir)
+            pipeline.store_samples(run_dir, split, "ensure", weights=name, data_dir=data_dir)
     artifacts["eval"] = str(path)
     metrics = {
         **_quality(block),
@@ -166,12 +165,12 @@ def _compute(block: ComputeAccount | None) -> dict[str, Any]:
 
 def _finetuned(run_dir: Path, codebook: str, q: QuantizeConfig, ft: FinetuneConfig, data_dir: str | None, device: str | None = None) -> Path:
     """The run whose decoder was fine-tuned on ``codebook``'s latents (made once, resumed if interrupted)."""
-    from posthoc_vq.train import finetune
+    from posthoc_vq import pipeline
 
     key = config_hash({"quantize": q.model_dump(mode="json"), "finetune": ft.model_dump(mode="json")})
     target = Sweep.finetune_run(run_dir, key)
     if not target.summary_file.exists():
-        finetune(run_dir, codebook, target.root, epochs=ft.epochs, part=ft.part, lr=ft.lr, patience=ft.patience, min_delta=ft.min_delta,
+        pipeline.finetune(run_dir, codebook, target.root, epochs=ft.epochs, part=ft.part, lr=ft.lr, patience=ft.patience, min_delta=ft.min_delta,
                  resume=target.exists(), data_dir=data_dir, progress=False, device=device or "cpu")
     return target.root
 
