@@ -138,9 +138,6 @@ class PackedWeightsRecord(Record):
     layers: dict[str, dict[str, Any]]
 
 
-EvaluationRecord = Evaluation  # ``eval/*.json``: any evaluation result (pixel, codebook, weights, perceptual)
-
-
 class TrainSummary(Record):
     """``train_summary.json``."""
 
