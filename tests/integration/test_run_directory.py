@@ -289,7 +289,7 @@ TINY_SWEEP = textwrap.dedent("""\
     set:
       model.channels: [8, 16]
       model.latent_dim: 4
-      train.epochs: 3
+      train.epochs: 40  # long enough that the second driver, starting a Python, meets the first one still running
       train.early_stopping: false
       quantize.K: 8
     axes:
@@ -322,6 +322,7 @@ def test_two_concurrent_ablate_drivers_one_fails_at_once_and_done_cells_equal_a_
     while not (shared / ".lock").exists() or not (shared / ".lock").read_text():
         time.sleep(0.05)
     b = subprocess.run(cmd(shared), capture_output=True, text=True, env=env, timeout=120)
+    assert a.poll() is None, "the first driver finished before the second started: the test did not test the lock"
     assert b.returncode == 1 and f"pid {a.pid}" in b.stderr.replace("\n", " ")
     assert a.wait(300) == 0
     assert subprocess.run(cmd(single), capture_output=True, text=True, env=env, timeout=300).returncode == 0
